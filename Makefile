@@ -1,0 +1,46 @@
+# svite-search: two commands get you going.
+#   make demo   set up .venv (once) and run the quickstart study on the embedded digits data
+#   make test   set up .venv (once) and run the test suite
+# Set-up is idempotent: a second run reuses .venv and reinstalls only when pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRAS ?= all
+# CPU machines pin the CPU build of torch; with a CUDA GPU, pip picks the CUDA build itself.
+CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 || echo "-c constraints/cpu.txt")
+
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export RAY_USAGE_STATS_ENABLED ?= 0
+export MPLBACKEND ?= Agg
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test bench clean help
+
+help:
+	@echo "make demo   set up and run the quickstart study (digits, CPU, a few minutes)"
+	@echo "make test   set up and run the tests"
+	@echo "make bench  set up and run the benchmark suite (writes reports/benchmarks/)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints/cpu.txt | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/svite-search demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Measurements: analytic FLOPs (multiply-accumulates) and wall-clock latency."""
