@@ -61,6 +61,9 @@ class TokenSelector(nn.Module):
       length stays ``prefix + N`` (no compute is saved).
     """
 
+    #: Read by the SViTE / S²ViTE target rules: the scorer is never weight-masked.
+    svite_dense = True
+
     def __init__(
         self,
         embed_dim: int,
