@@ -1,0 +1,369 @@
+"""S²ViTE: structured dynamic sparsity over attention heads and MLP neurons.
+
+The component holds one boolean head set and one neuron set per block beside the model, as a
+``torch.ao.pruning`` sparsifier holds its masks, and keeps the model masked:
+
+* a head is switched off through its q, k and v rows of ``attn.qkv.weight``. Its q/k/v biases
+  stay (as in the reference code), so an inactive head emits the constant ``b_v`` (uniform
+  attention over identical values) through ``attn.proj``: a learned bias that the physical
+  slimming folds into ``proj.bias``;
+* a neuron is switched off through its ``mlp.fc2`` column only (``neuron_growth="signal"``, the
+  default). Its ``fc1`` row keeps computing an activation, so the gradient of the fc2 column is a
+  real growth signal and neuron sets move during training. ``"reference"`` also zeroes the fc1
+  row and bias, as the authors' code did: every inactive neuron then has a zero gradient, only
+  the neurons pruned in the same update can come back, and the neuron sets never change.
+
+Each ``step()`` (after ``optimizer.step()``) re-applies the masks, so a pruned unit never comes
+back to life between updates. On update iterations of the shared schedule it prunes, per
+block, ``ceil(dr · active)`` heads with the lowest Taylor importance and as many neurons with the
+lowest weight magnitude, then grows the same numbers with the highest growth signal (units
+pruned in the same update are candidates). Newly grown weights start at zero; a unit pruned and
+regrown keeps its weights.
+
+Example, a plain training loop::
+
+    engine = S2ViTE(model, optimizer, S2ViTEConfig(head_density=0.5, mlp_density=0.5,
+                                                   total_steps=len(loader) * epochs))
+    for images, labels in loader:
+        optimizer.zero_grad()
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        engine.step()              # before the next zero_grad: updates read the gradients
+    slim = slim_model(model, engine)
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError, UserInputError
+from ..sparse._schedule import DECAYS, PruneSchedule, resolve_update_interval
+from ..sparse._targets import masked_parameters
+from ._scores import HeadScoreCapture, neuron_growth_signal, neuron_magnitude
+from ._units import BlockLayout, BlockMask, block_layouts, random_block_masks, unwrap_model, vit_blocks
+
+log = logging.getLogger(__name__)
+
+NEURON_GROWTH = ("signal", "reference")
+OPTIMIZER_STATE = ("reset", "keep")
+
+
+@dataclass
+class S2ViTEConfig:
+    """Settings of one S²ViTE run (field names follow the ``sparsity`` section of a run config).
+
+    ``update_interval`` (ΔT in iterations) or ``updates_per_run`` sets the update cadence; with
+    neither, the paper's cadence of about 80 updates per run is used.
+    """
+
+    total_steps: int
+    head_density: float = 0.7
+    mlp_density: float = 0.6
+    update_interval: int | None = None
+    updates_per_run: int | None = None
+    prune_rate: float = 0.5
+    prune_rate_min: float = 0.005
+    decay: str = "cosine"
+    t_end: float = 0.8
+    optimizer_state: str = "reset"
+    neuron_growth: str = "signal"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("head_density", "mlp_density"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"sparsity.{name}", f"{value!r} must be in (0, 1]")
+        if self.total_steps < 1:
+            raise ConfigError("total_steps", f"{self.total_steps!r} must be >= 1")
+        if self.decay not in DECAYS:
+            raise ConfigError("sparsity.decay", f"{self.decay!r} is not one of {', '.join(DECAYS)}")
+        if self.optimizer_state not in OPTIMIZER_STATE:
+            raise ConfigError(
+                "sparsity.optimizer_state", f"{self.optimizer_state!r} is not one of reset, keep"
+            )
+        if self.neuron_growth not in NEURON_GROWTH:
+            raise ConfigError(
+                "sparsity.neuron_growth", f"{self.neuron_growth!r} is not one of signal, reference"
+            )
+
+
+class S2ViTE:
+    """Structured head and neuron sparsity for a timm ViT (the engine component protocol).
+
+    ``model`` may be wrapped (DDP, ``torch.compile``); masks and hooks act on the timm model
+    inside. Build it after the optimizer holds the model's parameters.
+    """
+
+    name = "s2vite"
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, config: S2ViTEConfig) -> None:
+        self.model = unwrap_model(model)
+        self.optimizer = optimizer
+        self.config = config
+        self.layouts: list[BlockLayout] = block_layouts(self.model)
+        interval = resolve_update_interval(
+            config.total_steps, config.t_end, config.update_interval, config.updates_per_run
+        )
+        self.schedule = PruneSchedule(
+            total_steps=config.total_steps,
+            update_interval=interval,
+            t_end=config.t_end,
+            initial=config.prune_rate,
+            minimum=config.prune_rate_min,
+            decay=config.decay,
+        )
+        self._views_cache: dict[tuple[int, torch.device], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.masks: list[BlockMask] = []
+        self._set_masks(
+            random_block_masks(self.model, config.head_density, config.mlp_density, seed=config.seed)
+        )
+        self.fired: list[BlockMask] = [m.clone() for m in self.masks]
+        self.step_count = 0
+        self.updates = 0
+        self.skipped_updates = 0
+        self.last_changed: tuple[int, int] = (0, 0)  # heads, neurons newly grown at the last update
+        self._capture = HeadScoreCapture([b.attn for b in vit_blocks(self.model)])
+        self._apply(self.model)
+        self._zero_inactive_state(self.masks)
+        self._arm_for(self.step_count + 1)
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Call once after every ``optimizer.step()``: update on schedule, then re-mask."""
+        self.step_count += 1
+        before = None
+        if self.schedule.is_update_step(self.step_count):
+            self._apply(self.model)  # new units grow from zero: clear what this step wrote
+            before = [m.clone() for m in self.masks]
+            self._update()
+        self._apply(self.model)
+        if self.config.optimizer_state == "reset":
+            # Inactive positions keep zero state; a unit grown now starts from fresh moments.
+            keep = self.masks if before is None else [
+                BlockMask(b.heads & a.heads, b.neurons & a.neurons) for b, a in zip(before, self.masks)
+            ]
+            self._zero_inactive_state(keep)
+        self._arm_for(self.step_count + 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step_count": self.step_count,
+            "updates": self.updates,
+            "skipped_updates": self.skipped_updates,
+            "last_changed": list(self.last_changed),
+            "update_interval": self.schedule.update_interval,
+            "heads": [m.heads.clone() for m in self.masks],
+            "neurons": [m.neurons.clone() for m in self.masks],
+            "heads_fired": [m.heads.clone() for m in self.fired],
+            "neurons_fired": [m.neurons.clone() for m in self.fired],
+            "config": dataclasses.asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        heads, neurons = list(state["heads"]), list(state["neurons"])
+        masks = [BlockMask(h.to("cpu", torch.bool), n.to("cpu", torch.bool)) for h, n in zip(heads, neurons)]
+        if len(masks) != len(self.layouts) or any(
+            m.heads.shape != (l.num_heads,) or m.neurons.shape != (l.mlp_hidden,)
+            for m, l in zip(masks, self.layouts)
+        ):
+            raise UserInputError("S²ViTE state does not fit this model's blocks")
+        self._set_masks(masks)
+        self.fired = [
+            BlockMask(h.to("cpu", torch.bool), n.to("cpu", torch.bool))
+            for h, n in zip(state["heads_fired"], state["neurons_fired"])
+        ]
+        self.step_count = int(state["step_count"])
+        self.updates = int(state["updates"])
+        self.skipped_updates = int(state["skipped_updates"])
+        self.last_changed = tuple(int(x) for x in state.get("last_changed", (0, 0)))  # type: ignore[assignment]
+        self._apply(self.model)
+        self._arm_for(self.step_count + 1)
+
+    def stats(self) -> dict[str, float]:
+        """Counts for logs and results.
+
+        ``density`` is the share of weight-matrix entries (patch embedding, q/k/v, proj, fc1,
+        fc2, classifier) the slim model keeps; ``params_nonzero`` / ``params_total`` count all
+        parameters of the slim and the dense model. Both therefore ignore the fc1 rows that
+        inactive neurons keep training under ``neuron_growth="signal"``: slimming drops them.
+        """
+        heads_kept = sum(int(m.heads.sum()) for m in self.masks)
+        neurons_kept = sum(int(m.neurons.sum()) for m in self.masks)
+        heads_total = sum(l.num_heads for l in self.layouts)
+        neurons_total = sum(l.mlp_hidden for l in self.layouts)
+        weights_total, weights_removed, params_removed = self._removed_counts()
+        params_total = sum(p.numel() for p in self.model.parameters())
+        return {
+            "density": (weights_total - weights_removed) / weights_total,
+            "updates": float(self.updates),
+            "skipped_updates": float(self.skipped_updates),
+            "step": float(self.step_count),
+            "prune_rate": self.schedule.prune_rate(self.step_count),
+            "heads_kept": float(heads_kept),
+            "heads_total": float(heads_total),
+            "neurons_kept": float(neurons_kept),
+            "neurons_total": float(neurons_total),
+            "heads_fired": sum(int(m.heads.sum()) for m in self.fired) / heads_total,
+            "neurons_fired": sum(int(m.neurons.sum()) for m in self.fired) / neurons_total,
+            "heads_changed": float(self.last_changed[0]),
+            "neurons_changed": float(self.last_changed[1]),
+            "params_nonzero": float(params_total - params_removed),
+            "params_total": float(params_total),
+        }
+
+    def structure(self) -> list[tuple[int, int]]:
+        """(heads kept, neurons kept) per block."""
+        return [m.kept for m in self.masks]
+
+    def unit_masks(self) -> list[BlockMask]:
+        """Copies of the active head and neuron sets per block (for :func:`slim_model`)."""
+        return [m.clone() for m in self.masks]
+
+    def apply_masks(self, module: nn.Module) -> None:
+        """Mask another copy of the model with the same blocks (an EMA copy, for example)."""
+        self._apply(unwrap_model(module))
+
+    def remove(self) -> None:
+        """Unregister the score hooks (the model keeps its current weights)."""
+        self._capture.remove()
+
+    # -- masking -------------------------------------------------------------------------------
+
+    def _set_masks(self, masks: list[BlockMask]) -> None:
+        self.masks = masks
+        self._views_cache.clear()
+
+    def _views(self, module: nn.Module, masks: list[BlockMask]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(parameter, boolean mask broadcastable to it) for every masked tensor of ``module``."""
+        reference = self.config.neuron_growth == "reference"
+        out = []
+        for block, layout, mask in zip(vit_blocks(module), self.layouts, masks):
+            qkv, fc1, fc2 = block.attn.qkv, block.mlp.fc1, block.mlp.fc2
+            device = qkv.weight.device
+            rows = mask.heads.to(device).view(1, -1, 1).expand(3, -1, layout.head_dim).reshape(-1)
+            out.append((qkv.weight, rows.unsqueeze(1)))
+            neurons = mask.neurons.to(fc2.weight.device)
+            out.append((fc2.weight, neurons.unsqueeze(0)))
+            if reference:
+                out.append((fc1.weight, neurons.unsqueeze(1)))
+                if fc1.bias is not None:
+                    out.append((fc1.bias, neurons))
+        return out
+
+    def _current_views(self, module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`_views` of the current masks, cached per module (no host-device copies per step)."""
+        key = (id(module), vit_blocks(module)[0].attn.qkv.weight.device)
+        if key not in self._views_cache:
+            self._views_cache[key] = self._views(module, self.masks)
+        return self._views_cache[key]
+
+    @torch.no_grad()
+    def _apply(self, module: nn.Module) -> None:
+        for param, mask in self._current_views(module):
+            param.masked_fill_(~mask, 0.0)
+
+    @torch.no_grad()
+    def _zero_inactive_state(self, keep: list[BlockMask]) -> None:
+        """Zero the optimizer state (Adam moments, momentum) outside ``keep``."""
+        if self.optimizer is None or self.config.optimizer_state != "reset":
+            return
+        views = self._current_views(self.model) if keep is self.masks else self._views(self.model, keep)
+        for param, mask in views:
+            state = self.optimizer.state.get(param)
+            if not state:
+                continue
+            for value in state.values():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    value.masked_fill_(~mask, 0.0)
+
+    # -- topology updates ----------------------------------------------------------------------
+
+    def _arm_for(self, step: int) -> None:
+        """Capture head scores on the iteration that ends with optimizer step ``step``."""
+        self._capture.reset()
+        if self.schedule.is_update_step(step):
+            self._capture.arm()
+        else:
+            self._capture.disarm()
+
+    def _update(self) -> None:
+        taylor, growth = self._capture.scores()
+        reference = self.config.neuron_growth == "reference"
+        blocks = vit_blocks(self.model)
+        magnitude = [neuron_magnitude(b.mlp) for b in blocks]
+        signal = [neuron_growth_signal(b.mlp, include_fc1=reference) for b in blocks]
+        finite = all(
+            bool(torch.isfinite(t).all()) for t in (*taylor, *growth, *magnitude, *signal)
+        )
+        if not finite:
+            self.skipped_updates += 1
+            log.warning("S²ViTE: skipped the update at step %d (non-finite scores)", self.step_count)
+            return
+        rate = self.schedule.prune_rate(self.step_count)
+        changed_heads = changed_neurons = 0
+        masks = []
+        for i, mask in enumerate(self.masks):
+            heads, new_heads = prune_and_grow(mask.heads, taylor[i], growth[i], rate)
+            neurons, new_neurons = prune_and_grow(mask.neurons, magnitude[i], signal[i], rate)
+            masks.append(BlockMask(heads, neurons))
+            self.fired[i] = BlockMask(self.fired[i].heads | heads, self.fired[i].neurons | neurons)
+            changed_heads += new_heads
+            changed_neurons += new_neurons
+        self._set_masks(masks)
+        self.updates += 1
+        self.last_changed = (changed_heads, changed_neurons)
+
+    def _removed_counts(self) -> tuple[int, int, int]:
+        """(weight-matrix entries in all, of them removed by slimming, parameters removed)."""
+        model = self.model
+        weights_total = sum(p.numel() for p in masked_parameters(model).values())
+        weights_removed = params_removed = 0
+        for block, layout, mask in zip(vit_blocks(model), self.layouts, self.masks):
+            attn, mlp = block.attn, block.mlp
+            d = layout.embed_dim
+            off_heads = layout.num_heads - int(mask.heads.sum())
+            off_neurons = layout.mlp_hidden - int(mask.neurons.sum())
+            head_weights = off_heads * layout.head_dim * (3 * d + attn.proj.out_features)
+            neuron_weights = off_neurons * (d + mlp.fc2.out_features)
+            weights_removed += head_weights + neuron_weights
+            qkv_bias = 3 if attn.qkv.bias is not None else 0
+            fc1_bias = 1 if mlp.fc1.bias is not None else 0
+            params_removed += head_weights + off_heads * layout.head_dim * qkv_bias
+            params_removed += neuron_weights + off_neurons * fc1_bias
+        return weights_total, weights_removed, params_removed
+
+
+def prune_and_grow(
+    active: torch.Tensor, importance: torch.Tensor, growth: torch.Tensor, rate: float
+) -> tuple[torch.Tensor, int]:
+    """One prune-then-grow step over the units of one block.
+
+    Deactivates ``r = ceil(rate · active)`` (at least 1) active units with the lowest
+    ``importance``, then activates the ``r`` inactive units (those just pruned included) with
+    the highest ``growth``; ties go to the lower index. Returns the new mask and how many
+    units are active now that were not before. A block whose units are all active (density 1)
+    or none is left alone, so the count of active units never changes.
+    """
+    n_active = int(active.sum())
+    total = active.numel()
+    if n_active == 0 or n_active == total:
+        return active.clone(), 0
+    r = min(n_active, max(1, math.ceil(rate * n_active)))
+    inf = torch.tensor(float("inf"))
+    prune_key = torch.where(active, importance.float(), inf)
+    pruned = torch.argsort(prune_key, stable=True)[:r]
+    after_prune = active.clone()
+    after_prune[pruned] = False
+    grow_key = torch.where(after_prune, -inf, growth.float())
+    grown = torch.argsort(grow_key, descending=True, stable=True)[:r]
+    new = after_prune.clone()
+    new[grown] = True
+    return new, int((new & ~active).sum())

@@ -1,0 +1,277 @@
+"""Wall-clock inference latency, measured honestly.
+
+FLOPs only promise a speed-up; these helpers measure one. Every figure comes with what it was
+measured under (batch size, intra-op thread count, device), because a latency means nothing
+without them. Each measurement warms up first (allocator, kernel selection, caches), times
+single forward passes with ``time.perf_counter`` and synchronises CUDA around each one, and
+reports the median with the interquartile range as its spread.
+
+:func:`compare_latency` interleaves two models (A, B, A, B, ...) after warm-up, so drift in
+machine load or clock speed hits both alike, and summarises the per-pair ratio B/A: its median
+is the robust speed-up figure, ``time_saving = 1 - ratio``.
+
+Example::
+
+    result = compare_latency(dense, slim, (3, 224, 224), batch_size=32, warmup=2, repeats=7)
+    print(f"slim takes {result.ratio_median:.2f} of dense's time "
+          f"(IQR {result.ratio_q25:.2f}-{result.ratio_q75:.2f}), {result.threads} threads")
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import UserInputError
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Seconds per forward pass of one batch."""
+
+    median_s: float
+    q25_s: float
+    q75_s: float
+    min_s: float
+    max_s: float
+    repeats: int
+    warmup: int
+    batch_size: int
+    threads: int
+    device: str
+
+    @property
+    def spread_s(self) -> float:
+        """Interquartile range of the timings."""
+        return self.q75_s - self.q25_s
+
+    @property
+    def throughput(self) -> float:
+        """Images per second at the median."""
+        return self.batch_size / self.median_s
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(spread_s=self.spread_s, throughput=self.throughput)
+        return out
+
+
+@dataclass(frozen=True)
+class LatencyComparison:
+    """A against B, measured interleaved. ``ratio_*`` summarise the per-pair ratio B / A."""
+
+    a: LatencyResult
+    b: LatencyResult
+    ratio_median: float
+    ratio_q25: float
+    ratio_q75: float
+
+    @property
+    def time_saving(self) -> float:
+        """Share of A's time that B saves (``1 - ratio_median``)."""
+        return 1.0 - self.ratio_median
+
+    @property
+    def speedup(self) -> float:
+        """How many times faster B is than A (``1 / ratio_median``)."""
+        return 1.0 / self.ratio_median
+
+    @property
+    def batch_size(self) -> int:
+        return self.a.batch_size
+
+    @property
+    def threads(self) -> int:
+        return self.a.threads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a.to_dict(),
+            "b": self.b.to_dict(),
+            "ratio_median": self.ratio_median,
+            "ratio_q25": self.ratio_q25,
+            "ratio_q75": self.ratio_q75,
+            "time_saving": self.time_saving,
+            "speedup": self.speedup,
+            "batch_size": self.batch_size,
+            "threads": self.threads,
+        }
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (numpy's default), without numpy."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def _make_input(
+    example: torch.Tensor | Sequence[int], batch_size: int | None, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    if isinstance(example, torch.Tensor):
+        if batch_size is not None and example.shape[0] != batch_size:
+            raise UserInputError(
+                f"example batch has {example.shape[0]} samples but batch_size={batch_size}"
+            )
+        return example.to(device=device)
+    shape = tuple(int(s) for s in example)
+    if not shape or any(s < 1 for s in shape):
+        raise UserInputError(f"input shape {shape!r} must be positive sizes of one sample, e.g. (3, 224, 224)")
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((batch_size or 1, *shape), generator=generator).to(device=device, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None) -> Iterator[int]:
+    """Run with ``threads`` intra-op threads (restored afterwards); yields the count in use."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise UserInputError(f"threads={threads} must be >= 1")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is None:
+        param = next(model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+    return torch.device(device)
+
+
+def _timer(device: torch.device):
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
+
+    def run_once(model: nn.Module, x: torch.Tensor) -> float:
+        sync(device)
+        start = time.perf_counter()
+        model(x)
+        sync(device)
+        return time.perf_counter() - start
+
+    return run_once
+
+
+def _result(times: list[float], *, warmup: int, batch_size: int, threads: int, device: torch.device) -> LatencyResult:
+    return LatencyResult(
+        median_s=statistics.median(times),
+        q25_s=_quantile(times, 0.25),
+        q75_s=_quantile(times, 0.75),
+        min_s=min(times),
+        max_s=max(times),
+        repeats=len(times),
+        warmup=warmup,
+        batch_size=batch_size,
+        threads=threads,
+        device=str(device),
+    )
+
+
+def _check_counts(warmup: int, repeats: int) -> None:
+    if warmup < 0:
+        raise UserInputError(f"warmup={warmup} must be >= 0")
+    if repeats < 1:
+        raise UserInputError(f"repeats={repeats} must be >= 1")
+
+
+def measure_latency(
+    model: nn.Module,
+    example: torch.Tensor | Sequence[int],
+    *,
+    batch_size: int | None = None,
+    warmup: int = 3,
+    repeats: int = 10,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+) -> LatencyResult:
+    """Median seconds per forward pass of ``model`` in eval mode without autograd.
+
+    ``example`` is either one input batch (its first dimension is the batch size) or the shape
+    of one sample, such as ``(3, 224, 224)``, from which a seeded random batch of
+    ``batch_size`` (default 1) is drawn. ``device`` defaults to the model's; the model is moved
+    there. ``threads`` sets torch's intra-op threads for the measurement only.
+    """
+    _check_counts(warmup, repeats)
+    device = _resolve_device(model, device)
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    model = model.to(device)
+    x = _make_input(example, batch_size, device, dtype)
+    run_once = _timer(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with _threads(threads) as used, torch.inference_mode():
+            for _ in range(warmup):
+                run_once(model, x)
+            times = [run_once(model, x) for _ in range(repeats)]
+    finally:
+        model.train(was_training)
+    return _result(times, warmup=warmup, batch_size=int(x.shape[0]), threads=used, device=device)
+
+
+def compare_latency(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    example: torch.Tensor | Sequence[int],
+    *,
+    batch_size: int | None = None,
+    warmup: int = 3,
+    repeats: int = 10,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+) -> LatencyComparison:
+    """Time A and B alternately on the same input and summarise the ratio B / A per pair.
+
+    Both warm up first (``warmup`` passes each, alternating), then ``repeats`` pairs are timed;
+    the order within a pair alternates too (AB, BA, AB, ...) so neither model always runs
+    on a cache the other has just warmed.
+    """
+    _check_counts(warmup, repeats)
+    device = _resolve_device(model_a, device)
+    param = next(model_a.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    model_a, model_b = model_a.to(device), model_b.to(device)
+    x = _make_input(example, batch_size, device, dtype)
+    run_once = _timer(device)
+    flags = (model_a.training, model_b.training)
+    model_a.eval()
+    model_b.eval()
+    times_a: list[float] = []
+    times_b: list[float] = []
+    try:
+        with _threads(threads) as used, torch.inference_mode():
+            for _ in range(warmup):
+                run_once(model_a, x)
+                run_once(model_b, x)
+            for i in range(repeats):
+                if i % 2 == 0:
+                    times_a.append(run_once(model_a, x))
+                    times_b.append(run_once(model_b, x))
+                else:
+                    times_b.append(run_once(model_b, x))
+                    times_a.append(run_once(model_a, x))
+    finally:
+        model_a.train(flags[0])
+        model_b.train(flags[1])
+    ratios = [b / a for a, b in zip(times_a, times_b)]
+    common = dict(warmup=warmup, batch_size=int(x.shape[0]), threads=used, device=device)
+    return LatencyComparison(
+        a=_result(times_a, **common),
+        b=_result(times_b, **common),
+        ratio_median=statistics.median(ratios),
+        ratio_q25=_quantile(ratios, 0.25),
+        ratio_q75=_quantile(ratios, 0.75),
+    )
