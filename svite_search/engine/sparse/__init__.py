@@ -1,0 +1,62 @@
+"""SViTE: unstructured dynamic sparse training, and the schedule shared with S²ViTE.
+
+Public API:
+
+* :class:`SViTE`, :class:`SViTEConfig`: the sparsifier. Construct with ``(model, optimizer,
+  config)``, call ``step()`` after every ``optimizer.step()``; ``state_dict()`` /
+  ``load_state_dict()``; read-outs ``stats()``, ``layer_densities()``, ``masks``;
+  ``apply_masks(module)`` for an EMA copy.
+* :func:`masked_parameters`: which weights are masked (every Linear/Conv2d weight outside the
+  token selector), keyed by the unwrapped model's parameter names.
+* :func:`layer_densities`, :func:`layer_counts`: ERK / ER / uniform per-layer densities and
+  exact active counts (``svite-search masks`` prints them).
+* The schedule, for any dynamic-sparsity engine (S²ViTE imports it from here):
+  :class:`PruneSchedule` (``is_update_step(t)`` after optimizer step ``t`` counted from 1:
+  ``t % ΔT == 0 and t < t_end · T``; ``prune_rate(t)``: cosine, linear or constant decay from
+  ``dr0`` to ``dr_min`` over all ``T`` steps; ``num_updates``), :func:`prune_rate` (the same as a
+  function), and :func:`resolve_update_interval` (``ΔT`` from ``update_interval`` or
+  ``updates_per_run``).
+
+Example (a plain PyTorch loop)::
+
+    sparsifier = SViTE(model, optimizer, SViTEConfig(density=0.5, total_steps=epochs * len(loader)))
+    for epoch in range(epochs):
+        for images, targets in loader:
+            loss = criterion(model(images), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            sparsifier.step()  # mask the weights; prune and grow on update iterations
+
+S²ViTE reuses the schedule like this::
+
+    schedule = PruneSchedule(total_steps=T, update_interval=resolve_update_interval(T, 0.8, updates_per_run=80))
+    if schedule.is_update_step(step):
+        n_prune = math.ceil(schedule.prune_rate(step) * n_active)
+"""
+from __future__ import annotations
+
+from ._distributions import DISTRIBUTIONS, check_density, check_distribution, layer_counts, layer_densities
+from ._schedule import DECAYS, PAPER_UPDATES_PER_RUN, PruneSchedule, count_updates, prune_rate, resolve_update_interval
+from ._targets import DENSE_MODULE_NAMES, masked_parameters, unwrap
+from ._unstructured import OPTIMIZER_STATE_POLICIES, SViTE, SViTEConfig
+
+__all__ = [
+    "DECAYS",
+    "DENSE_MODULE_NAMES",
+    "DISTRIBUTIONS",
+    "OPTIMIZER_STATE_POLICIES",
+    "PAPER_UPDATES_PER_RUN",
+    "PruneSchedule",
+    "SViTE",
+    "SViTEConfig",
+    "check_density",
+    "check_distribution",
+    "count_updates",
+    "layer_counts",
+    "layer_densities",
+    "masked_parameters",
+    "prune_rate",
+    "resolve_update_interval",
+    "unwrap",
+]

@@ -1,0 +1,60 @@
+"""Which parameters SViTE masks: every weight matrix of the transformer, found by rule.
+
+The paper sparsifies the patch-embedding convolution, ``attn.qkv``, ``attn.proj``, ``mlp.fc1``
+and ``mlp.fc2`` of every block, and the classifier ``head``; biases, norms, ``cls_token``,
+``pos_embed`` and the SViTE+ token selector stay dense. Rather than listing timm attribute names
+(which differ between ViT variants), the rule is structural: the ``weight`` of every
+``nn.Linear`` and ``nn.Conv2d`` is masked, except inside modules declared dense. A module is
+dense when it (or an ancestor) sets ``svite_dense = True`` or when one component of its
+qualified name is in :data:`DENSE_MODULE_NAMES` (the token selector's names). The rule works on
+``meta``-device models too, so densities can be computed without allocating weights.
+
+Names are those of the *unwrapped* model: a ``DistributedDataParallel`` (or any wrapper that
+holds the model as ``.module``, such as timm's EMA) is looked through.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+#: A module whose qualified name has one of these components is never masked (SViTE+ scorer).
+DENSE_MODULE_NAMES: frozenset[str] = frozenset({"token_selector", "selector", "scorer"})
+
+#: Layer types whose ``weight`` is masked.
+MASKED_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The model inside wrappers that keep it as ``.module`` (DDP, DataParallel, timm EMA)."""
+    while isinstance(getattr(module, "module", None), nn.Module):
+        module = module.module  # type: ignore[assignment]
+    return module
+
+
+def _is_dense(qualified_name: str, module: nn.Module) -> bool:
+    parts = qualified_name.split(".") if qualified_name else []
+    return bool(getattr(module, "svite_dense", False)) or any(p in DENSE_MODULE_NAMES for p in parts)
+
+
+def masked_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weights SViTE masks, keyed by parameter name, in module order.
+
+    Example::
+
+        model = timm.create_model("deit_small_patch16_224")
+        list(masked_parameters(model))[:3]
+        # ['patch_embed.proj.weight', 'blocks.0.attn.qkv.weight', 'blocks.0.attn.proj.weight']
+    """
+    model = unwrap(model)
+    dense_prefixes: list[str] = []
+    targets: dict[str, nn.Parameter] = {}
+    for name, module in model.named_modules():
+        if any(name == p or name.startswith(p + ".") for p in dense_prefixes):
+            continue
+        if _is_dense(name, module):
+            dense_prefixes.append(name)
+            continue
+        if isinstance(module, MASKED_LAYER_TYPES):
+            weight = module.weight
+            if isinstance(weight, nn.Parameter) and weight.dim() >= 2:
+                targets[f"{name}.weight" if name else "weight"] = weight
+    return targets

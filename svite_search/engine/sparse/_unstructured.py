@@ -1,0 +1,336 @@
+"""SViTE: unstructured dynamic sparse training of a ViT (prune by magnitude, grow by gradient).
+
+The sparsifier holds one 0/1 mask per masked weight (see :mod:`._targets`) beside the model, as
+``torch.ao.pruning`` sparsifiers do. After every optimizer step it multiplies the weights by
+their masks (one fused ``_foreach_mul_`` over precomputed lists), so a pruned weight never comes
+back to life whatever the optimizer does (Adam moments, weight decay, momentum). On update
+iterations it replaces, in every layer that is not fully dense, the ``ceil(dr · nnz)`` active
+weights of smallest magnitude by the same number of inactive entries with the largest dense
+gradient; new weights start at zero, so each layer keeps exactly its number of active weights.
+
+Gradients are never masked, so ``.grad`` after ``optimizer.step()`` is the dense gradient of the
+iteration: growth needs no extra pass. Under DDP the masks agree on every rank by construction:
+the initial masks are drawn from a seeded generator that ignores the weights, and every later
+decision is a deterministic function of the (identical) weights and all-reduced gradients, so
+nothing is broadcast.
+
+Example: a plain PyTorch loop::
+
+    import timm, torch
+    from svite_search.engine.sparse import SViTE, SViTEConfig
+
+    model = timm.create_model("deit_tiny_patch16_224", num_classes=10)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
+    sparsifier = SViTE(model, optimizer, SViTEConfig(density=0.5, total_steps=epochs * len(loader)))
+    for epoch in range(epochs):
+        for images, targets in loader:
+            loss = torch.nn.functional.cross_entropy(model(images), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            sparsifier.step()  # mask the weights; prune and grow on update iterations
+    sparsifier.stats()  # {'density': 0.5, 'fired': 0.83, 'updates': 79.0, ...}
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+
+from ...errors import ConfigError
+from ._distributions import check_density, check_distribution, layer_counts, layer_densities
+from ._schedule import PruneSchedule, resolve_update_interval
+from ._targets import masked_parameters, unwrap
+
+log = logging.getLogger(__name__)
+
+OPTIMIZER_STATE_POLICIES: tuple[str, ...] = ("reset", "keep")
+
+
+@dataclass(kw_only=True)
+class SViTEConfig:
+    """Settings of one SViTE run (engine level: plain values, no harness types).
+
+    Attributes:
+        density: global density of the masked weights, in (0, 1].
+        distribution: per-layer spread of that density: ``erk`` | ``er`` | ``uniform``.
+        total_steps: optimizer steps in the whole run (``T``); the prune rate anneals over them.
+        update_interval: ``ΔT``, optimizer steps between topology updates; or give
+            ``updates_per_run`` instead (see :func:`resolve_update_interval`). With neither, the
+            paper's cadence of about 80 updates per run.
+        prune_rate: ``dr0``, the share of active weights replaced at the first update.
+        prune_rate_min: ``dr_min``, the share at the end of training.
+        decay: prune-rate shape over training: ``cosine`` (paper) | ``linear`` | ``constant``.
+        t_end: share of training with topology updates; the rest keeps the topology frozen.
+        optimizer_state: ``reset`` zeroes the optimizer state (Adam moments, momentum) of newly
+            grown and inactive weights; ``keep`` leaves it alone (the authors' code).
+        exact_counts: ``True`` gives each layer an exact number of active weights; ``False``
+            draws each entry independently (Bernoulli, the authors' code).
+        seed: seed of the initial masks; share it across DDP ranks.
+
+    ``SViTEConfig.reference(...)`` gives the authors' code's behaviour (METHOD.md section 7).
+    """
+
+    density: float = 0.5
+    distribution: str = "erk"
+    total_steps: int
+    update_interval: int | None = None
+    updates_per_run: int | None = None
+    prune_rate: float = 0.5
+    prune_rate_min: float = 0.005
+    decay: str = "cosine"
+    t_end: float = 0.8
+    optimizer_state: str = "reset"
+    exact_counts: bool = True
+    seed: int = 0
+
+    @classmethod
+    def reference(cls, **fields: Any) -> "SViTEConfig":
+        """The reference code's switches: Bernoulli masks and untouched optimizer state."""
+        return cls(**{"exact_counts": False, "optimizer_state": "keep", **fields})
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        check_density(self.density)
+        check_distribution(self.distribution)
+        if self.optimizer_state not in OPTIMIZER_STATE_POLICIES:
+            raise ConfigError("optimizer_state", f"{self.optimizer_state!r} is not one of reset, keep")
+        self.schedule()
+
+    def schedule(self) -> PruneSchedule:
+        """The update rule and prune-rate schedule these settings describe."""
+        interval = resolve_update_interval(self.total_steps, self.t_end, self.update_interval, self.updates_per_run)
+        return PruneSchedule(
+            total_steps=self.total_steps,
+            update_interval=interval,
+            t_end=self.t_end,
+            initial=self.prune_rate,
+            minimum=self.prune_rate_min,
+            decay=self.decay,
+        )
+
+
+class SViTE:
+    """Unstructured dynamic sparsity for a timm ViT; call :meth:`step` after ``optimizer.step()``.
+
+    Args:
+        model: the model (a DDP wrapper is looked through; masks use the inner model's names).
+        optimizer: the optimizer of ``model`` (its state is reset at grown/inactive weights
+            under ``optimizer_state="reset"``); ``None`` when there is no optimizer state.
+        config: the run's :class:`SViTEConfig`.
+
+    Attributes:
+        masks: parameter name -> 0/1 tensor with the weight's shape, dtype and device.
+        schedule: the :class:`PruneSchedule` in use.
+        step_count: optimizer steps seen so far.
+        updates: topology updates done; ``skipped_updates``: those skipped (non-finite gradients).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, config: SViTEConfig) -> None:
+        config.validate()
+        self.config = config
+        self.model = unwrap(model)
+        self.optimizer = optimizer
+        self.schedule = config.schedule()
+        self.params: dict[str, nn.Parameter] = masked_parameters(self.model)
+        if not self.params:
+            raise ValueError(f"{type(self.model).__name__} has no Linear or Conv2d weights to mask")
+        shapes = {name: tuple(p.shape) for name, p in self.params.items()}
+        self.target_densities: dict[str, float] = layer_densities(shapes, config.density, config.distribution)
+        self._generator = torch.Generator().manual_seed(config.seed)
+        counts = layer_counts(shapes, self.target_densities) if config.exact_counts else None
+        self.masks: dict[str, torch.Tensor] = {}
+        for name, param in self.params.items():
+            mask = self._draw_mask(param, self.target_densities[name], None if counts is None else counts[name])
+            self.masks[name] = mask.to(device=param.device, dtype=param.dtype)
+        self.fired: dict[str, torch.Tensor] = {name: m.bool() for name, m in self.masks.items()}
+        self.step_count = 0
+        self.updates = 0
+        self.skipped_updates = 0
+        self._refresh()
+        self.apply_masks()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _draw_mask(self, param: torch.Tensor, density: float, count: int | None) -> torch.Tensor:
+        """A random mask drawn on the CPU from the shared generator (so every rank agrees)."""
+        if count is None:
+            return (torch.rand(param.shape, generator=self._generator) < density).float()
+        flat = torch.zeros(param.numel())
+        flat[torch.randperm(param.numel(), generator=self._generator)[:count]] = 1.0
+        return flat.view(param.shape)
+
+    def _refresh(self) -> None:
+        """Recompute active counts and the lists that the per-step masking iterates over."""
+        self._counts = {name: int(m.count_nonzero()) for name, m in self.masks.items()}
+        self._sparse_names = [n for n, p in self.params.items() if self._counts[n] < p.numel()]
+        self._sparse_params = [self.params[n] for n in self._sparse_names]
+        self._sparse_masks = [self.masks[n] for n in self._sparse_names]
+        self._fired_count = sum(int(f.count_nonzero()) for f in self.fired.values())
+        self._masked_total = sum(p.numel() for p in self.params.values())
+        self._params_total = sum(p.numel() for p in self.model.parameters())
+
+    # ------------------------------------------------------------------ every step
+
+    def step(self) -> None:
+        """Call once after every ``optimizer.step()``: mask weights, update topology when due."""
+        self.step_count += 1
+        self.apply_masks()
+        if self.config.optimizer_state == "reset":
+            self._mask_optimizer_state()
+        if self.schedule.is_update_step(self.step_count):
+            self.update_topology()
+
+    @torch.no_grad()
+    def apply_masks(self, module: nn.Module | None = None) -> None:
+        """Zero the inactive weights of the model, or of ``module`` (same names, e.g. an EMA copy)."""
+        if module is None:
+            params = self._sparse_params
+        else:
+            named = dict(unwrap(module).named_parameters())
+            missing = [n for n in self._sparse_names if n not in named]
+            if missing:
+                raise KeyError(f"module has no parameter {missing[0]!r} to mask")
+            params = [named[n] for n in self._sparse_names]
+        if not params:
+            return
+        masks = self._sparse_masks
+        if params[0].device != masks[0].device or params[0].dtype != masks[0].dtype:
+            masks = [m.to(device=p.device, dtype=p.dtype) for p, m in zip(params, masks)]
+        torch._foreach_mul_(params, masks)
+
+    def _state_tensors(self, params: Iterable[torch.Tensor], masks: Iterable[torch.Tensor]) -> tuple[list, list]:
+        """Optimizer state tensors shaped like their parameter (moments, momentum), with masks."""
+        tensors: list[torch.Tensor] = []
+        paired: list[torch.Tensor] = []
+        if self.optimizer is None:
+            return tensors, paired
+        state = self.optimizer.state
+        for param, mask in zip(params, masks):
+            for value in state.get(param, {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value is not param:
+                    tensors.append(value)
+                    paired.append(mask)
+        return tensors, paired
+
+    @torch.no_grad()
+    def _mask_optimizer_state(self) -> None:
+        """Keep the optimizer state of inactive weights at zero (``reset`` policy)."""
+        tensors, masks = self._state_tensors(self._sparse_params, self._sparse_masks)
+        if tensors:
+            torch._foreach_mul_(tensors, masks)
+
+    # ------------------------------------------------------------------ topology update
+
+    @torch.no_grad()
+    def update_topology(self, prune_rate: float | None = None) -> bool:
+        """Prune and grow every sparse layer once; return False when skipped.
+
+        Uses the weights after this step's optimizer update and the dense gradients still in
+        ``.grad``. Skipped (and counted in ``skipped_updates``) when a gradient is missing or
+        not finite, e.g. an overflowing mixed-precision step.
+        """
+        grads = [self.params[n].grad for n in self._sparse_names]
+        if any(g is None for g in grads):
+            self.skipped_updates += 1
+            log.warning("step %d: topology update skipped: a masked weight has no gradient", self.step_count)
+            return False
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            self.skipped_updates += 1
+            log.warning("step %d: topology update skipped: gradients are not finite", self.step_count)
+            return False
+        rate = self.schedule.prune_rate(self.step_count) if prune_rate is None else prune_rate
+        for name, grad in zip(self._sparse_names, grads):
+            self._prune_and_grow(name, grad, rate)
+        self.apply_masks()
+        self._fired_count = sum(int(f.count_nonzero()) for f in self.fired.values())
+        self.updates += 1
+        return True
+
+    def _prune_and_grow(self, name: str, grad: torch.Tensor, rate: float) -> None:
+        param, mask = self.params[name], self.masks[name]
+        active = mask.bool().flatten()
+        nnz = self._counts[name]
+        count = min(math.ceil(rate * nnz), nnz)
+        if count == 0:
+            return
+        # prune: the `count` active weights of smallest magnitude
+        magnitude = param.detach().abs().flatten().float().masked_fill_(~active, math.inf)
+        pruned = torch.topk(magnitude, count, largest=False, sorted=False).indices
+        kept = active.clone()
+        kept[pruned] = False
+        # grow: the `count` inactive entries (just-pruned ones included) of largest |gradient|
+        growth = grad.detach().abs().flatten().float().masked_fill_(kept, -1.0)
+        grown = torch.topk(growth, count, sorted=False).indices
+        new_active = kept.clone()
+        new_active[grown] = True
+        # new weights start at zero; one pruned and regrown at once keeps its value
+        param.detach().masked_fill_((new_active & ~active).view(param.shape), 0.0)
+        if self.config.optimizer_state == "reset":
+            survivors = (active & new_active).view(param.shape).to(mask.dtype)
+            tensors, masks = self._state_tensors([param], [survivors])
+            for tensor, keep in zip(tensors, masks):
+                tensor.mul_(keep)
+        mask.copy_(new_active.view(mask.shape))
+        self.fired[name] |= new_active.view(mask.shape)
+
+    # ------------------------------------------------------------------ read-outs
+
+    def layer_densities(self) -> dict[str, float]:
+        """Current density of every masked weight, by parameter name."""
+        return {name: self._counts[name] / p.numel() for name, p in self.params.items()}
+
+    def stats(self) -> dict[str, float]:
+        """Global ``density`` and ``fired`` fraction of the masked weights, ``updates``, and counts.
+
+        ``params_nonzero`` counts the model's parameters that are not masked out (all dense
+        parameters plus the active masked weights); ``params_total`` all of them.
+        """
+        active = sum(self._counts.values())
+        return {
+            "density": active / self._masked_total,
+            "fired": self._fired_count / self._masked_total,
+            "updates": float(self.updates),
+            "skipped_updates": float(self.skipped_updates),
+            "prune_rate": self.schedule.prune_rate(self.step_count),
+            "params_nonzero": float(self._params_total - (self._masked_total - active)),
+            "params_total": float(self._params_total),
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Masks, fired sets, schedule position, counters and RNG state (resume is exact)."""
+        return {
+            "masks": {n: m.to(device="cpu", dtype=torch.bool) for n, m in self.masks.items()},
+            "fired": {n: f.to("cpu") for n, f in self.fired.items()},
+            "step_count": self.step_count,
+            "updates": self.updates,
+            "skipped_updates": self.skipped_updates,
+            "rng_state": self._generator.get_state(),
+            "config": dataclasses.asdict(self.config),
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output into a sparsifier built for the same model."""
+        names = set(self.masks)
+        if set(state["masks"]) != names:
+            unknown = sorted(set(state["masks"]) ^ names)
+            raise ValueError(f"checkpoint masks do not match the model's masked weights (e.g. {unknown[0]!r})")
+        for name, saved in state["masks"].items():
+            if tuple(saved.shape) != tuple(self.masks[name].shape):
+                raise ValueError(f"checkpoint mask {name!r} has shape {tuple(saved.shape)}, model {tuple(self.masks[name].shape)}")
+            self.masks[name].copy_(saved)
+            self.fired[name].copy_(state["fired"][name])
+        self.step_count = int(state["step_count"])
+        self.updates = int(state["updates"])
+        self.skipped_updates = int(state.get("skipped_updates", 0))
+        self._generator.set_state(state["rng_state"])
+        self._refresh()
+        self.apply_masks()
