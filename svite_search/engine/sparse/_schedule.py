@@ -68,10 +68,10 @@ def resolve_update_interval(
 ) -> int:
     """``ΔT`` in iterations, given either itself or the number of updates wanted in the run.
 
-    For ``updates_per_run = U`` this is the largest ``ΔT`` that still yields ``U`` updates before
-    ``t_end · total_steps``, which spreads them over the whole exploration window. With neither
-    given, the paper's cadence (:data:`PAPER_UPDATES_PER_RUN` updates, or one per step when the
-    run is shorter than that).
+    For ``updates_per_run = U`` this is the ``ΔT`` that yields ``U`` updates before
+    ``t_end · total_steps`` (the nearest count when no integer interval gives exactly ``U``).
+    With neither given, the paper's cadence (:data:`PAPER_UPDATES_PER_RUN` updates, or one per
+    step when the run is shorter than that).
     """
     if total_steps < 1:
         raise ConfigError("total_steps", f"{total_steps!r} must be >= 1")
@@ -85,26 +85,27 @@ def resolve_update_interval(
         return int(update_interval)
     window = t_end * total_steps  # updates run at steps strictly below this
     if updates_per_run is None:
-        return max(1, _largest_interval(window, PAPER_UPDATES_PER_RUN))
+        return _interval_for(window, PAPER_UPDATES_PER_RUN)
     if updates_per_run < 1:
         raise ConfigError("updates_per_run", f"{updates_per_run!r} must be >= 1")
-    interval = _largest_interval(window, updates_per_run)
-    if interval < 1:
+    if _multiples_below(window, 1) < updates_per_run:
         raise ConfigError(
             "updates_per_run",
             f"{updates_per_run} updates do not fit before step {window:g} (t_end · total_steps)",
         )
-    return interval
+    return _interval_for(window, updates_per_run)
 
 
-def _largest_interval(window: float, updates: int) -> int:
-    """The largest ``ΔT`` with ``updates · ΔT < window`` (0 when there is none)."""
-    interval = max(math.ceil(window / updates) - 1, 0)
-    while interval > 0 and updates * interval >= window:
-        interval -= 1
-    while updates * (interval + 1) < window:
-        interval += 1
-    return interval
+def _interval_for(window: float, updates: int) -> int:
+    """The ``ΔT`` whose number of updates below ``window`` is closest to ``updates``.
+
+    Exactly ``updates`` whenever an integer interval allows it (an ``ΔT`` in
+    ``[window / (updates + 1), window / updates)``); ties go to the longer interval.
+    """
+    low = max(int(window // (updates + 1)), 1)
+    high = max(math.ceil(window / updates), 1)
+    candidates = range(low, high + 1)
+    return min(candidates, key=lambda dt: (abs(_multiples_below(window, dt) - updates), -dt))
 
 
 @dataclass(frozen=True)

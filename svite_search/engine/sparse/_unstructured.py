@@ -240,7 +240,8 @@ class SViTE:
             self.skipped_updates += 1
             log.warning("step %d: topology update skipped: a masked weight has no gradient", self.step_count)
             return False
-        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+        checked = [p.grad for p in self.params.values() if p.grad is not None]  # dense layers too
+        if checked and not bool(torch.stack([torch.isfinite(g).all() for g in checked]).all()):
             self.skipped_updates += 1
             log.warning("step %d: topology update skipped: gradients are not finite", self.step_count)
             return False
