@@ -34,6 +34,7 @@ import copy
 import inspect
 import os
 import tempfile
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
@@ -267,10 +268,37 @@ def _build_patch_drop(spec: dict[str, Any] | None) -> nn.Module:
 # ----------------------------------------------------------------------------- building
 
 
+def _build_block(spec: dict[str, Any], dim: int, device: Any) -> nn.Module:
+    """One slim timm ``Block`` of the widths in ``spec``."""
+    _, Block, _, _ = _timm_vit_classes()
+    block = Block(
+        dim,
+        num_heads=1,
+        mlp_ratio=1.0,
+        qkv_bias=spec["qkv_bias"],
+        init_values=1.0 if spec["layer_scale"] else None,
+        norm_layer=partial(nn.LayerNorm, eps=spec["norm_eps"]),
+        act_layer=_act_layer(spec["act"]),
+        device=device,
+    )
+    block.attn = SlimAttention(
+        dim,
+        spec["num_heads"],
+        spec["head_dim"],
+        qkv_bias=spec["qkv_bias"],
+        proj_bias=spec["proj_bias"],
+        qk_norm_eps=spec["qk_norm_eps"],
+        device=device,
+    )
+    block.mlp.fc1 = nn.Linear(dim, spec["mlp_hidden"], bias=spec["fc1_bias"], device=device)
+    block.mlp.fc2 = nn.Linear(spec["mlp_hidden"], dim, bias=spec["fc2_bias"], device=device)
+    return block
+
+
 def build_slim_vit(arch: dict[str, Any], *, device: Any = "meta") -> nn.Module:
     """An uninitialised slim ViT of architecture ``arch`` (load its weights with
     ``load_state_dict(..., assign=True)`` when built on the ``meta`` device)."""
-    VisionTransformer, Block, _, _ = _timm_vit_classes()
+    VisionTransformer, _, _, _ = _timm_vit_classes()
     vit = dict(arch["vit"])
     eps = vit.pop("norm_eps")
     for key in ("img_size", "patch_size"):
@@ -286,29 +314,10 @@ def build_slim_vit(arch: dict[str, Any], *, device: Any = "meta") -> nn.Module:
     )
     blocks = []
     dim = model.embed_dim
-    for spec in arch["blocks"]:
-        block = Block(
-            dim,
-            num_heads=1,
-            mlp_ratio=1.0,
-            qkv_bias=spec["qkv_bias"],
-            init_values=1.0 if spec["layer_scale"] else None,
-            norm_layer=partial(nn.LayerNorm, eps=spec["norm_eps"]),
-            act_layer=_act_layer(spec["act"]),
-            device=device,
-        )
-        block.attn = SlimAttention(
-            dim,
-            spec["num_heads"],
-            spec["head_dim"],
-            qkv_bias=spec["qkv_bias"],
-            proj_bias=spec["proj_bias"],
-            qk_norm_eps=spec["qk_norm_eps"],
-            device=device,
-        )
-        block.mlp.fc1 = nn.Linear(dim, spec["mlp_hidden"], bias=spec["fc1_bias"], device=device)
-        block.mlp.fc2 = nn.Linear(spec["mlp_hidden"], dim, bias=spec["fc2_bias"], device=device)
-        blocks.append(block)
+    with warnings.catch_warnings():  # a block may keep no head or neuron: zero-size weights
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        for spec in arch["blocks"]:
+            blocks.append(_build_block(spec, dim, device))
     model.blocks = nn.Sequential(*blocks)
     reduction = model.patch_embed.feat_ratio() if hasattr(model.patch_embed, "feat_ratio") else vit["patch_size"]
     model.feature_info = [

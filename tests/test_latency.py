@@ -1,0 +1,67 @@
+"""Latency helpers: what they record and how they treat the model (never timing itself)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from svite_search.errors import UserInputError
+from svite_search.metrics.latency import compare_latency, measure_latency
+
+
+class Counting(nn.Module):
+    """A small model that counts its forward passes and remembers the modes it ran in."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+        self.calls = 0
+        self.modes: set[tuple[bool, bool]] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.modes.add((self.training, torch.is_grad_enabled()))
+        return self.linear(x)
+
+
+def test_measure_latency_records_its_conditions() -> None:
+    model = Counting().train()
+    threads_before = torch.get_num_threads()
+    result = measure_latency(model, (8,), batch_size=4, warmup=2, repeats=5, threads=1)
+    assert model.calls == 7  # warm-up passes are run but not timed
+    assert model.modes == {(False, False)}  # eval mode, no autograd
+    assert model.training  # mode restored
+    assert torch.get_num_threads() == threads_before
+    assert (result.batch_size, result.threads, result.repeats, result.warmup, result.device) == (4, 1, 5, 2, "cpu")
+    assert result.min_s <= result.q25_s <= result.median_s <= result.q75_s <= result.max_s
+    assert result.spread_s >= 0 and result.throughput == pytest.approx(4 / result.median_s)
+    assert set(result.to_dict()) >= {"median_s", "spread_s", "batch_size", "threads", "device", "throughput"}
+
+
+def test_measure_latency_takes_an_example_batch() -> None:
+    result = measure_latency(Counting(), torch.randn(3, 8), warmup=0, repeats=1)
+    assert result.batch_size == 3 and result.repeats == 1
+    with pytest.raises(UserInputError, match="batch_size"):
+        measure_latency(Counting(), torch.randn(3, 8), batch_size=2)
+
+
+@pytest.mark.parametrize("kwargs", [dict(repeats=0), dict(warmup=-1), dict(threads=0)])
+def test_bad_settings_are_user_errors(kwargs) -> None:
+    with pytest.raises(UserInputError):
+        measure_latency(Counting(), (8,), **kwargs)
+
+
+def test_compare_latency_interleaves_and_pairs() -> None:
+    a, b = Counting(), Counting()
+    order: list[str] = []
+    a.register_forward_hook(lambda *_: order.append("a"))
+    b.register_forward_hook(lambda *_: order.append("b"))
+    result = compare_latency(a, b, (8,), batch_size=2, warmup=1, repeats=4, threads=1)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert a.calls == b.calls == 5
+    assert result.a.repeats == result.b.repeats == 4
+    assert result.batch_size == 2 and result.threads == 1
+    assert result.ratio_q25 <= result.ratio_median <= result.ratio_q75
+    assert result.time_saving == pytest.approx(1 - result.ratio_median)
+    assert result.speedup == pytest.approx(1 / result.ratio_median)
+    assert result.to_dict()["b"]["batch_size"] == 2
