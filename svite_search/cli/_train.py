@@ -1,0 +1,63 @@
+"""``svite-search train CONFIG.yaml``: one training run."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description="Train one ViT (dense, SViTE, S²ViTE, optionally with SViTE+ tokens) from a YAML "
+        "config. Reruns with the same --out resume from its last checkpoint.",
+        epilog="example: svite-search train studies/digits.yaml --set method=svite --set sparsity.density=0.5",
+    )
+    p.add_argument("config", help="run config (YAML); see studies/digits.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value (repeatable), e.g. train.epochs=5")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/train/<name>)")
+    p.add_argument("--fresh", action="store_true", help="discard a checkpoint in --out and start over")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..errors import UserInputError
+
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or Path("runs") / "train" / cfg.name
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"{out}: exists and is not a directory")
+    if args.fresh and (out / "last.pt").exists():
+        shutil.rmtree(out)
+    from ..train import run_training
+    from ..tracking.runs import maybe_track_training
+
+    with maybe_track_training(cfg, out) as tracker:
+        result = run_training(cfg, out, progress=False if args.no_progress else None, on_epoch=tracker.on_epoch)
+        tracker.finish(result)
+    result["out_dir"] = str(out)
+    if args.json:
+        from . import print_json
+
+        print_json({k: v for k, v in result.items() if k != "history"})
+    else:
+        _print_human(result)
+    return 0
+
+
+def _print_human(result: dict) -> None:
+    lines = [
+        f"run        {result['name']} ({result['method']}), {result['epochs']} epochs, {result['wall_s']:.1f} s",
+        f"top-1      final {result['top1']:.2f} %   best {result['top1_best']:.2f} % (epoch {result['best_epoch']})",
+        f"compute    {result['gmacs']:.4f} GMACs of {result['dense_gmacs']:.4f} dense "
+        f"(saving {100 * result['flops_savings']:.2f} %)",
+        f"weights    density {result['density']:.3f}, {result['params_nonzero']:,} of {result['params_total']:,} nonzero",
+        f"saved in   {result['out_dir']}",
+    ]
+    print("\n".join(lines), file=sys.stdout)

@@ -1,0 +1,1 @@
+"""MLflow tracking: single runs, and a study as a parent run with one nested run per trial."""

@@ -1,0 +1,87 @@
+"""MLflow logging of a single ``svite-search train`` run (when ``tracking.enabled``).
+
+The store defaults to ``sqlite:///<run dir>/mlflow.db`` (MLflow 3 no longer accepts a bare
+file store), unless ``tracking.uri`` or ``MLFLOW_TRACKING_URI`` names another one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..config import TrainConfig
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become strings (MLflow params are strings)."""
+    flat: dict[str, Any] = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    else:
+        flat[prefix] = node
+    return flat
+
+
+def default_tracking_uri(directory: str | Path, explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(directory).resolve() / 'mlflow.db'}"
+
+
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        k.replace("@", "_"): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+class _NullTracker:
+    def on_epoch(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, result: dict[str, Any]) -> None:
+        pass
+
+
+class _MlflowTracker:
+    def __init__(self, mlflow: Any, run_id: str) -> None:
+        self.mlflow, self.run_id = mlflow, run_id
+
+    def on_epoch(self, metrics: dict[str, Any]) -> None:
+        step = int(metrics.get("epoch", 0))
+        self.mlflow.log_metrics(numeric_metrics({k: v for k, v in metrics.items() if k != "epoch"}), step=step)
+
+    def finish(self, result: dict[str, Any]) -> None:
+        final = {f"final.{k}": v for k, v in numeric_metrics(result).items()}
+        self.mlflow.log_metrics(final)
+
+
+@contextlib.contextmanager
+def maybe_track_training(cfg: TrainConfig, out_dir: str | Path) -> Iterator[Any]:
+    """Log one training run to MLflow when ``cfg.tracking.enabled``; otherwise do nothing.
+
+    The run ends FAILED (with the error as a tag) when training raises.
+    """
+    if not cfg.tracking.enabled:
+        yield _NullTracker()
+        return
+    import mlflow
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(default_tracking_uri(out_dir, cfg.tracking.uri))
+    mlflow.set_experiment(cfg.tracking.experiment or "svite-search-train")
+    with mlflow.start_run(run_name=cfg.name) as run:
+        mlflow.set_tags({"svite.method": cfg.method, "svite.kind": "train"})
+        mlflow.log_params({k: str(v) for k, v in flatten(cfg.to_dict()).items()})
+        tracker = _MlflowTracker(mlflow, run.info.run_id)
+        try:
+            yield tracker
+        except BaseException as err:
+            mlflow.set_tag("svite.error", f"{type(err).__name__}: {err}"[:5000])
+            mlflow.end_run(status="FAILED")
+            raise

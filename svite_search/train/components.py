@@ -1,0 +1,101 @@
+"""Build the engine components a run config asks for, and the trainer's view of them.
+
+The trainer knows nothing about sparsity: it sees a list of named components with the engine's
+small protocol (``step()`` after every optimizer step, ``state_dict``/``load_state_dict``,
+``stats()``, and optionally ``apply_masks(module)`` for the EMA copy and ``structure()`` or
+``layer_densities()`` for FLOPs accounting). This module maps the harness config (including the
+``reference`` preset) onto the engine's own configs.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn as nn
+
+from ..config import TrainConfig
+
+
+@runtime_checkable
+class EngineComponent(Protocol):
+    def step(self) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def stats(self) -> dict[str, float]: ...
+
+
+def install_model_modules(model: nn.Module, cfg: TrainConfig) -> Any | None:
+    """Model surgery that must happen before weights are loaded: the SViTE+ token selector."""
+    if not cfg.uses_tokens:
+        return None
+    from ..engine.tokens import install_token_selector
+
+    reference = cfg.preset == "reference"
+    return install_token_selector(
+        model,
+        keep_ratio=None if cfg.tokens.keep_tokens is not None else cfg.tokens.keep_ratio,
+        keep_tokens=cfg.tokens.keep_tokens,
+        mode="zero" if reference else "gather",
+        eval_noise=reference,
+    )
+
+
+def build_components(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    *,
+    total_steps: int,
+    selector: Any | None,
+) -> dict[str, EngineComponent]:
+    """The engine components for ``cfg.method`` (and SViTE+ when tokens are on), by name."""
+    components: dict[str, EngineComponent] = {}
+    sp = cfg.sparsity
+    reference = cfg.preset == "reference"
+    optimizer_state = sp.optimizer_state or ("keep" if reference else "reset")
+    schedule = dict(
+        total_steps=total_steps,
+        update_interval=sp.update_interval if sp.updates_per_run is None else None,
+        updates_per_run=sp.updates_per_run,
+        prune_rate=sp.prune_rate,
+        prune_rate_min=sp.prune_rate_min,
+        decay=sp.decay,
+        t_end=sp.t_end,
+        optimizer_state=optimizer_state,
+        seed=cfg.train.seed,
+    )
+    if cfg.method == "svite":
+        from ..engine.sparse import SViTE, SViTEConfig
+
+        components["svite"] = SViTE(
+            model,
+            optimizer,
+            SViTEConfig(density=sp.density, distribution=sp.distribution, exact_counts=not reference, **schedule),
+        )
+    elif cfg.method == "s2vite":
+        from ..engine.structured import S2ViTE, S2ViTEConfig
+
+        components["s2vite"] = S2ViTE(
+            model,
+            optimizer,
+            S2ViTEConfig(
+                head_density=sp.head_density,
+                mlp_density=sp.mlp_density,
+                neuron_growth="reference" if reference else "signal",
+                **schedule,
+            ),
+        )
+    if selector is not None:
+        from ..engine.tokens import TokenTemperature
+
+        components["tokens"] = TokenTemperature(
+            selector,
+            total_steps=total_steps,
+            start=cfg.tokens.tau_start,
+            end=cfg.tokens.tau_end,
+            shape=cfg.tokens.tau_decay,
+        )
+    return components

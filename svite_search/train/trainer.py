@@ -1,0 +1,436 @@
+"""One training run: data + model + engine components + optimizer + loop + checkpoints.
+
+Everything standard comes from timm: the optimizer factory (AdamW without weight decay on 1-D
+parameters and position/class embeddings), the cosine scheduler with warm-up (stepped per
+iteration), label smoothing and Mixup/CutMix losses, the EMA. The loop is seeded and, on CPU,
+bit-for-bit deterministic; a checkpoint after every epoch holds the model, optimizer, scheduler,
+engine components and every RNG, so a resumed run continues exactly.
+
+The trainer knows nothing about sparsity. It calls the engine components (see
+:mod:`svite_search.train.components`) after every optimizer step; the engine reads the dense
+gradient still in ``.grad`` at that point.
+
+Example::
+
+    cfg = load_config("studies/digits.yaml")
+    result = run_training(cfg, out_dir="runs/digits")
+    result["top1"], result["gmacs"]
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, accuracy
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig, config_from_dict, dump_config
+from ..data import build_data, dataset_classes_and_channels
+from ..errors import UserInputError
+from ..models import build_model, model_input_size
+from .checkpoint import (
+    CHECKPOINT_VERSION,
+    atomic_torch_save,
+    atomic_write_text,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+)
+from .components import EngineComponent, build_components, install_model_modules
+from .summary import final_metrics
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run cannot continue."""
+
+
+@dataclass
+class RunState:
+    """What the loop carries from epoch to epoch (and what a checkpoint restores)."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimizer steps
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    train_seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError(f"train.device: {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _distributed() -> tuple[bool, int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return True, torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return False, 0, 1
+
+
+class Trainer:
+    """Holds everything one run needs; :meth:`fit` runs (or resumes) it."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path | None = None, *, progress: bool | None = None) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.distributed, self.rank, self.world = _distributed()
+        self.device = resolve_device(cfg.train.device)
+        if self.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.amp = cfg.train.amp if cfg.train.amp is not None else self.device.type == "cuda"
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+
+        torch.manual_seed(cfg.train.seed)
+        num_classes, in_chans = dataset_classes_and_channels(cfg.data)
+        model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans)
+        self.selector = install_model_modules(model, cfg)
+        self.model = model.to(self.device)
+        chans, height, _ = model_input_size(self.model)
+        self.num_classes = self.model.num_classes
+
+        self.mixup_fn = None
+        if cfg.train.mixup > 0 or cfg.train.cutmix > 0:
+            from timm.data import Mixup
+
+            self.mixup_fn = Mixup(
+                mixup_alpha=cfg.train.mixup,
+                cutmix_alpha=cfg.train.cutmix,
+                label_smoothing=cfg.train.label_smoothing,
+                num_classes=self.num_classes,
+            )
+        self.data = build_data(
+            cfg.data,
+            img_size=height,
+            in_chans=chans,
+            num_classes=self.num_classes,
+            seed=cfg.train.seed,
+            drop_last=self.mixup_fn is not None,
+        )
+        self.steps_per_epoch = len(self.data.train)
+        if cfg.train.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
+        if self.steps_per_epoch == 0:
+            raise UserInputError(f"data.batch_size: {cfg.data.batch_size} leaves no full training batch")
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+
+        lr = cfg.train.lr
+        if cfg.train.lr_base_batch:
+            lr = lr * cfg.data.batch_size * self.world / cfg.train.lr_base_batch
+        self.optimizer = create_optimizer_v2(
+            self.model, opt=cfg.train.opt, lr=lr, weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum
+        )
+        self.scheduler = None
+        if cfg.train.sched != "none":
+            self.scheduler, _ = create_scheduler_v2(
+                self.optimizer,
+                sched=cfg.train.sched,
+                num_epochs=cfg.train.epochs,
+                warmup_epochs=cfg.train.warmup_epochs,
+                warmup_lr=cfg.train.warmup_lr,
+                min_lr=cfg.train.min_lr,
+                step_on_epochs=False,
+                updates_per_epoch=self.steps_per_epoch,
+            )
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.device.type == "cuda" else None
+
+        self.components: dict[str, EngineComponent] = build_components(
+            self.model, self.optimizer, cfg, total_steps=self.total_steps, selector=self.selector
+        )
+        self.ema = ModelEmaV3(self.model, decay=cfg.train.ema_decay) if cfg.train.ema else None
+
+        self.train_model: nn.Module = self.model
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+        if self.mixup_fn is not None:
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        elif cfg.train.label_smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(smoothing=cfg.train.label_smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
+        self.eval_criterion = nn.CrossEntropyLoss()
+        self.state = RunState()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / "last.pt" if self.out_dir is not None else None
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg.to_dict(),
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "engine": {name: comp.state_dict() for name, comp in self.components.items()},
+            "rng": capture_rng_state(),
+            "history": self.state.history,
+            "best_top1": self.state.best_top1,
+            "best_epoch": self.state.best_epoch,
+            "train_seconds": self.state.train_seconds,
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None or self.rank != 0:
+            return
+        atomic_torch_save(self.checkpoint_state(), self.checkpoint_path)
+
+    def load_state(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        """Restore a checkpoint, refusing one from a different run config or model."""
+        saved = state.get("config")
+        if saved is not None:
+            mine = _comparable(self.cfg.to_dict())
+            theirs = _comparable(config_from_dict(saved).to_dict())
+            if mine != theirs:
+                diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+                raise UserInputError(f"{source}: written by a different config (differs in {', '.join(diff[:5])})")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise UserInputError(f"{source}: does not fit this model ({str(err).splitlines()[0]})") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        for name, comp in self.components.items():
+            comp.load_state_dict(state["engine"][name])
+        restore_rng_state(state["rng"])
+        self.state = RunState(
+            epoch=int(state["epoch"]),
+            step=int(state["step"]),
+            history=list(state.get("history", [])),
+            best_top1=float(state.get("best_top1", -1.0)),
+            best_epoch=int(state.get("best_epoch", -1)),
+            train_seconds=float(state.get("train_seconds", 0.0)),
+        )
+
+    def maybe_resume(self) -> bool:
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        self.load_state(load_checkpoint(path, map_location=self.device), source=str(path))
+        log.info("resumed %s at epoch %d/%d", path, self.state.epoch, self.cfg.train.epochs)
+        return True
+
+    # ------------------------------------------------------------------ loop
+
+    def _engine_step(self) -> None:
+        for comp in self.components.values():
+            comp.step()
+
+    def _mask_ema(self) -> None:
+        if self.ema is None:
+            return
+        for comp in self.components.values():
+            apply = getattr(comp, "apply_masks", None)
+            if apply is not None:
+                apply(self.ema.module)
+
+    def train_one_epoch(self, epoch: int) -> float:
+        self.train_model.train()
+        sampler = self.data.train.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        cfg = self.cfg.train
+        total_loss, seen = 0.0, 0
+        autocast = torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp and self.device.type == "cuda")
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=self._bar_disabled(),
+            unit="it",
+        )
+        for i, (images, targets) in enumerate(self.data.train):
+            if i >= self.steps_per_epoch:
+                break
+            images = images.to(self.device, non_blocking=True)
+            targets = targets.to(self.device, non_blocking=True)
+            if self.mixup_fn is not None:
+                images, targets = self.mixup_fn(images, targets)
+            with autocast:
+                loss = self.criterion(self.train_model(images), targets)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"training loss is {loss.item()} at epoch {epoch + 1}, step {self.state.step + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)  # the engine reads unscaled gradients
+            else:
+                loss.backward()
+            if cfg.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.state.step += 1
+            self._engine_step()
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.state.step)
+                self._mask_ema()
+            if self.scheduler is not None:
+                self.scheduler.step_update(num_updates=self.state.step)
+            total_loss += loss.item() * images.shape[0]
+            seen += images.shape[0]
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+        if self.scheduler is not None:
+            self.scheduler.step(epoch + 1)
+        return total_loss / max(seen, 1)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
+        model = model or self.model
+        was_training = model.training
+        model.eval()
+        correct1 = correct5 = loss_sum = 0.0
+        count = 0
+        topk = (1, 5) if self.num_classes >= 5 else (1,)
+        for images, targets in self.data.val:
+            images = images.to(self.device, non_blocking=True)
+            targets = targets.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp and self.device.type == "cuda"):
+                logits = model(images)
+            loss_sum += self.eval_criterion(logits.float(), targets).item() * images.shape[0]
+            accs = accuracy(logits, targets, topk=topk)
+            correct1 += accs[0].item() * images.shape[0] / 100.0
+            if len(accs) > 1:
+                correct5 += accs[1].item() * images.shape[0] / 100.0
+            count += images.shape[0]
+        if self.distributed:
+            totals = torch.tensor([correct1, correct5, loss_sum, count], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(totals)
+            correct1, correct5, loss_sum, count = totals.tolist()
+        model.train(was_training)
+        result = {"top1": 100.0 * correct1 / max(count, 1), "val_loss": loss_sum / max(count, 1)}
+        if len(topk) > 1:
+            result["top5"] = 100.0 * correct5 / max(count, 1)
+        return result
+
+    def _bar_disabled(self) -> bool | None:
+        if self.rank != 0:
+            return True
+        return None if self.progress is None else not self.progress
+
+    def engine_stats(self) -> dict[str, float]:
+        stats: dict[str, float] = {}
+        for name, comp in self.components.items():
+            for key, value in comp.stats().items():
+                stats[f"{name}.{key}"] = value
+        return stats
+
+    def fit(
+        self,
+        *,
+        on_epoch: EpochCallback | None = None,
+        resume: bool = True,
+        stop_after_epochs: int | None = None,
+    ) -> dict[str, Any]:
+        """Train to ``train.epochs`` (resuming from ``out_dir/last.pt`` when present).
+
+        ``on_epoch`` receives each epoch's metrics and may raise to stop the run (an Optuna
+        pruner or a Ray scheduler does). ``stop_after_epochs`` ends the call early, as an
+        interruption would, leaving a checkpoint to resume from.
+        """
+        if resume:
+            self.maybe_resume()
+        if self.out_dir is not None and self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out_dir / "config.yaml", dump_config(self.cfg))
+        cfg = self.cfg.train
+        wall_start = time.perf_counter()
+        while self.state.epoch < cfg.epochs:
+            if stop_after_epochs is not None and self.state.epoch >= stop_after_epochs:
+                break
+            epoch = self.state.epoch
+            start = time.perf_counter()
+            train_loss = self.train_one_epoch(epoch)
+            self.state.train_seconds += time.perf_counter() - start
+            metrics: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.step, "train_loss": train_loss}
+            metrics.update(self.evaluate())
+            if self.ema is not None:
+                metrics.update({f"ema_{k}": v for k, v in self.evaluate(self.ema.module).items()})
+            metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+            metrics.update(self.engine_stats())
+            self.state.epoch = epoch + 1
+            if metrics["top1"] > self.state.best_top1:
+                self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch + 1
+            self.state.history.append(metrics)
+            log.info(
+                "epoch %d/%d  loss %.4f  top1 %.2f  (best %.2f)",
+                epoch + 1, cfg.epochs, train_loss, metrics["top1"], self.state.best_top1,
+            )
+            if cfg.checkpoint:
+                self.save_checkpoint()
+            if on_epoch is not None:
+                on_epoch(metrics)
+        result = self.result(wall_seconds=time.perf_counter() - wall_start)
+        if self.out_dir is not None and self.rank == 0 and self.state.epoch >= cfg.epochs:
+            atomic_write_text(self.out_dir / "result.json", json.dumps(result, indent=2, default=float))
+        return result
+
+    def result(self, wall_seconds: float = 0.0) -> dict[str, Any]:
+        return final_metrics(self, wall_seconds=wall_seconds)
+
+
+def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """Flattened config without the keys that may change between resumptions."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            flat[prefix] = node
+
+    walk("", cfg_dict)
+    for volatile in ("name", "tracking.enabled", "tracking.uri", "tracking.experiment", "train.device", "train.threads", "data.num_workers"):
+        flat.pop(volatile, None)
+    return flat
+
+
+def run_training(
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    *,
+    on_epoch: EpochCallback | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    stop_after_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train one model as ``cfg`` says and return its result metrics (see :func:`final_metrics`)."""
+    trainer = Trainer(cfg, out_dir, progress=progress)
+    return trainer.fit(on_epoch=on_epoch, resume=resume, stop_after_epochs=stop_after_epochs)
+
