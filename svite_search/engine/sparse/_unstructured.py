@@ -260,14 +260,16 @@ class SViTE:
         count = min(math.ceil(rate * nnz), nnz)
         if count == 0:
             return
-        # prune: the `count` active weights of smallest magnitude
-        magnitude = param.detach().abs().flatten().float().masked_fill_(~active, math.inf)
-        pruned = torch.topk(magnitude, count, largest=False, sorted=False).indices
+        # prune: the `count` active weights of smallest magnitude (top-k over active entries only)
+        candidates = active.nonzero().squeeze(1)
+        magnitude = param.detach().flatten()[candidates].abs()
+        pruned = candidates[torch.topk(magnitude, count, largest=False, sorted=False).indices]
         kept = active.clone()
         kept[pruned] = False
         # grow: the `count` inactive entries (just-pruned ones included) of largest |gradient|
-        growth = grad.detach().abs().flatten().float().masked_fill_(kept, -1.0)
-        grown = torch.topk(growth, count, sorted=False).indices
+        candidates = (~kept).nonzero().squeeze(1)
+        growth = grad.detach().flatten()[candidates].abs()
+        grown = candidates[torch.topk(growth, count, sorted=False).indices]
         new_active = kept.clone()
         new_active[grown] = True
         # new weights start at zero; one pruned and regrown at once keeps its value
