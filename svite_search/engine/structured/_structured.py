@@ -43,8 +43,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, UserInputError
-from ..sparse._schedule import DECAYS, PruneSchedule, resolve_update_interval
-from ..sparse._targets import masked_parameters
+from ..sparse import DECAYS, PruneSchedule, masked_parameters, resolve_update_interval
 from ._scores import HeadScoreCapture, neuron_growth_signal, neuron_magnitude
 from ._units import BlockLayout, BlockMask, block_layouts, random_block_masks, unwrap_model, vit_blocks
 

@@ -37,7 +37,7 @@ import tempfile
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -536,8 +536,3 @@ def load_slim(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> nn.
         first = str(err).splitlines()[0][:200] if str(err) else ""
         raise UserInputError(f"{path}: not a readable slim model file ({type(err).__name__}: {first})") from None
     return _from_payload(payload, str(path))
-
-
-def slim_masks(masks: Sequence[BlockMask]) -> list[tuple[int, int]]:
-    """(heads, neurons) kept per block of a list of unit masks."""
-    return [m.kept for m in masks]
