@@ -26,7 +26,7 @@ def temperature_at(step: int, total_steps: int, start: float, end: float, shape:
     """The temperature after ``step`` of ``total_steps`` optimizer steps (``end`` beyond)."""
     progress = min(max(step / total_steps, 0.0), 1.0)
     if shape == "linear":
-        return start + (end - start) * progress
+        return start * (1.0 - progress) + end * progress  # exactly `end` at the end
     if shape == "cosine":
         return end + (start - end) * (1.0 + math.cos(math.pi * progress)) / 2.0
     if shape == "exponential":

@@ -5,9 +5,12 @@ timm's ``VisionTransformer.forward_features`` runs ``patch_embed -> _pos_embed -
 and is an ``nn.Identity`` by default. The selector takes that slot, so no timm code is copied
 or patched: every block, ``forward_intermediates`` and the pooling see the selector's output.
 
-Its only parameter is ``patch_drop.scorer`` (``Linear(D, 1)``), a name that none of the weight
-masks of SViTE / S²ViTE match, so the scorer stays dense and is trained by the optimizer like
-any other parameter.
+A gathered sequence is no longer a full grid of patches, so ``forward_intermediates`` works
+with ``output_fmt="NLC"`` only (its ``NCHW`` reshape needs every patch; ``mode="zero"`` keeps it).
+
+Its only parameter is ``patch_drop.scorer`` (``Linear(D, 1)``). The weight masks of SViTE /
+S²ViTE never target it (its name, and ``svite_dense = True``), so the scorer stays dense and is
+trained by the optimizer like any other parameter.
 
 Example, a plain training loop (install before building the optimizer, so the scorer is in
 it)::
@@ -59,6 +62,9 @@ class TokenSelector(nn.Module):
       has ``prefix + keep_tokens`` tokens and every block is cheaper;
     * ``mode="zero"``: the authors' behaviour, dropped tokens are multiplied by zero and the
       length stays ``prefix + N`` (no compute is saved).
+
+    Every constructor argument is kept as an attribute of the same name (``embed_dim`` as the
+    scorer's input width): the slim export rebuilds the module from them.
     """
 
     #: Read by the SViTE / S²ViTE target rules: the scorer is never weight-masked.
