@@ -1,0 +1,400 @@
+"""MLflow tracking of a study: one experiment per study, one parent run, one nested run per trial.
+
+The search driver owns one :class:`StudyTracker` and calls it from its own process only; trials
+running under Ray report back to the driver, which writes. One writer per store, plus retries on
+"database is locked" (:mod:`._client`), is what keeps the default sqlite store safe with
+parallel trials.
+
+Layout in MLflow::
+
+    experiment <study name>
+      run <study name>             tags svite.kind=study, svite.study, svite.study_dir
+        params: the flattened spec; artifacts: spec.yaml, pareto.json, report/
+        run trial-0007             tags svite.kind=trial, svite.trial=7, svite.method, svite.state
+          params: the trial's resolved config, flattened; metrics per epoch (step = epoch) and
+          final (top1, gmacs, ...); artifacts: config.yaml, result.json, density.json
+
+Resuming: :meth:`StudyTracker.start` finds the study's parent run by its tags and the trial
+runs below it by ``svite.trial``, so a resumed study writes into the same runs and never
+creates a second run for a trial number. Runs left RUNNING by a killed driver are closed as
+FAILED by :meth:`StudyTracker.close_stale`.
+
+Example::
+
+    tracker = StudyTracker(Path("runs/quickstart"), "quickstart", spec)
+    tracker.start()
+    tracker.trial_started(0, {"method": "dense"}, cfg)
+    tracker.trial_epoch(0, {"epoch": 1, "top1": 81.0, "train_loss": 1.2})
+    tracker.trial_finished(0, "COMPLETE", result)
+    tracker.end(pareto)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import yaml
+
+from ._client import (
+    default_artifact_location,
+    make_client,
+    metric_key,
+    param_value,
+    resolve_tracking_uri,
+    retry,
+)
+from ._density import density_summary
+from .runs import flatten, numeric_metrics
+
+log = logging.getLogger(__name__)
+
+TAG_KIND, TAG_STUDY, TAG_STUDY_DIR = "svite.kind", "svite.study", "svite.study_dir"
+TAG_TRIAL, TAG_METHOD, TAG_STATE = "svite.trial", "svite.method", "svite.state"
+TAG_ERROR, TAG_PRUNED = "svite.error", "svite.pruned"
+PARENT_RUN_ID = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
+
+#: Optuna trial state -> MLflow run status. A pruned (early-stopped) trial is KILLED and tagged.
+RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
+STALE_REASON = "the process running this trial ended before the trial did (closed on resume)"
+
+_BATCH = 100  # MLflow accepts at most 100 params (1000 metrics) per log_batch
+
+
+def _state_name(state: Any) -> str:
+    """``"COMPLETE"`` from a string or an ``optuna.trial.TrialState``."""
+    return str(getattr(state, "name", state)).upper()
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise TypeError(f"config: expected a TrainConfig or a mapping, got {type(config).__name__}")
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+class NullStudyTracker:
+    """The tracker when tracking is off: every method does nothing."""
+
+    enabled = False
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
+
+    def start(self) -> None:
+        pass
+
+    def trial_started(self, number: int, params: Mapping[str, Any], config: Any = None) -> None:
+        pass
+
+    def trial_epoch(self, number: int, metrics: Mapping[str, Any]) -> None:
+        pass
+
+    def trial_finished(self, number: int, state: Any, result: Mapping[str, Any] | None = None, error: str | None = None) -> None:
+        pass
+
+    def close_stale(self, numbers: Iterable[int] | None = None) -> list[int]:
+        return []
+
+    def end(self, pareto: list[dict[str, Any]], report_dir: str | Path | None = None) -> None:
+        pass
+
+
+class StudyTracker:
+    """Writes a study to MLflow (see the module docstring for the layout).
+
+    Args:
+        study_dir: the study directory; the default store is ``sqlite:///<study_dir>/mlflow.db``
+            with artifacts in ``<study_dir>/mlartifacts``, and trial ``n``'s run directory is
+            looked for in ``<study_dir>/trials/<n>`` (for its per-layer densities).
+        study_name: names the experiment (unless the spec's ``tracking.experiment`` does) and
+            the parent run.
+        spec: the validated study spec as a mapping; logged as params and ``spec.yaml``.
+        tracking_uri: a store or server; default the spec's ``tracking.uri``, then
+            ``MLFLOW_TRACKING_URI``, then the study's own sqlite file.
+
+    Failures: :meth:`start` raises (a store that cannot be opened is a setup error to see at
+    once); a write that still fails after its retries is logged as a warning and skipped, so a
+    tracking hiccup never costs a trained trial (the Optuna study stays the record).
+    """
+
+    enabled = True
+
+    def __init__(self, study_dir: str | Path, study_name: str, spec: Mapping[str, Any] | None = None,
+                 tracking_uri: str | None = None) -> None:
+        self.study_dir = Path(study_dir)
+        self.study_name = study_name
+        self.spec: dict[str, Any] = dict(spec or {})
+        tracking = self.spec.get("tracking") if isinstance(self.spec.get("tracking"), Mapping) else {}
+        self.tracking_uri = resolve_tracking_uri(self.study_dir, tracking_uri or tracking.get("uri"))
+        self.experiment_name = str(tracking.get("experiment") or study_name)
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self._client: Any = None
+        self._runs: dict[int, str] = {}
+        self._last_step: dict[int, int] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("StudyTracker.start() has not been called")
+        return self._client
+
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        with self._lock:
+            return retry(fn, what=what)
+
+    def _safe(self, fn: Callable[[], Any], what: str) -> Any:
+        """A write that must not stop the study: retried, then logged and skipped."""
+        try:
+            return self._call(fn, what)
+        except Exception as err:
+            log.warning("MLflow: %s failed, skipped: %s: %s", what, type(err).__name__, err)
+            return None
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any], existing: Mapping[str, str] | None = None) -> None:
+        """Log params not yet on the run (MLflow refuses to change a logged param's value).
+        Not retried here: callers wrap it in :meth:`_call` or :meth:`_safe`."""
+        from mlflow.entities import Param
+
+        existing = existing or {}
+        todo = [Param(metric_key(k), param_value(v)) for k, v in params.items() if metric_key(k) not in existing]
+        for i in range(0, len(todo), _BATCH):
+            self.client.log_batch(run_id, params=todo[i : i + _BATCH])
+
+    def _log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> bool:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        todo = [Metric(metric_key(k), v, now, step) for k, v in numeric_metrics(dict(metrics)).items()]
+        for i in range(0, len(todo), 1000):
+            self.client.log_batch(run_id, metrics=todo[i : i + 1000])
+        return True
+
+    def _search(self, filter_string: str) -> list[Any]:
+        """All runs of the experiment matching ``filter_string`` (every page), oldest first."""
+        from mlflow.entities import ViewType
+
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self._call(
+                lambda: self.client.search_runs(
+                    [self.experiment_id], filter_string=filter_string, run_view_type=ViewType.ACTIVE_ONLY,
+                    max_results=5000, order_by=["attributes.start_time ASC"], page_token=token,
+                ),
+                "search runs",
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    # ------------------------------------------------------------------ study
+
+    def start(self) -> None:
+        """Open the store, the study's experiment and its parent run (reused on resume)."""
+        self._client = make_client(self.tracking_uri)
+        self.experiment_id = self._experiment()
+        directory = str(self.study_dir.resolve())
+        quoted = self.study_name.replace("'", "\\'")
+        candidates = self._search(f"tags.`{TAG_KIND}` = 'study' AND tags.`{TAG_STUDY}` = '{quoted}'")
+        here = [r for r in candidates if r.data.tags.get(TAG_STUDY_DIR) == directory]
+        # A study directory moved with its own sqlite store still finds its parent by name.
+        own_store = default_artifact_location(self.study_dir, self.tracking_uri) is not None
+        parent = (here or (candidates if own_store else []) or [None])[0]
+        if parent is None:
+            run = self._call(
+                lambda: self.client.create_run(
+                    self.experiment_id, run_name=self.study_name,
+                    tags={TAG_KIND: "study", TAG_STUDY: self.study_name, TAG_STUDY_DIR: directory},
+                ),
+                "create the study run",
+            )
+            self.parent_run_id = run.info.run_id
+            existing: Mapping[str, str] = {}
+        else:
+            self.parent_run_id = parent.info.run_id
+            existing = parent.data.params
+            self._call(lambda: self.client.update_run(self.parent_run_id, status="RUNNING"), "reopen the study run")
+            resumes = int(parent.data.tags.get("svite.resumes", "0")) + 1
+            self._call(lambda: self.client.set_tag(self.parent_run_id, "svite.resumes", str(resumes)), "tag")
+        self._call(lambda: self._log_params(self.parent_run_id, flatten(self.spec), existing), "log spec params")
+        spec_text = yaml.safe_dump(self.spec, sort_keys=False)
+        self._call(lambda: self.client.log_text(self.parent_run_id, spec_text, "spec.yaml"), "log spec.yaml")
+        self._runs = {}
+        for run in self._search(f"tags.`{PARENT_RUN_ID}` = '{self.parent_run_id}'"):
+            number = run.data.tags.get(TAG_TRIAL)
+            if number is not None and number.lstrip("-").isdigit():
+                self._runs.setdefault(int(number), run.info.run_id)  # oldest wins
+        log.info("MLflow: study %r in %s (parent run %s, %d trial runs)", self.study_name, self.tracking_uri,
+                 self.parent_run_id, len(self._runs))
+
+    def _experiment(self) -> str:
+        experiment = self._call(lambda: self.client.get_experiment_by_name(self.experiment_name), "find experiment")
+        if experiment is None:
+            location = default_artifact_location(self.study_dir, self.tracking_uri)
+            return self._call(
+                lambda: self.client.create_experiment(self.experiment_name, artifact_location=location),
+                "create experiment",
+            )
+        if experiment.lifecycle_stage == "deleted":
+            self._call(lambda: self.client.restore_experiment(experiment.experiment_id), "restore experiment")
+        return experiment.experiment_id
+
+    @property
+    def trial_runs(self) -> dict[int, str]:
+        """Trial number -> MLflow run id, for the trials this study has runs for."""
+        return dict(self._runs)
+
+    # ------------------------------------------------------------------ trials
+
+    def trial_started(self, number: int, params: Mapping[str, Any], config: Any = None) -> None:
+        """Open (or, on resume, reopen) trial ``number``'s nested run and log its settings."""
+        number = int(number)
+        cfg = _config_dict(config)
+        params = dict(params or {})
+        method = str(params.get("method") or cfg.get("method") or self.spec.get("method") or "")
+        try:
+            run_id = self._runs.get(number)
+            if run_id is None:
+                tags = {PARENT_RUN_ID: self.parent_run_id, TAG_KIND: "trial", TAG_STUDY: self.study_name,
+                        TAG_TRIAL: str(number), TAG_METHOD: method, TAG_STATE: "RUNNING",
+                        "svite.searched": ", ".join(sorted(params))}
+                run = self._call(
+                    lambda: self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}", tags=tags),
+                    "create trial run",
+                )
+                run_id = self._runs[number] = run.info.run_id
+                existing: Mapping[str, str] = {}
+            else:
+                run = self._call(lambda: self.client.get_run(run_id), "get trial run")
+                existing = run.data.params
+                self._call(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen trial run")
+                self._call(lambda: self.client.set_tag(run_id, TAG_STATE, "RUNNING"), "tag")
+            merged = {**flatten(cfg), **{k: v for k, v in flatten(params).items() if k not in flatten(cfg)}}
+            self._call(lambda: self._log_params(run_id, merged, existing), "log trial params")
+            if cfg:
+                text = yaml.safe_dump(cfg, sort_keys=False)
+                self._call(lambda: self.client.log_text(run_id, text, "config.yaml"), "log config.yaml")
+        except Exception as err:
+            log.warning("MLflow: trial %d could not be opened: %s: %s", number, type(err).__name__, err)
+
+    def trial_epoch(self, number: int, metrics: Mapping[str, Any]) -> None:
+        """Log one epoch's metrics with the epoch as step."""
+        number = int(number)
+        run_id = self._runs.get(number)
+        if run_id is None:
+            return
+        step = int(metrics.get("epoch", self._last_step.get(number, 0) + 1))
+        values = {k: v for k, v in metrics.items() if k != "epoch"}
+        if self._safe(lambda: self._log_metrics(run_id, values, step), f"trial {number} epoch {step}"):
+            self._last_step[number] = max(step, self._last_step.get(number, 0))
+
+    def _logged_up_to(self, number: int, run_id: str) -> int:
+        """Last epoch logged for a trial (asks the store once when this process did not log it)."""
+        if number not in self._last_step:
+            history = self._safe(lambda: self.client.get_metric_history(run_id, "top1"), "metric history") or []
+            self._last_step[number] = max((m.step for m in history), default=0)
+        return self._last_step[number]
+
+    def trial_finished(self, number: int, state: Any, result: Mapping[str, Any] | None = None,
+                       error: str | None = None) -> None:
+        """Close trial ``number``'s run: epochs not logged yet, final metrics, the per-layer
+        density summary, and the status (COMPLETE -> FINISHED, FAIL -> FAILED with the reason
+        as ``svite.error``, PRUNED -> KILLED tagged ``svite.pruned``)."""
+        number = int(number)
+        name = _state_name(state)
+        result = dict(result or {})
+        if number not in self._runs:
+            self.trial_started(number, {"method": result["method"]} if result.get("method") else {}, None)
+        run_id = self._runs.get(number)
+        if run_id is None:
+            return
+        done = self._logged_up_to(number, run_id)
+        for epoch in result.get("history") or []:
+            if isinstance(epoch, Mapping) and int(epoch.get("epoch", 0)) > done:  # resumed, or never reported
+                self.trial_epoch(number, epoch)
+        final = {k: v for k, v in result.items() if k != "history"}
+        step = int(final.get("epochs") or self._last_step.get(number, 0))
+        history = [e for e in result.get("history") or [] if isinstance(e, Mapping)]
+        last = history[-1] if history and int(history[-1].get("epoch", -1)) == step else {}
+        fresh = {k: v for k, v in final.items() if k not in last or last[k] != v}  # no second point per step
+        self._safe(lambda: self._log_metrics(run_id, fresh, step), f"trial {number} final metrics")
+        if final:
+            self._safe(lambda: self.client.log_text(run_id, _json(result), "result.json"), "log result.json")
+        summary = density_summary(final, self.study_dir / "trials" / str(number))
+        if summary:
+            self._safe(lambda: self.client.log_text(run_id, _json(summary), "density.json"), "log density.json")
+            extra = {f"layer_density_{k[:3]}": summary[k] for k in ("min_layer", "max_layer") if k in summary}
+            if extra:
+                self._safe(lambda: self._log_metrics(run_id, extra, step), "log layer density")
+        tags = {TAG_STATE: name}
+        if name == "FAIL":
+            tags[TAG_ERROR] = (error or "failed (no reason given)")[:5000]
+        elif name == "PRUNED":
+            tags[TAG_PRUNED] = (error or "stopped early by the pruner or scheduler")[:5000]
+        for key, value in tags.items():
+            self._safe(lambda k=key, v=value: self.client.set_tag(run_id, k, v), "tag trial")
+        status = RUN_STATUS.get(name, "FAILED")
+        self._safe(lambda: self.client.set_terminated(run_id, status=status), f"end trial {number}")
+
+    def close_stale(self, numbers: Iterable[int] | None = None) -> list[int]:
+        """End as FAILED the trial runs still RUNNING (all, or those of ``numbers``): their
+        process died with them. Returns the trial numbers closed."""
+        wanted = None if numbers is None else {int(n) for n in numbers}
+        closed = []
+        for number, run_id in sorted(self._runs.items()):
+            if wanted is not None and number not in wanted:
+                continue
+            run = self._safe(lambda: self.client.get_run(run_id), "get trial run")
+            if run is None or run.info.status not in ("RUNNING", "SCHEDULED"):
+                continue
+            self._safe(lambda: self.client.set_tag(run_id, TAG_STATE, "FAIL"), "tag")
+            self._safe(lambda: self.client.set_tag(run_id, TAG_ERROR, STALE_REASON), "tag")
+            self._safe(lambda: self.client.set_terminated(run_id, status="FAILED"), "close stale run")
+            closed.append(number)
+        return closed
+
+    def end(self, pareto: list[dict[str, Any]], report_dir: str | Path | None = None) -> None:
+        """Log the final Pareto front (``pareto.json``) and the report directory on the parent
+        run, and end it FINISHED. ``report_dir`` defaults to ``<study_dir>/report`` if present."""
+        if self.parent_run_id is None:
+            return
+        run_id = self.parent_run_id
+        self._safe(lambda: self.client.log_text(run_id, _json(pareto), "pareto.json"), "log pareto.json")
+        self._safe(lambda: self._log_metrics(run_id, {"pareto_size": len(pareto)}, 0), "log pareto size")
+        report = Path(report_dir) if report_dir is not None else self.study_dir / "report"
+        if report.is_dir():
+            self._safe(lambda: self.client.log_artifacts(run_id, str(report), "report"), "log the report")
+        self._safe(lambda: self.client.set_terminated(run_id, status="FINISHED"), "end the study run")
+
+
+def make_study_tracker(study_dir: str | Path, study_name: str, spec: Mapping[str, Any] | None = None,
+                       tracking_uri: str | None = None, enabled: bool | None = None) -> StudyTracker | NullStudyTracker:
+    """The tracker a study asks for: a :class:`StudyTracker` unless ``enabled`` (default: the
+    spec's ``tracking.enabled``, else on) is false or MLflow is not installed (then a warning
+    and a :class:`NullStudyTracker`)."""
+    tracking = (spec or {}).get("tracking")
+    if enabled is None:
+        enabled = bool(tracking.get("enabled", True)) if isinstance(tracking, Mapping) else True
+    if not enabled:
+        return NullStudyTracker()
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        log.warning("MLflow is not installed (pip install 'svite-search[mlflow]'): the study is not tracked")
+        return NullStudyTracker()
+    return StudyTracker(study_dir, study_name, spec, tracking_uri)
