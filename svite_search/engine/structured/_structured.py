@@ -153,6 +153,11 @@ class S2ViTE:
         self._arm_for(self.step_count + 1)
 
     def state_dict(self) -> dict[str, Any]:
+        """Unit sets, the schedule position and the counters: everything an exact resume needs.
+
+        No generator state is kept: the only random draw, the initial unit sets, comes from
+        ``config.seed``; every later choice follows from weights, gradients and scores.
+        """
         return {
             "step_count": self.step_count,
             "updates": self.updates,
