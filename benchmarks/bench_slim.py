@@ -18,7 +18,7 @@ stalls multi-threaded kernels at every barrier, which would bury the effect bein
 Usage::
 
     python benchmarks/bench_slim.py                  # writes reports/benchmarks/slim.json
-    python benchmarks/bench_slim.py --tiny --out /tmp/slim.json   # seconds-long smoke test
+    python benchmarks/bench_slim.py --tiny --out slim_smoke.json   # seconds-long smoke test
     python benchmarks/bench_slim.py --device cuda --threads 0
 """
 from __future__ import annotations
