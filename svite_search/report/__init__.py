@@ -1,0 +1,150 @@
+"""Reports of a study: the trials, the Pareto front, hypervolume, importances, a summary.
+
+``write_report(DIR)`` reads the Optuna study of a study directory and writes, into
+``DIR/report/`` by default:
+
+=====================  ================================================================
+``trials.csv``         every trial: state, variant, objectives, result metrics, params, durations
+``pareto.csv``         the non-dominated completed trials (same columns)
+``pareto.png``         all trials, the front ringed and joined, the dense baseline marked
+``pareto.html``        the same, interactive: hover shows each trial's parameters
+``hypervolume.csv``    hypervolume after each completed trial (and ``hypervolume.png``)
+``importances.csv``    parameter importances per objective
+``summary.md``         settings, Pareto table, best accuracy per MACs budget, savings vs dense
+=====================  ================================================================
+
+``write_report_for_study(study, out_dir, spec)`` does the same for an ``optuna.Study`` in hand.
+
+Example::
+
+    info = write_report(Path("runs/quickstart"))
+    info["pareto"]  # [{"number": 3, "params": {...}, "values": {"top1": 96.1, "gmacs": 0.0005}}, ...]
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from ._frame import DEFAULT_OBJECTIVES, Objective, objectives_of, trials_frame
+from ._study import load_study_dir
+from .pareto import hypervolume_history, non_dominated, pareto_mask
+
+__all__ = [
+    "write_report",
+    "write_report_for_study",
+    "load_study_dir",
+    "trials_frame",
+    "objectives_of",
+    "non_dominated",
+    "pareto_mask",
+    "hypervolume_history",
+    "Objective",
+    "DEFAULT_OBJECTIVES",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _pareto_records(frame: Any, objectives: list[Objective]) -> list[dict[str, Any]]:
+    out = []
+    for _, row in frame[frame["pareto"]].sort_values("number").iterrows():
+        params = {k[len("params."):]: row[k] for k in frame.columns if k.startswith("params.") and _present(row[k])}
+        out.append({
+            "number": int(row["number"]),
+            "variant": row["variant"],
+            "params": {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()},
+            "values": {o.metric: float(row[o.metric]) for o in objectives},
+        })
+    return out
+
+
+def _present(value: Any) -> bool:
+    try:
+        return value is not None and not (isinstance(value, float) and value != value)
+    except TypeError:
+        return True
+
+
+def write_report_for_study(study: Any, out_dir: str | Path, spec: Mapping[str, Any] | None = None, *,
+                           title: str | None = None) -> dict[str, Any]:
+    """Write the report of ``study`` (an ``optuna.Study``) into ``out_dir``.
+
+    Returns ``{"report_dir", "files", "pareto", "trials", "complete", "failed", "hypervolume"}``.
+    """
+    from .importance import param_importances
+    from .plots import hypervolume_png, pareto_html, pareto_png
+    from .summary import summary_markdown
+
+    spec = dict(spec or {})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    objectives = objectives_of(study, spec)
+    method = spec.get("method") if isinstance(spec.get("method"), str) else None
+    frame = trials_frame(study.get_trials(deepcopy=False), objectives, default_method=method)
+    frame["pareto"] = pareto_mask(frame, objectives) if len(frame) else []
+    name = title or spec.get("name") or study.study_name
+    files: list[str] = []
+
+    def keep(path: Path) -> None:
+        files.append(path.name)
+
+    frame.to_csv(out / "trials.csv", index=False)
+    keep(out / "trials.csv")
+    frame[frame["pareto"]].sort_values("number").to_csv(out / "pareto.csv", index=False)
+    keep(out / "pareto.csv")
+
+    history = hypervolume_history(frame, objectives) if len(objectives) >= 2 and len(frame) else None
+    complete = int((frame["state"] == "COMPLETE").sum()) if len(frame) else 0
+    if len(objectives) >= 2 and complete:
+        subtitle = _subtitle(spec)
+        failed = int((frame["state"] == "FAIL").sum())
+        note = f"{failed} failed trial(s) not shown. " if failed else ""
+        note += "MACs: analytic multiply-accumulates per image (the paper's 'FLOPs')."
+        keep(pareto_png(frame, objectives, out / "pareto.png", title=f"{name}{subtitle}", note=note))
+        keep(pareto_html(frame, objectives, out / "pareto.html", title=f"{name}{subtitle}"))
+    if history is not None:
+        history.to_csv(out / "hypervolume.csv", index=False)
+        keep(out / "hypervolume.csv")
+        if len(history):
+            keep(hypervolume_png(history, out / "hypervolume.png", title=f"{name}: hypervolume over trials"))
+    import pandas as pd
+
+    importances, reason = param_importances(study, objectives) if complete else (pd.DataFrame(columns=["objective", "param", "importance"]), "no completed trial")
+    importances.to_csv(out / "importances.csv", index=False)
+    keep(out / "importances.csv")
+    files.append("summary.md")
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    text = summary_markdown(
+        name=str(name), spec=spec, frame=frame, objectives=objectives,
+        history=history if history is not None else pd.DataFrame(columns=["number", "hypervolume", "front_size"]),
+        importances=importances, importance_reason=reason, files=files,
+        generated=f"Written by `svite-search report` on {stamp}.",
+    )
+    (out / "summary.md").write_text(text)
+    return {
+        "report_dir": str(out),
+        "files": files,
+        "pareto": _pareto_records(frame, objectives) if len(frame) else [],
+        "trials": int(len(frame)),
+        "complete": complete,
+        "failed": int((frame["state"] == "FAIL").sum()) if len(frame) else 0,
+        "hypervolume": float(history["hypervolume"].iloc[-1]) if history is not None and len(history) else None,
+    }
+
+
+def _subtitle(spec: Mapping[str, Any]) -> str:
+    model = (spec.get("model") or {}).get("name") if isinstance(spec.get("model"), Mapping) else None
+    data = (spec.get("data") or {}).get("dataset") if isinstance(spec.get("data"), Mapping) else None
+    epochs = (spec.get("train") or {}).get("epochs") if isinstance(spec.get("train"), Mapping) else None
+    parts = [str(p) for p in (model, data) if p and not isinstance(p, Mapping)]
+    if epochs and not isinstance(epochs, Mapping):
+        parts.append(f"{epochs} epochs")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Write the report of the study in ``study_dir`` into ``out_dir`` (default ``study_dir/report``)."""
+    study, spec = load_study_dir(study_dir)
+    return write_report_for_study(study, Path(out_dir) if out_dir is not None else Path(study_dir) / "report", spec)

@@ -1,0 +1,107 @@
+"""Pareto fronts and hypervolume of a set of trials.
+
+A trial is on the front (non-dominated) when no other trial is at least as good in every
+objective and strictly better in one; trials with identical values are all kept. The
+hypervolume is computed on normalised objectives, so it reads as a share: every objective is
+mapped to [0, 1] with 0 at the reference point (the worst value seen, pushed out by 10 % of the
+range) and 1 at the best value seen, and the hypervolume is the share of that unit box the front
+dominates. Optuna's exact hypervolume (WFG) does the counting for any number of objectives.
+
+Example::
+
+    mask = non_dominated(frame[["top1", "gmacs"]].to_numpy(), [True, False])
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._frame import Objective
+
+#: How far past the worst value the reference point sits, as a share of the observed range.
+REFERENCE_MARGIN = 0.1
+
+
+def _as_losses(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """Objective values turned into losses (every column minimised)."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2 or values.shape[1] != len(maximize):
+        raise ValueError(f"values: expected shape (n, {len(maximize)}), got {values.shape}")
+    signs = np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)
+    return values * signs
+
+
+def non_dominated(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``values`` (rows with a NaN never are)."""
+    losses = _as_losses(values, maximize)
+    finite = np.all(np.isfinite(losses), axis=1)
+    mask = np.zeros(len(losses), dtype=bool)
+    idx = np.flatnonzero(finite)
+    pts = losses[idx]
+    for k, i in enumerate(idx):
+        no_worse = np.all(pts <= pts[k], axis=1)
+        better = np.any(pts < pts[k], axis=1)
+        mask[i] = not np.any(no_worse & better)
+    return mask
+
+
+def pareto_mask(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Series:
+    """Non-dominated COMPLETE trials of a report frame, as a boolean Series on its index."""
+    complete = frame["state"] == "COMPLETE" if "state" in frame else pd.Series(True, index=frame.index)
+    values = frame.loc[complete, [o.metric for o in objectives]].to_numpy(dtype=float)
+    mask = pd.Series(False, index=frame.index)
+    if len(values):
+        mask.loc[complete[complete].index] = non_dominated(values, [o.maximize for o in objectives])
+    return mask
+
+
+def normalisation(values: np.ndarray, maximize: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """``(reference, ideal)`` in loss space: the worst loss plus a 10 % margin, and the best."""
+    losses = _as_losses(values, maximize)
+    losses = losses[np.all(np.isfinite(losses), axis=1)]
+    if not len(losses):
+        raise ValueError("no finite objective values")
+    worst, best = losses.max(axis=0), losses.min(axis=0)
+    span = worst - best
+    span = np.where(span > 0, span, np.maximum(np.abs(worst), 1.0) * 0.01)
+    return worst + REFERENCE_MARGIN * span, best
+
+
+def hypervolume(values: np.ndarray, maximize: Sequence[bool], reference: np.ndarray, ideal: np.ndarray) -> float:
+    """Share of the box between ``reference`` and ``ideal`` (loss space) that ``values`` dominate."""
+    from optuna._hypervolume import compute_hypervolume  # exact (WFG); Optuna has no public name for it
+
+    losses = _as_losses(values, maximize)
+    losses = losses[np.all(np.isfinite(losses), axis=1)]
+    scale = reference - ideal
+    scaled = (losses - ideal) / scale
+    inside = scaled[np.all(scaled < 1.0, axis=1)]  # a point beyond the reference adds nothing
+    if not len(inside):
+        return 0.0
+    return float(compute_hypervolume(inside, np.ones(len(maximize))))
+
+
+def hypervolume_history(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
+    """Hypervolume after each COMPLETE trial, in trial-number order.
+
+    Columns: ``number``, ``hypervolume`` (share of the normalised box, see the module doc),
+    ``front_size``. One reference point for the whole history (from all trials), so the
+    curve never falls.
+    """
+    complete = frame[frame["state"] == "COMPLETE"].sort_values("number")
+    metrics = [o.metric for o in objectives]
+    maximize = [o.maximize for o in objectives]
+    values = complete[metrics].to_numpy(dtype=float)
+    rows = []
+    if len(values) and np.any(np.all(np.isfinite(values), axis=1)):
+        reference, ideal = normalisation(values, maximize)
+        for k in range(1, len(values) + 1):
+            seen = values[:k]
+            rows.append({
+                "number": int(complete["number"].iloc[k - 1]),
+                "hypervolume": hypervolume(seen, maximize, reference, ideal),
+                "front_size": int(non_dominated(seen, maximize).sum()),
+            })
+    return pd.DataFrame(rows, columns=["number", "hypervolume", "front_size"])

@@ -1,0 +1,272 @@
+"""``summary.md``: the report a person reads first.
+
+Sections: the study's settings, the trials' outcome, the Pareto table, the best accuracy within
+several compute budgets, the savings of each variant against the dense baseline, the
+hypervolume, the parameter importances, and, for toy-scale studies, a plain statement of what
+the scale does and does not show.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+import yaml
+
+from ._frame import VARIANTS, Objective, settings_text
+from .plots import axis_label, dense_baseline, macs_unit, plot_axes
+
+#: Compute budgets of the "best within a budget" table, as shares of the dense model's MACs.
+BUDGETS: tuple[float, ...] = (1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2)
+#: Accuracy loss (points) still counted as "matching dense" in the savings table.
+TOLERANCE_POINTS = 1.0
+DIGITS_IMAGES = 1797  # scikit-learn's embedded 8x8 digits
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (numbers right-aligned)."""
+    rows = [["" if c is None else str(c).replace("|", "\\|") for c in row] for row in rows]
+    align = []
+    for i, _ in enumerate(headers):
+        numeric = rows and all(_looks_numeric(r[i]) for r in rows if r[i] not in ("", "—"))
+        align.append("---:" if numeric else ":---")
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text.replace("%", "").replace("+", "").replace("−", "-").replace(",", ""))
+        return True
+    except ValueError:
+        return False
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _signed(value: float | None, digits: int = 2) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:+.{digits}f}".replace("-", "−")
+
+
+def _get(spec: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = spec
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _describe(value: Any) -> str:
+    """A spec value or search distribution in words."""
+    if isinstance(value, Mapping):
+        if "choices" in value:
+            return "one of " + ", ".join(map(str, value["choices"]))
+        if "low" in value and "high" in value:
+            return f"{value['low']} to {value['high']}" + (" (log scale)" if value.get("log") else "")
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def settings_section(name: str, spec: Mapping[str, Any], objectives: Sequence[Objective]) -> list[str]:
+    lines = ["## Study settings", ""]
+    keys = [
+        ("model", "model.name"), ("dataset", "data.dataset"), ("epochs", "train.epochs"),
+        ("batch size (per process)", "data.batch_size"), ("learning rate", "train.lr"), ("method", "method"),
+        ("sampler", "search.sampler"), ("trials", "search.n_trials"), ("seed", "search.seed"),
+        ("executor", "executor.kind"),
+    ]
+    for label, key in keys:
+        value = _get(spec, key)
+        if value is not None:
+            lines.append(f"- **{label}**: {_describe(value)}")
+    for section in ("sparsity", "tokens"):
+        node = spec.get(section)
+        if isinstance(node, Mapping):
+            searched = [f"`{k}` {_describe(v)}" for k, v in node.items() if isinstance(v, Mapping) or isinstance(v, list)]
+            if searched:
+                lines.append(f"- **{section} searched**: " + "; ".join(searched))
+    lines.append("- **objectives**: " + ", ".join(f"{o.metric} ({o.direction})" for o in objectives))
+    if spec:
+        lines += ["", "<details><summary>the full study spec</summary>", "", "```yaml",
+                  yaml.safe_dump(dict(spec), sort_keys=False).rstrip(), "```", "", "</details>"]
+    return lines + [""]
+
+
+def outcome_section(frame: pd.DataFrame) -> list[str]:
+    counts = frame["state"].value_counts().to_dict() if len(frame) else {}
+    parts = [f"{counts.get(s, 0)} {s.lower()}" for s in ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING") if counts.get(s)]
+    total = pd.to_numeric(frame.get("duration_s"), errors="coerce").sum() if len(frame) else 0.0
+    lines = ["## Trials", "", f"{len(frame)} trials: {', '.join(parts) or 'none'}; "
+             f"{total / 60:.1f} min of trial time in all (trials.csv has every trial)."]
+    failed = frame[frame["state"] == "FAIL"]
+    for _, row in failed.iterrows():
+        lines.append(f"- trial #{int(row['number'])} failed: {row.get('error') or 'no reason recorded'}")
+    return lines + [""]
+
+
+def pareto_section(frame: pd.DataFrame, objectives: Sequence[Objective], baseline: dict[str, Any] | None,
+                   x: Objective, y: Objective) -> list[str]:
+    front = frame[frame["pareto"]].sort_values(x.metric)
+    factor, unit = macs_unit(frame[x.metric].dropna().tolist()) if x.metric == "gmacs" else (1.0, x.metric)
+    headers = ["trial", "variant", "settings", *[axis_label(o.metric, unit) if o.metric == "gmacs" else o.metric for o in objectives]]
+    if baseline is not None:
+        headers += ["MACs saving vs dense" if x.metric == "gmacs" else f"{x.metric} saving", f"Δ {y.metric} vs dense (points)"]
+    rows = []
+    for _, r in front.iterrows():
+        row = [f"#{int(r['number'])}", r["variant"], settings_text(r) or "—"]
+        row += [_fmt(r[o.metric] * (factor if o.metric == "gmacs" else 1.0), 4 if o.metric == "gmacs" else 2) for o in objectives]
+        if baseline is not None:
+            row += [f"{100 * (1 - r[x.metric] / baseline['x']):.1f} %", _signed(r[y.metric] - baseline["y"])]
+        rows.append(row)
+    lines = ["## Pareto front", "", "Trials no other trial beats on every objective at once (pareto.csv, pareto.png, "
+             "pareto.html)."]
+    if baseline is not None:
+        who = ", ".join(f"#{n}" for n in baseline["numbers"])
+        source = f"mean of trials {who}" if baseline["n"] > 1 else f"trial {who}"
+        lines.append(f"Dense baseline: {y.metric} {baseline['y']:.2f}, {baseline['x'] * factor:.4g} {unit} ({source}).")
+    return lines + ["", markdown_table(headers, rows) if rows else "_No completed trial yet._", ""]
+
+
+def budget_section(frame: pd.DataFrame, x: Objective, y: Objective, dense_cost: float | None) -> list[str]:
+    done = frame[(frame["state"] == "COMPLETE")].dropna(subset=[x.metric, y.metric])
+    if done.empty or not dense_cost:
+        return []
+    factor, unit = macs_unit(done[x.metric].tolist()) if x.metric == "gmacs" else (1.0, x.metric)
+    rows = []
+    for share in BUDGETS:
+        limit = share * dense_cost * (1 + 1e-9)
+        fits = done[done[x.metric] <= limit]
+        if fits.empty:
+            rows.append([f"{100 * share:.0f} %", _fmt(share * dense_cost * factor, 4), "—", "—", "—"])
+            continue
+        best = fits.loc[fits[y.metric].idxmax() if y.maximize else fits[y.metric].idxmin()]
+        rows.append([f"{100 * share:.0f} %", _fmt(share * dense_cost * factor, 4), _fmt(float(best[y.metric])),
+                     f"#{int(best['number'])} {best['variant']}", settings_text(best) or "—"])
+    headers = ["budget (share of dense MACs)", f"budget ({unit})", f"best {y.metric}", "trial", "settings"]
+    return ["## Best accuracy within a compute budget", "", markdown_table(headers, rows), ""]
+
+
+def savings_section(frame: pd.DataFrame, x: Objective, y: Objective, baseline: dict[str, Any] | None) -> list[str]:
+    if baseline is None:
+        return ["## Savings vs the dense baseline", "", "_No completed dense trial: nothing to compare with._", ""]
+    done = frame[(frame["state"] == "COMPLETE")].dropna(subset=[x.metric, y.metric])
+    rows = []
+    variants = [v for v in VARIANTS if v in set(done["variant"]) and v != "dense"]
+    for variant in variants + sorted(set(done["variant"]) - set(VARIANTS)):
+        part = done[done["variant"] == variant]
+        best = part.loc[part[y.metric].idxmax()]
+        close = part[part[y.metric] >= baseline["y"] - TOLERANCE_POINTS]
+        cheapest = close.loc[close[x.metric].idxmin()] if len(close) else None
+        rows.append([
+            variant, len(part), f"{_fmt(float(best[y.metric]))} (#{int(best['number'])})",
+            _signed(float(best[y.metric]) - baseline["y"]), f"{100 * (1 - best[x.metric] / baseline['x']):.1f} %",
+            f"{100 * (1 - cheapest[x.metric] / baseline['x']):.1f} % (#{int(cheapest['number'])})" if cheapest is not None else "—",
+        ])
+    headers = ["variant", "trials", f"best {y.metric}", "Δ vs dense (points)", "its MACs saving",
+               f"largest MACs saving within {TOLERANCE_POINTS:g} point of dense"]
+    return ["## Savings vs the dense baseline", "",
+            f"Dense: {y.metric} {baseline['y']:.2f}. MACs are analytic multiply-accumulates per image (the paper's "
+            "'FLOPs'); unstructured sparsity saves MACs only on hardware or kernels that skip zeros.", "",
+            markdown_table(headers, rows) if rows else "_No sparse trial completed._", ""]
+
+
+def hypervolume_section(history: pd.DataFrame) -> list[str]:
+    if history.empty:
+        return []
+    final = float(history["hypervolume"].iloc[-1])
+    improved = history[history["hypervolume"] >= final - 1e-12]["number"].iloc[0]
+    return ["## Hypervolume", "",
+            f"{final:.3f} of the normalised objective box after {len(history)} completed trials, last improved by trial "
+            f"#{int(improved)} (hypervolume.csv, hypervolume.png). Each objective is scaled to [0, 1] between the worst "
+            "value seen (pushed out by 10 % of the range) and the best, so the figure compares trials of this study, "
+            "not studies with each other.", ""]
+
+
+def importance_section(importances: pd.DataFrame, reason: str | None, top: int = 5) -> list[str]:
+    lines = ["## Parameter importances", ""]
+    if importances.empty:
+        return lines + [f"_Not computed: {reason or 'no data'}._", ""]
+    for objective, part in importances.groupby("objective", sort=False):
+        best = part.sort_values("importance", ascending=False).head(top)
+        lines.append(f"- **{objective}**: " + ", ".join(f"`{r.param}` {r.importance:.2f}" for r in best.itertuples()))
+    return lines + ["", "Optuna's importance evaluator (importances.csv); with few trials, read these as hints.", ""]
+
+
+def scale_note(spec: Mapping[str, Any], frame: pd.DataFrame) -> list[str]:
+    """What a toy-scale study (embedded digits, synthetic data, tiny presets) shows and does not."""
+    dataset = str(_get(spec, "data.dataset") or "")
+    model = str(_get(spec, "model.name") or "")
+    if dataset not in ("digits", "synthetic") and not model.startswith(("vit_digits", "vit_micro")):
+        return []
+    epochs = _get(spec, "train.epochs")
+    lines = ["## What this toy scale shows, and what it does not", ""]
+    if dataset == "digits":
+        val_fraction = float(_get(spec, "data.val_fraction") or 0.2)
+        n_val = math.ceil(DIGITS_IMAGES * val_fraction)
+        lines.append(
+            f"This study trains `{model or 'a preset'}` on scikit-learn's 8×8 digits ({DIGITS_IMAGES - n_val} training "
+            f"and {n_val} validation images{f', {epochs} epochs' if epochs else ''}, CPU). One validation image is "
+            f"{100 / n_val:.2f} accuracy points, so differences of a point or two between trials are within noise."
+        )
+    else:
+        lines.append(f"This study trains `{model or 'a preset'}` on `{dataset}` data at a size meant for a CPU.")
+    lines += [
+        "",
+        "**It shows** that every method and setting of the grid runs end to end through the same code the ImageNet "
+        "studies use (ERK weight masks with prune-and-grow, head and neuron budgets, the token selector, the MACs "
+        "accounting), that the MACs savings are exact for this model's shapes, and how the report reads.",
+        "",
+        "**It does not show** the paper's accuracies or whether sparse training is a 'free lunch' at scale: the model is "
+        "tiny, the task nearly solved, and the training short. Its MACs savings are not DeiT's either, because the "
+        "patch embedding, classifier and attention take different shares of a 4-block, 17-token model than of DeiT on "
+        "197 tokens (`svite-search paper-table` gives DeiT's). The studies in `studies/paper/` are the reproduction; "
+        "they need ImageNet and a GPU cluster.",
+        "",
+    ]
+    return lines
+
+
+def summary_markdown(*, name: str, spec: Mapping[str, Any], frame: pd.DataFrame, objectives: Sequence[Objective],
+                     history: pd.DataFrame, importances: pd.DataFrame, importance_reason: str | None,
+                     files: Sequence[str], generated: str = "") -> str:
+    """The whole ``summary.md``."""
+    lines = [f"# Study `{name}`", ""]
+    if generated:
+        lines += [generated, ""]
+    description = spec.get("description") if isinstance(spec, Mapping) else None
+    if description:
+        lines += [str(description).strip(), ""]
+    baseline = None
+    x = y = None
+    if len(objectives) >= 2:
+        x, y = plot_axes(objectives)
+        baseline = dense_baseline(frame, x.metric, y.metric)
+    if any(f.endswith("pareto.png") for f in files):
+        lines += ["![Pareto front](pareto.png)", ""]
+    lines += settings_section(name, spec, objectives)
+    lines += outcome_section(frame)
+    if x is not None and y is not None:
+        lines += pareto_section(frame, objectives, baseline, x, y)
+        dense_cost = baseline["x"] if baseline else None
+        if dense_cost is None and x.metric == "gmacs" and "dense_gmacs" in frame:
+            values = pd.to_numeric(frame["dense_gmacs"], errors="coerce").dropna()
+            dense_cost = float(values.median()) if len(values) else None
+        lines += budget_section(frame, x, y, dense_cost)
+        lines += savings_section(frame, x, y, baseline)
+    lines += hypervolume_section(history)
+    lines += importance_section(importances, importance_reason)
+    lines += scale_note(spec, frame)
+    lines += ["## Files", ""] + [f"- `{f}`" for f in files] + [""]
+    return "\n".join(lines) + "\n"
