@@ -8,6 +8,7 @@ the reason is returned, so a report of a small study still writes.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Sequence
 
 import pandas as pd
@@ -38,7 +39,9 @@ def param_importances(study: Any, objectives: Sequence[Objective]) -> tuple[pd.D
         try:
             # the evaluator ranks what it takes to make the target *small*: flip maximised objectives
             sign = -1.0 if objective.maximize else 1.0
-            scores = optuna.importance.get_param_importances(study, target=lambda t, i=i, s=sign: s * t.values[i])
+            with warnings.catch_warnings():  # its reminder about the sign, which is handled just above
+                warnings.filterwarnings("ignore", message=".*achieve low `target` values.*")
+                scores = optuna.importance.get_param_importances(study, target=lambda t, i=i, s=sign: s * t.values[i])
         except Exception as err:  # too few distinct values, a degenerate objective, ...
             reasons.append(f"{objective.metric}: {type(err).__name__}: {err}")
             continue

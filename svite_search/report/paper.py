@@ -1,0 +1,316 @@
+"""The paper's sparsity tables beside our analytic MACs and, where runs exist, our accuracy.
+
+The paper's grid and reported values live in ``paper_results.json`` (package data), each value
+with its source. A row is one setting: DeiT-Tiny/Small/Base × dense, SViTE at 30-70 %
+sparsity, S²ViTE at the authors' (head, MLP) density pairs, and SViTE+ at 187/177/138/99 of
+197 tokens with 50 % weight sparsity. For every row we compute the MACs saving analytically
+(:func:`svite_search.metrics.flops.macs_for`), show the paper's top-1 where it reports one, and
+the mean top-1 of our finished runs with that setting (any ``result.json`` with its
+``config.yaml`` under the ``--runs`` directories: ``train`` runs and study trials alike).
+
+Other models (the toy ``vit_digits``) get the same grid: the paper's token keep counts become
+the same shares of that model's patches.
+
+Example::
+
+    rows = paper_rows()
+    next(r for r in rows if r["setting"] == "SViTE+ 187/197, 50 %" and r["label"] == "DeiT-Small")["macs_saving_pct"]
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from ..errors import UserInputError
+
+PAPER_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
+#: The paper's token counts are out of 196 patches + cls; other models keep the same share.
+PAPER_PATCHES = 196
+#: Classes of the heads counted for the digits presets (their data set has 10).
+PRESET_CLASSES = {"vit_digits": 10, "vit_digits_small": 10}
+
+COLUMNS = (
+    "model", "label", "setting", "method", "density", "head_density", "mlp_density", "tokens_kept", "tokens_total",
+    "dense_gmacs", "gmacs", "macs_saving_pct", "paper_top1", "paper_flops_saving_pct", "paper_time_saving_pct",
+    "paper_source", "paper_note", "our_top1", "our_runs", "our_macs_saving_pct",
+)
+
+
+@lru_cache(maxsize=1)
+def paper_results() -> dict[str, Any]:
+    """The paper's grid and reported values (``paper_results.json``)."""
+    text = resources.files(__package__).joinpath("paper_results.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row's configuration. ``tokens_kept``/``tokens_total`` count every token, cls included."""
+
+    model: str
+    method: str  # dense | svite | s2vite
+    density: float | None = None
+    head_density: float | None = None
+    mlp_density: float | None = None
+    tokens_kept: int | None = None
+    tokens_total: int | None = None
+    prefix_tokens: int = 1
+
+    @property
+    def patches_kept(self) -> int | None:
+        return None if self.tokens_kept is None else self.tokens_kept - self.prefix_tokens
+
+    def describe(self) -> str:
+        tokens = f"{self.tokens_kept}/{self.tokens_total}" if self.tokens_kept is not None else ""
+        if self.method == "dense":
+            return "dense" + (f" + tokens {tokens}" if tokens else "")
+        if self.method == "s2vite":
+            base = f"S²ViTE ({self.head_density:g}, {self.mlp_density:g})"
+            return base + (f" + tokens {tokens}" if tokens else "")
+        sparsity = f"{100 * (1 - (self.density or 1.0)):.0f} %"
+        return f"SViTE+ {tokens}, {sparsity}" if tokens else f"SViTE {sparsity}"
+
+
+def _model_args(model: str, num_classes: int | None) -> tuple[str, dict[str, Any]]:
+    """(timm name, create kwargs) of a preset or timm model, with the head's classes."""
+    import timm
+
+    from ..models import PRESETS
+
+    if model in PRESETS:
+        base, kwargs = PRESETS[model].base, dict(PRESETS[model].kwargs)
+        kwargs["num_classes"] = num_classes or PRESET_CLASSES.get(model, 1000)
+    elif timm.is_model(model):
+        base, kwargs = model, {"num_classes": num_classes or 1000}
+    else:
+        raise UserInputError(f"--model: unknown model {model!r} (not a preset nor a timm model name)")
+    return base, kwargs
+
+
+def _geometry(model: str, num_classes: int | None) -> tuple[int, int]:
+    """(patches, prefix tokens) of a model, from a shape-only build."""
+    from ..metrics.flops import as_vision_transformer, meta_model
+
+    base, kwargs = _model_args(model, num_classes)
+    vit = as_vision_transformer(meta_model(base, **kwargs))
+    return int(vit.patch_embed.num_patches), int(vit.num_prefix_tokens)
+
+
+def paper_settings(models: Sequence[str] | None = None, num_classes: int | None = None) -> list[Setting]:
+    """Every setting of the paper's grid for ``models`` (default DeiT-Tiny, Small, Base)."""
+    data = paper_results()
+    grid = data["grid"]
+    all_pairs = sorted({tuple(p) for m in data["models"].values() for p in m["s2vite"]}, reverse=True)
+    out: list[Setting] = []
+    for model in models or PAPER_MODELS:
+        patches, prefix = _geometry(model, num_classes)
+        total = patches + prefix
+        out.append(Setting(model, "dense"))
+        out += [Setting(model, "svite", density=d) for d in grid["svite_densities"]]
+        own = [tuple(p) for p in data["models"].get(model, {}).get("s2vite", [])]
+        for head, mlp in own + [p for p in all_pairs if p not in own]:
+            out.append(Setting(model, "s2vite", head_density=head, mlp_density=mlp))
+        for kept in grid["svite_plus_keep_tokens"]:
+            patches_kept = max(1, round((kept - 1) / PAPER_PATCHES * patches))
+            out.append(Setting(model, "svite", density=grid["svite_plus_density"],
+                               tokens_kept=patches_kept + prefix, tokens_total=total, prefix_tokens=prefix))
+    return out
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(float(a) - float(b)) < 1e-6
+
+
+def _reported(setting: Setting) -> Mapping[str, Any] | None:
+    for item in paper_results()["reported"]:
+        if item["model"] != setting.model or item["method"] != setting.method:
+            continue
+        if setting.method == "svite" and not _close(item.get("density"), setting.density):
+            continue
+        if setting.method == "s2vite" and not (_close(item.get("head_density"), setting.head_density)
+                                               and _close(item.get("mlp_density"), setting.mlp_density)):
+            continue
+        if item.get("keep_tokens") != setting.tokens_kept:
+            continue
+        return item
+    return None
+
+
+# ----------------------------------------------------------------------------- our runs
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run found on disk: what it trained and what it measured."""
+
+    path: str
+    model: str
+    method: str
+    density: float | None
+    head_density: float | None
+    mlp_density: float | None
+    patches_kept: int | None
+    top1: float | None
+    flops_savings: float | None
+
+
+def _patches_kept(cfg: Mapping[str, Any], result: Mapping[str, Any]) -> int | None:
+    if result.get("keep_tokens") is not None:
+        return int(result["keep_tokens"])
+    tokens = cfg.get("tokens") or {}
+    if tokens.get("keep_tokens") is not None:
+        return int(tokens["keep_tokens"])
+    return None if float(tokens.get("keep_ratio", 1.0)) >= 1.0 else -1  # selector on, count unknown
+
+
+def find_runs(directories: Iterable[str | Path]) -> list[RunRecord]:
+    """Every finished run (``result.json`` beside its ``config.yaml``) under ``directories``."""
+    records = []
+    for directory in directories:
+        root = Path(directory)
+        if not root.exists():
+            raise UserInputError(f"--runs: {root}: no such directory")
+        for result_path in sorted(root.rglob("result.json")):
+            config_path = result_path.with_name("config.yaml")
+            if not config_path.is_file():
+                continue
+            try:
+                result = json.loads(result_path.read_text())
+                cfg = yaml.safe_load(config_path.read_text()) or {}
+            except (OSError, ValueError, yaml.YAMLError):
+                continue
+            sparsity = cfg.get("sparsity") or {}
+            method = str(cfg.get("method", "dense"))
+            records.append(RunRecord(
+                path=str(result_path.parent),
+                model=str((cfg.get("model") or {}).get("name", "")),
+                method=method,
+                density=float(sparsity["density"]) if method == "svite" and "density" in sparsity else None,
+                head_density=float(sparsity["head_density"]) if method == "s2vite" else None,
+                mlp_density=float(sparsity["mlp_density"]) if method == "s2vite" else None,
+                patches_kept=_patches_kept(cfg, result),
+                top1=result.get("top1"),
+                flops_savings=result.get("flops_savings"),
+            ))
+    return records
+
+
+def matches(setting: Setting, run: RunRecord) -> bool:
+    """Whether ``run`` trained the configuration of ``setting``."""
+    if run.model != setting.model or run.method != setting.method or run.patches_kept != setting.patches_kept:
+        return False
+    if setting.method == "svite":
+        return _close(run.density, setting.density)
+    if setting.method == "s2vite":
+        return _close(run.head_density, setting.head_density) and _close(run.mlp_density, setting.mlp_density)
+    return True
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(values) / len(values) if values else None
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def paper_rows(models: Sequence[str] | None = None, runs: Sequence[str | Path] = (),
+               num_classes: int | None = None) -> list[dict[str, Any]]:
+    """One dict per setting with the columns of :data:`COLUMNS`."""
+    from ..metrics.flops import macs_for
+
+    records = find_runs(runs) if runs else []
+    labels = {name: info["label"] for name, info in paper_results()["models"].items()}
+    rows = []
+    for setting in paper_settings(models, num_classes):
+        base, kwargs = _model_args(setting.model, num_classes)
+        report = macs_for(
+            base, img_size=kwargs.pop("img_size", None), num_classes=kwargs.pop("num_classes", None),
+            density=setting.density, head_density=setting.head_density, mlp_density=setting.mlp_density,
+            keep_tokens=setting.tokens_kept, **kwargs,
+        )
+        reported = _reported(setting) or {}
+        mine = [r for r in records if matches(setting, r)]
+        rows.append({
+            "model": setting.model,
+            "label": labels.get(setting.model, setting.model),
+            "setting": setting.describe(),
+            "method": setting.method,
+            "density": setting.density,
+            "head_density": setting.head_density,
+            "mlp_density": setting.mlp_density,
+            "tokens_kept": setting.tokens_kept,
+            "tokens_total": setting.tokens_total,
+            "dense_gmacs": report.dense_gmacs,
+            "gmacs": report.gmacs,
+            "macs_saving_pct": 100.0 * report.savings,
+            "paper_top1": reported.get("top1"),
+            "paper_flops_saving_pct": reported.get("flops_savings_pct"),
+            "paper_time_saving_pct": reported.get("time_savings_pct"),
+            "paper_source": reported.get("source"),
+            "paper_note": reported.get("note"),
+            "our_top1": _mean([r.top1 for r in mine]),
+            "our_runs": len(mine),
+            "our_macs_saving_pct": (lambda v: None if v is None else 100.0 * v)(_mean([r.flops_savings for r in mine])),
+        })
+    return rows
+
+
+def _cell(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One Markdown table per model, then the sources of the paper's numbers."""
+    from .summary import markdown_table
+
+    paper = paper_results()["paper"]
+    out = [f"# {paper['title']} ({paper['venue']}, arXiv {paper['arxiv']}): sparsity tables", "",
+           "MACs saving: our analytic count of multiply-accumulates per image (the paper's 'FLOPs') against the dense "
+           "model. Paper top-1: ImageNet-1k, as reported (— where the paper gives none for that setting). Ours: the "
+           "mean top-1 of our finished runs with that setting (n = how many).", ""]
+    sources: list[str] = []
+    for label in dict.fromkeys(r["label"] for r in rows):
+        part = [r for r in rows if r["label"] == label]
+        dense = part[0]["dense_gmacs"]
+        unit, factor = ("GMACs", 1.0) if dense >= 0.1 else ("MMACs", 1e3)
+        body = []
+        for r in part:
+            mark = ""
+            if r["paper_source"]:
+                sources.append(f"{label}, {r['setting']}: {r['paper_source']}" + (f" ({r['paper_note']})" if r["paper_note"] else ""))
+                mark = f" [{len(sources)}]"
+            ours = f"{_cell(r['our_top1'])} (n={r['our_runs']})" if r["our_runs"] else "—"
+            paper_saving = f" (paper: {r['paper_flops_saving_pct']:.2f})" if r["paper_flops_saving_pct"] is not None else ""
+            body.append([r["setting"], _cell(r["gmacs"] * factor, 3), f"{r['macs_saving_pct']:.2f}{paper_saving}",
+                         _cell(r["paper_top1"]) + mark, ours])
+        out += [f"## {label} (dense: {dense * factor:.3f} {unit})", "",
+                markdown_table(["setting", unit, "MACs saving (%)", "paper top-1 (%)", "our top-1 (%)"], body), ""]
+    if sources:
+        out += ["## Sources", ""] + [f"{i}. {s}" for i, s in enumerate(sources, 1)] + [""]
+    out += [f"Paper: {paper['authors']}, *{paper['title']}*, {paper['venue']}; code {paper['code']}.", ""]
+    return "\n".join(out)
+
+
+def format_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+    return buffer.getvalue()
