@@ -15,8 +15,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 def counted_macs(model: nn.Module, batch: int = 1) -> float:
     """MACs of one forward pass per image, counted by ``FlopCounterMode`` (FLOPs / 2)."""
-    while isinstance(getattr(model, "module", None), nn.Module):
-        model = model.module  # type: ignore[assignment]
+    from .flops import as_vision_transformer
+
+    model = as_vision_transformer(model)
     patch_embed = model.patch_embed
     height, width = patch_embed.img_size
     param = next(model.parameters())

@@ -111,8 +111,13 @@ def _linear_macs(module: nn.Module) -> int:
 
 def as_vision_transformer(model: nn.Module) -> nn.Module:
     """The timm VisionTransformer inside ``model`` (wrappers looked through), or a user error."""
-    while isinstance(getattr(model, "module", None), nn.Module):  # DDP, EMA wrappers
-        model = model.module  # type: ignore[assignment]
+    for _ in range(8):  # DDP / EMA (.module) and torch.compile (._orig_mod) wrappers
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            break
+        model = inner
     if not all(hasattr(model, attr) for attr in ("patch_embed", "blocks", "num_prefix_tokens")):
         raise UserInputError(f"{type(model).__name__} is not a timm VisionTransformer (no patch_embed/blocks)")
     return model

@@ -343,3 +343,10 @@ def test_a_ddp_style_wrapper_is_looked_through() -> None:
     copy_ = copy.deepcopy(model)
     sparsifier.apply_masks(Wrapper(copy_))
     assert not bool(copy_.blocks[0].attn.qkv.weight[sparsifier.masks["blocks.0.attn.qkv.weight"] == 0].any())
+
+
+def test_a_compiled_model_keeps_the_plain_names() -> None:
+    model = tiny_vit()
+    compiled = torch.compile(model)  # only wrapped here, never run: names must be the inner ones
+    sparsifier = SViTE(compiled, None, SViTEConfig(density=0.5, total_steps=10))
+    assert set(sparsifier.masks) == set(masked_parameters(model))

@@ -10,7 +10,8 @@ qualified name is in :data:`DENSE_MODULE_NAMES` (the token selector's names). Th
 ``meta``-device models too, so densities can be computed without allocating weights.
 
 Names are those of the *unwrapped* model: a ``DistributedDataParallel`` (or any wrapper that
-holds the model as ``.module``, such as timm's EMA) is looked through.
+holds the model as ``.module``, such as timm's EMA) and a ``torch.compile`` wrapper are looked
+through.
 """
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ MASKED_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    """The model inside wrappers that keep it as ``.module`` (DDP, DataParallel, timm EMA)."""
-    while isinstance(getattr(module, "module", None), nn.Module):
-        module = module.module  # type: ignore[assignment]
-    return module
+    """The model inside wrappers: ``.module`` (DDP, DataParallel, timm EMA) and ``torch.compile``."""
+    while True:
+        inner = getattr(module, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(module, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner
 
 
 def _is_dense(qualified_name: str, module: nn.Module) -> bool:
