@@ -177,9 +177,18 @@ class SViTE:
 
     # ------------------------------------------------------------------ every step
 
+    def _follow_parameters(self) -> None:
+        """Move the masks to the weights' device if the model moved after construction."""
+        if self._sparse_params and self._sparse_params[0].device != self._sparse_masks[0].device:
+            for name, param in self.params.items():
+                self.masks[name] = self.masks[name].to(device=param.device, dtype=param.dtype)
+                self.fired[name] = self.fired[name].to(param.device)
+            self._refresh()
+
     def step(self) -> None:
         """Call once after every ``optimizer.step()``: mask weights, update topology when due."""
         self.step_count += 1
+        self._follow_parameters()
         self.apply_masks()
         if self.config.optimizer_state == "reset":
             self._mask_optimizer_state()
@@ -235,6 +244,7 @@ class SViTE:
         ``.grad``. Skipped (and counted in ``skipped_updates``) when a gradient is missing or
         not finite, e.g. an overflowing mixed-precision step.
         """
+        self._follow_parameters()
         grads = [self.params[n].grad for n in self._sparse_names]
         if any(g is None for g in grads):
             self.skipped_updates += 1
