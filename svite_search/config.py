@@ -259,8 +259,8 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
 
 
 def _check_cross_field(cfg: TrainConfig) -> None:
-    if cfg.train.warmup_epochs >= cfg.train.epochs and cfg.train.warmup_epochs > 0:
-        raise ConfigError("train.warmup_epochs", f"must be < train.epochs ({cfg.train.epochs})")
+    if cfg.train.warmup_epochs > cfg.train.epochs:
+        raise ConfigError("train.warmup_epochs", f"must be <= train.epochs ({cfg.train.epochs})")
     if cfg.sparsity.prune_rate_min > cfg.sparsity.prune_rate:
         raise ConfigError("sparsity.prune_rate_min", "must be <= sparsity.prune_rate")
     if cfg.data.dataset in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:

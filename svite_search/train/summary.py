@@ -50,11 +50,15 @@ def compute_summary(trainer: "Trainer") -> dict[str, Any]:
         "params_nonzero": nonzero,
         "params_total": total,
     }
+    # The engine knows which weights are active; a structured mask may leave inactive units'
+    # weights nonzero (they keep training to earn their growth signal), so prefer its count.
     density = None
     for comp in trainer.components.values():
         stats = comp.stats()
         if "density" in stats:
             density = float(stats["density"])
+        if "params_nonzero" in stats and "params_total" in stats:
+            out["params_nonzero"] = int(stats["params_nonzero"])  # counted over the whole model
     out["density"] = density if density is not None else 1.0
     if structure is not None:
         out["heads_per_block"] = [int(h) for h, _ in structure]
