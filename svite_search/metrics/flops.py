@@ -233,16 +233,18 @@ def meta_model(model_name: str, **create_kwargs: Any) -> nn.Module:
 
 
 def structure_for(model: nn.Module, head_density: float | None, mlp_density: float | None) -> list[tuple[int, int]]:
-    """S²ViTE's uniform per-block budget: ``int(H · head_density)`` heads, ``int(M · mlp_density)``
-    neurons (at least one of each)."""
+    """S²ViTE's uniform per-block budget, exactly as the engine sets it (``unit_budget``:
+    ``int(H · head_density)`` heads, ``int(M · mlp_density)`` neurons, at least one of each)."""
+    from ..engine.structured import unit_budget
+
     out = []
     for i, block in enumerate(as_vision_transformer(model).blocks):
         qkv, _, head_dim, hidden, _ = _block_parts(i, block)
         heads = qkv.out_features // 3 // head_dim
         out.append(
             (
-                heads if head_density is None else max(1, int(heads * head_density)),
-                hidden if mlp_density is None else max(1, int(hidden * mlp_density)),
+                heads if head_density is None else unit_budget(heads, head_density),
+                hidden if mlp_density is None else unit_budget(hidden, mlp_density),
             )
         )
     return out
