@@ -83,7 +83,7 @@ def write_report_for_study(study: Any, out_dir: str | Path, spec: Mapping[str, A
     objectives = objectives_of(study, spec)
     method = spec.get("method") if isinstance(spec.get("method"), str) else None
     frame = trials_frame(study.get_trials(deepcopy=False), objectives, default_method=method)
-    frame["pareto"] = pareto_mask(frame, objectives) if len(frame) else []
+    frame["pareto"] = pareto_mask(frame, objectives).astype(bool)
     name = title or spec.get("name") or study.study_name
     files: list[str] = []
 

@@ -1,7 +1,7 @@
 """An Optuna study as one pandas DataFrame: a row per trial, the columns a report reads.
 
 Columns: ``number``, ``state``, ``method``, ``variant`` (dense, SViTE, S²ViTE, with a "+" when
-SViTE+ tokens are selected), one column per objective (named by its metric: ``top1``,
+SViTE+ tokens are selected), ``feasible`` (every constraint of the spec met), one column per objective (named by its metric: ``top1``,
 ``gmacs``), the result metrics the harness keeps as user attributes (``top1_best``,
 ``dense_gmacs``, ``flops_savings``, ``density``, ``wall_s``, ...), ``params.<name>`` for every
 sampled parameter, ``datetime_start``, ``datetime_complete``, ``duration_s`` and ``error`` (why a
@@ -87,8 +87,10 @@ def trial_row(trial: Any, objectives: Sequence[Objective], default_method: str |
     params = dict(trial.params)
     state = trial.state.name
     method = params.get("method", attrs.get("method", default_method))
+    constraints = dict(getattr(trial, "constraints", None) or {})
     row: dict[str, Any] = {"number": trial.number, "state": state, "method": method,
-                           "variant": variant_label(method, _uses_tokens(params, attrs))}
+                           "variant": variant_label(method, _uses_tokens(params, attrs)),
+                           "feasible": all(v <= 0.0 for v in constraints.values())}
     values = list(trial.values) if state == "COMPLETE" and trial.values is not None else None
     for i, objective in enumerate(objectives):
         if values is not None and len(values) == len(objectives):
@@ -116,8 +118,8 @@ def trials_frame(trials: Iterable[Any], objectives: Sequence[Objective], default
     rows = [trial_row(t, objectives, default_method) for t in trials]
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=["number", "state", "method", "variant", *[o.metric for o in objectives]])
-    leading = ["number", "state", "method", "variant", *[o.metric for o in objectives]]
+        return pd.DataFrame(columns=["number", "state", "method", "variant", "feasible", *[o.metric for o in objectives]])
+    leading = ["number", "state", "method", "variant", "feasible", *[o.metric for o in objectives]]
     params = sorted(c for c in frame.columns if c.startswith("params."))
     tail = ["duration_s", "datetime_start", "datetime_complete", "error"]
     middle = [c for c in frame.columns if c not in leading and c not in params and c not in tail]

@@ -1,9 +1,11 @@
 """Find and open the Optuna study of a study directory, read-only in spirit.
 
-Where the storage is, in order: a URL in ``DIR/storage.txt``, ``search.storage`` in the spec copy
+A directory written by ``svite-search search`` has ``study.json`` (study name, where the storage
+is) and ``spec.yaml`` (``{spec_hash, spec}``); the search harness's own reader opens it. For
+other directories the storage is, in order: a URL in ``DIR/storage.txt``, ``search.storage`` in
 ``DIR/spec.yaml``, then ``DIR/optuna.db`` (sqlite) or ``DIR/optuna.journal`` (Optuna's journal
-file). The study's name is the spec's ``name``; when the storage holds exactly one study, that
-one. A directory without any of these is a user error (exit code 2), never a fresh empty study.
+file); the study is the spec's ``name``, or the only study in the storage. A directory without
+any of these is a user error (exit code 2), never a fresh empty study.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ def read_spec(study_dir: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise UserInputError(f"{path}: malformed YAML: {err}") from None
+    if isinstance(data, dict) and isinstance(data.get("spec"), dict) and "spec_hash" in data:
+        return data["spec"]  # the search harness's copy: {spec_hash, spec}
     return data if isinstance(data, dict) else {}
 
 
@@ -56,6 +60,10 @@ def load_study_dir(study_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     if not study_dir.is_dir():
         raise UserInputError(f"{study_dir}: no such directory")
     spec = read_spec(study_dir)
+    if (study_dir / "study.json").is_file():
+        from ..search.study import load_study
+
+        return load_study(study_dir), spec
     storage = storage_of(study_dir, spec)
     names = optuna.get_all_study_names(storage)
     name = spec.get("name") if isinstance(spec.get("name"), str) else None

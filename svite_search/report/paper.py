@@ -96,13 +96,40 @@ def _model_args(model: str, num_classes: int | None) -> tuple[str, dict[str, Any
     return base, kwargs
 
 
-def _geometry(model: str, num_classes: int | None) -> tuple[int, int]:
-    """(patches, prefix tokens) of a model, from a shape-only build."""
+@lru_cache(maxsize=16)
+def _shape_model(model: str, num_classes: int | None) -> Any:
+    """A shape-only (``meta`` device) build of a model, made once: every row reuses it."""
     from ..metrics.flops import as_vision_transformer, meta_model
 
     base, kwargs = _model_args(model, num_classes)
-    vit = as_vision_transformer(meta_model(base, **kwargs))
+    return as_vision_transformer(meta_model(base, **kwargs))
+
+
+def _geometry(model: str, num_classes: int | None) -> tuple[int, int]:
+    """(patches, prefix tokens) of a model."""
+    vit = _shape_model(model, num_classes)
     return int(vit.patch_embed.num_patches), int(vit.num_prefix_tokens)
+
+
+def setting_macs(setting: Setting, num_classes: int | None = None) -> Any:
+    """The :class:`~svite_search.metrics.flops.MacsReport` of a setting: what
+    :func:`~svite_search.metrics.flops.macs_for` counts, on one shared shape-only model."""
+    import math as _math
+
+    from ..engine.sparse import layer_counts, layer_densities, masked_parameters
+    from ..metrics.flops import patch_tokens_kept, structure_for, vit_macs
+
+    vit = _shape_model(setting.model, num_classes)
+    layer_density = None
+    if setting.density is not None:
+        shapes = {name: tuple(p.shape) for name, p in masked_parameters(vit).items()}
+        counts = layer_counts(shapes, layer_densities(shapes, setting.density, "erk"))
+        layer_density = {name: counts[name] / _math.prod(shape) for name, shape in shapes.items()}
+    structure = None
+    if setting.head_density is not None or setting.mlp_density is not None:
+        structure = structure_for(vit, setting.head_density, setting.mlp_density)
+    tokens = patch_tokens_kept(int(vit.patch_embed.num_patches), int(vit.num_prefix_tokens), setting.tokens_kept)
+    return vit_macs(vit, layer_density=layer_density, tokens=tokens, structure=structure)
 
 
 def paper_settings(models: Sequence[str] | None = None, num_classes: int | None = None) -> list[Setting]:
@@ -228,18 +255,11 @@ def _mean(values: list[float]) -> float | None:
 def paper_rows(models: Sequence[str] | None = None, runs: Sequence[str | Path] = (),
                num_classes: int | None = None) -> list[dict[str, Any]]:
     """One dict per setting with the columns of :data:`COLUMNS`."""
-    from ..metrics.flops import macs_for
-
     records = find_runs(runs) if runs else []
     labels = {name: info["label"] for name, info in paper_results()["models"].items()}
     rows = []
     for setting in paper_settings(models, num_classes):
-        base, kwargs = _model_args(setting.model, num_classes)
-        report = macs_for(
-            base, img_size=kwargs.pop("img_size", None), num_classes=kwargs.pop("num_classes", None),
-            density=setting.density, head_density=setting.head_density, mlp_density=setting.mlp_density,
-            keep_tokens=setting.tokens_kept, **kwargs,
-        )
+        report = setting_macs(setting, num_classes)
         reported = _reported(setting) or {}
         mine = [r for r in records if matches(setting, r)]
         rows.append({

@@ -48,8 +48,11 @@ def non_dominated(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
 
 
 def pareto_mask(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Series:
-    """Non-dominated COMPLETE trials of a report frame, as a boolean Series on its index."""
+    """Non-dominated COMPLETE (and feasible, under constraints) trials of a report frame, as a
+    boolean Series on its index: the same set as Optuna's ``study.best_trials``."""
     complete = frame["state"] == "COMPLETE" if "state" in frame else pd.Series(True, index=frame.index)
+    if "feasible" in frame:
+        complete = complete & frame["feasible"].astype(bool)
     values = frame.loc[complete, [o.metric for o in objectives]].to_numpy(dtype=float)
     mask = pd.Series(False, index=frame.index)
     if len(values):

@@ -112,6 +112,10 @@ def pareto_png(frame: pd.DataFrame, objectives: Sequence[Objective], path: str |
         size = 140 if variant == "dense" else 42
         ax.scatter(part[x] * factor, part[y], s=size, c=colour, marker=marker, alpha=0.85, linewidths=0.5,
                    edgecolors="white", label=f"{variant} ({len(part)})", zorder=3)
+    if "feasible" in done and not done["feasible"].astype(bool).all():
+        bad = done[~done["feasible"].astype(bool)]
+        ax.scatter(bad[x] * factor, bad[y], s=60, c="#555555", marker="x", linewidths=1.2, zorder=5,
+                   label=f"violates a constraint ({len(bad)})")
     front = _front_points(done, x, y, y_obj.maximize)
     if len(front):
         ax.step(front[x] * factor, front[y], where="post", color="#2ca02c", lw=1.6, alpha=0.9, zorder=2,
