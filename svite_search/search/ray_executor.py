@@ -1,0 +1,397 @@
+"""The Ray executor: Ray Tune runs the trials, Ray Tune's ``OptunaSearch`` drives the study.
+
+How it fits together (all Optuna and MLflow writes happen in this driver process):
+
+- :class:`StudySearcher` is an ``OptunaSearch`` on the study's own persistent storage. It asks
+  the study for each trial's parameters (define-by-run, so conditional parameters work and
+  enqueued, grid and rerun trials come first), decides when the study has enough trials, and
+  tells the study how each trial ended, with its result metrics as user attributes.
+- Each Tune trial runs :func:`ray_trial` (or, with ``executor.workers_per_trial > 1``,
+  :func:`distributed_trial`: Ray Train's ``TorchTrainer`` inside the Tune trial, DDP over
+  ``workers_per_trial`` workers, gloo on CPU). A trial reports every epoch with
+  ``ray.tune.report`` and ends with one final report carrying its outcome.
+- :class:`DriverCallback` (a ``ray.tune.Callback``) turns Tune's trial events into the
+  monitor's: MLflow runs, heartbeats and the progress line.
+
+Resources come from the spec: ``cpus_per_trial`` and (fractional) ``gpus_per_trial`` per trial
+(per worker when distributed), ``max_concurrent`` trials at once, ``max_retries`` reruns of a
+trial lost to an infrastructure failure (a worker or node dying; a trial that raises or whose
+loss is not finite fails at once, a rerun would fail again). ``scheduler: asha`` adds
+early stopping on per-epoch ``top1`` (Tune's schedulers are single-metric, so ASHA judges top-1
+alone even in a multi-objective study; a stopped trial is PRUNED). Ray is joined at
+``executor.address`` or ``RAY_ADDRESS`` when given, else started locally for the search; Tune's
+results go to ``<study_dir>/ray``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import optuna
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome, run_trial
+from .progress import SearchMonitor
+from .space import suggest_params
+from .spec import EPOCH_METRICS, StudySpec
+from .study import DRIVER_ATTR, RETRY_ATTR, StudyHandle, driver_id, make_sampler, record_outcome, study_counts
+
+log = logging.getLogger(__name__)
+
+RAY_DIR = "ray"
+TRIAL_KEY = "svite_trial"  # the Tune config entry with the Optuna trial's number and parameters
+FINAL_KEY, OUTCOME_KEY = "svite_final", "svite_outcome"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every Ray trial needs besides its parameters (shipped once to the object store)."""
+
+    spec: StudySpec
+    study_dir: str
+
+
+# ----------------------------------------------------------------------------- trial side
+
+
+def _scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def epoch_payload(spec: StudySpec, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """One epoch's report. Every objective key is present (NaN until known): Tune checks that
+    each result carries the searcher's metrics."""
+    payload = {metric: float("nan") for metric in spec.metrics}
+    payload["top1"] = float("nan")
+    payload.update(_scalar_metrics(metrics))
+    payload[FINAL_KEY] = False
+    return payload
+
+
+def final_payload(spec: StudySpec, outcome: TrialOutcome, last_epoch: int) -> dict[str, Any]:
+    """The last report of a trial: its objectives and the whole outcome (JSON)."""
+    payload: dict[str, Any] = {metric: float("nan") for metric in spec.metrics}
+    payload["top1"] = float("nan")
+    if outcome.values:
+        payload.update(dict(zip(spec.metrics, outcome.values)))
+    if outcome.attrs.get("top1") is not None:
+        payload["top1"] = outcome.attrs["top1"]
+    payload["epoch"] = last_epoch
+    payload[FINAL_KEY] = True
+    payload[OUTCOME_KEY] = json.dumps(outcome.to_dict(), default=str)
+    return payload
+
+
+def _set_threads(spec: StudySpec) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(round(spec.executor.cpus_per_trial))))
+
+
+def ray_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """A Tune function trainable: one trial in one process."""
+    import svite_search  # noqa: F401  (the torchvision import guard, before timm)
+
+    info = config[TRIAL_KEY]
+    spec = context.spec
+    _set_threads(spec)
+    epochs = [0]
+
+    def on_epoch(metrics: dict[str, Any]) -> None:
+        epochs[0] = int(metrics.get("epoch", epochs[0]))
+        tune.report(epoch_payload(spec, metrics))
+
+    outcome = run_trial(spec, context.study_dir, int(info["number"]), info["params"], on_epoch=on_epoch,
+                        retry_of=info.get("retry_of"))
+    tune.report(final_payload(spec, outcome, epochs[0]))
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker of a distributed trial (the process group is set up by Ray Train)."""
+    import ray.train
+
+    import svite_search  # noqa: F401
+
+    context: TrialContext = loop_config["context"]
+    info = loop_config["info"]
+    spec = context.spec
+    _set_threads(spec)
+    epochs = [0]
+
+    def on_epoch(metrics: dict[str, Any]) -> None:
+        epochs[0] = int(metrics.get("epoch", epochs[0]))
+        ray.train.report(epoch_payload(spec, metrics))
+
+    outcome = run_trial(spec, context.study_dir, int(info["number"]), info["params"], on_epoch=on_epoch)
+    ray.train.report(final_payload(spec, outcome, epochs[0]))
+
+
+def distributed_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """A Tune function trainable that trains one trial data-parallel on several workers with Ray
+    Train's ``TorchTrainer`` (the trainer's DDP path; the sparse engine keeps masks identical
+    on every worker). Rank 0's reports reach Tune through ``TuneReportCallback``."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    info = config[TRIAL_KEY]
+    spec = context.spec
+    ex = spec.executor
+    worker_resources: dict[str, float] = {"CPU": ex.cpus_per_trial}
+    if ex.gpus_per_trial:
+        worker_resources["GPU"] = ex.gpus_per_trial
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"context": context, "info": info},
+        scaling_config=ScalingConfig(num_workers=ex.workers_per_trial, use_gpu=ex.gpus_per_trial > 0,
+                                     resources_per_worker=worker_resources),
+        torch_config=TorchConfig(backend=ex.backend or ("nccl" if ex.gpus_per_trial > 0 else "gloo")),
+        run_config=RunConfig(name=f"trial-{info['number']}-{int(time.time())}",
+                             storage_path=str(Path(context.study_dir).resolve() / RAY_DIR / "train"),
+                             callbacks=[TuneReportCallback()]),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:  # the workers failed: the trial fails with their reason
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        outcome = TrialOutcome(int(info["number"]), FAIL, error=f"distributed training failed: {reason}"[:2000])
+        tune.report(final_payload(spec, outcome, 0))
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def outcome_from_result(number: int, result: Mapping[str, Any] | None) -> TrialOutcome:
+    """The outcome a trial reported last; a trial without a final report was stopped early."""
+    if result and result.get(FINAL_KEY) and result.get(OUTCOME_KEY):
+        return TrialOutcome.from_dict(json.loads(result[OUTCOME_KEY]))
+    epoch = int((result or {}).get("epoch") or 0)
+    return TrialOutcome(number, PRUNED, error=f"stopped by the scheduler after epoch {epoch}")
+
+
+def _error_text(trial: Any) -> str:
+    """The last line of a Tune trial's error file (the exception), else a pointer to it."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()] if path else []
+    except OSError:
+        lines = []
+    if lines:
+        return f"Ray trial failed: {lines[-1]}"[:2000]
+    return f"Ray trial failed (see {path})" if path else "Ray trial failed"
+
+
+class StudySearcher(OptunaSearch):
+    """``OptunaSearch`` on the study's storage, which also decides how many trials to start and
+    records outcomes with their reasons and metrics (see the module docstring)."""
+
+    def __init__(self, handle: StudyHandle, monitor: SearchMonitor, *, parallel: bool) -> None:
+        spec = handle.spec
+        counts = study_counts(handle.study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            super().__init__(
+                space=SpaceFunction(spec),
+                metric=list(spec.metrics),
+                mode=["max" if d == "maximize" else "min" for d in spec.directions],
+                sampler=make_sampler(spec, parallel=parallel, offset=len(handle.study.trials)),
+                study_name=spec.name,
+                storage=handle.storage,
+            )
+        self.spec, self.monitor = spec, monitor
+        self._finished = counts.finished
+        self._waiting = counts.waiting
+        self._failures = 0
+        self._live: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+        self._tune_trials: dict[str, Any] = {}  # Tune trial id -> Tune Trial (for error files)
+
+    # the Optuna storage is the state: nothing to checkpoint in Tune, nothing to pickle
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps({"study": self.spec.name, "state": "in the Optuna storage"}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def _enough(self) -> bool:
+        spec = self.spec
+        if self._finished >= spec.n_trials or self._failures >= spec.max_failures:
+            return True
+        return spec.search.sampler == "grid" and self._waiting <= 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._enough():
+            return Searcher.FINISHED
+        if self._finished + len(self._live) >= self.spec.n_trials:
+            return None  # enough running: start another only if one of them fails
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # heartbeats outside Study.optimize are ours
+            config = super().suggest(trial_id)
+        trial = self._ot_trials[trial_id]
+        trial.set_user_attr(DRIVER_ATTR, driver_id())
+        self._live[trial_id] = trial.number
+        self._waiting -= 1
+        return config
+
+    def register(self, trial_id: str, tune_trial: Any) -> None:
+        self._tune_trials[trial_id] = tune_trial
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            self.monitor.started(ot_trial.number, dict(tune_trial.config[TRIAL_KEY]["params"]), ot_trial._trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if result.get(FINAL_KEY) or trial_id not in self._ot_trials:
+            return
+        number = self._live.get(trial_id)
+        if number is not None:
+            self.monitor.epoch(number, {k: v for k, v in result.items() if k in _EPOCH_KEYS or ("." in k and "/" not in k)})
+        metric = self.spec.metrics[0]
+        if len(self.spec.metrics) == 1 and metric in EPOCH_METRICS and _finite(result.get(metric)):
+            self._ot_trials[trial_id].report(float(result[metric]), int(result.get("epoch", 0)))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id not in self._live:
+            return
+        number = self._live.pop(trial_id)
+        if error:
+            outcome = TrialOutcome(number, FAIL, error=_error_text(self._tune_trials.get(trial_id)))
+        else:
+            outcome = outcome_from_result(number, result)
+        try:
+            record_outcome(self._ot_study, self._ot_trials[trial_id], outcome, self.spec)
+        except Exception as err:  # never lose the Tune loop over one trial's bookkeeping
+            log.warning("trial %d: could not record its outcome: %s: %s", number, type(err).__name__, err)
+            outcome = TrialOutcome(number, FAIL, error=f"recording failed: {err}")
+            try:
+                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            except Exception:
+                pass
+        if outcome.state == FAIL:
+            self._failures += 1
+        else:
+            self._finished += 1
+        self.monitor.finished(outcome)
+
+
+_EPOCH_KEYS = ("epoch", "step", "train_loss", "val_loss", "top1", "top5", "lr")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+class SpaceFunction:
+    """The define-by-run search space handed to ``OptunaSearch`` (a class so Tune can pickle it)."""
+
+    def __init__(self, spec: StudySpec) -> None:
+        self.spec = spec
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        params = suggest_params(trial, self.spec)
+        retry_of = trial.user_attrs.get(RETRY_ATTR)
+        return {TRIAL_KEY: {"number": trial.number, "params": params, "retry_of": retry_of}}
+
+
+class DriverCallback(tune.Callback):
+    """Tune's trial events on the driver -> the searcher's bookkeeping and the monitor."""
+
+    def __init__(self, searcher: StudySearcher) -> None:
+        self.searcher = searcher
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.searcher.register(trial.trial_id, trial)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _ensure_ray(spec: StudySpec, verbose: bool) -> bool:
+    """Connect to Ray: the running instance, a cluster (``executor.address``/``RAY_ADDRESS``) or
+    a local instance started here. Returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = spec.executor.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=verbose)
+        return True
+    ray.init(
+        num_cpus=spec.executor.num_cpus or os.cpu_count(),
+        num_gpus=spec.executor.num_gpus,
+        include_dashboard=False,
+        log_to_driver=verbose,
+        _temp_dir=tempfile.mkdtemp(prefix="ray"),  # short: unix socket paths have a length limit
+    )
+    return True
+
+
+def _trainable(spec: StudySpec, study_dir: Path) -> Any:
+    context = TrialContext(spec, str(study_dir.resolve()))
+    ex = spec.executor
+    if ex.workers_per_trial > 1:
+        # the workers hold the resources; the Tune trial only waits for them
+        return tune.with_resources(tune.with_parameters(distributed_trial, context=context), {"cpu": 0.01})
+    resources = {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(ray_trial, context=context), resources)
+
+
+def _scheduler(spec: StudySpec) -> Any:
+    if spec.executor.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    epochs = spec.searched.get("train.epochs")
+    max_t = int(epochs.high) if epochs is not None else int(spec.base.get("train", {}).get("epochs", 30))
+    return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=max_t,
+                         grace_period=spec.executor.grace_period, reduction_factor=spec.executor.reduction_factor)
+
+
+def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = False) -> None:
+    """Run the study's missing trials on Ray Tune (see the module docstring)."""
+    spec = handle.spec
+    if study_counts(handle.study).finished >= spec.n_trials:
+        return
+    started = _ensure_ray(spec, verbose)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our display only
+    try:
+        ex = spec.executor
+        searcher = StudySearcher(handle, monitor, parallel=ex.max_concurrent != 1)
+        tuner = tune.Tuner(
+            _trainable(spec, handle.study_dir),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=_scheduler(spec),
+                num_samples=-1,  # the searcher says when the study has enough trials
+                max_concurrent_trials=ex.max_concurrent,
+                reuse_actors=ex.workers_per_trial == 1,
+            ),
+            run_config=tune.RunConfig(
+                name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str((handle.study_dir / RAY_DIR).resolve()),
+                callbacks=[DriverCallback(searcher)],
+                failure_config=tune.FailureConfig(max_failures=ex.max_retries),
+                verbose=0,
+            ),
+        )
+        tuner.fit()
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()

@@ -1,0 +1,128 @@
+"""``run_search``: open or resume a study, run its trials on an executor, report the result.
+
+Example::
+
+    spec = load_spec("studies/quickstart.yaml")
+    summary = run_search(spec, Path("runs/quickstart"))
+    summary["trials_complete"], summary["pareto"]
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from .progress import SearchMonitor, summary_table
+from .spec import StudySpec
+from .study import Heartbeat, StudyHandle, pareto_front, prepare_study, study_counts
+
+log = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
+
+
+def make_tracker(handle: StudyHandle) -> Any:
+    """The study's MLflow tracker (a do-nothing one when tracking is off)."""
+    from ..tracking.study import make_study_tracker
+
+    spec = handle.spec
+    return make_study_tracker(handle.study_dir, spec.name, spec.raw, tracking_uri=spec.tracking.uri,
+                              enabled=spec.tracking.enabled)
+
+
+def write_study_report(study_dir: Path) -> str | None:
+    """Write the study's report to ``<study_dir>/report``; a report failure never fails a search."""
+    try:
+        from ..report import write_report
+    except ImportError as err:
+        log.warning("no report written (the report module is unavailable: %s)", err)
+        return None
+    out = study_dir / REPORT_DIR
+    try:
+        write_report(study_dir, out)
+    except Exception as err:
+        log.warning("the report could not be written: %s: %s", type(err).__name__, err)
+        return None
+    return str(out)
+
+
+def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, live: bool | None = None,
+               verbose: bool = False) -> dict[str, Any]:
+    """Run (or resume) the study of ``study_dir`` to ``n_trials`` finished trials.
+
+    Returns the ``search --json`` object: ``study``, ``study_dir``, ``trials_complete``,
+    ``trials_failed``, ``trials_pruned``, ``pareto`` (``{number, params, values}``),
+    ``report_dir``, plus ``objectives``, ``n_trials``, ``executor``, ``resumed``,
+    ``recovered`` (interrupted trials failed and queued again) and ``wall_s``.
+    """
+    import optuna
+
+    start = time.perf_counter()
+    study_dir = Path(study_dir)
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if verbose else optuna.logging.WARNING)
+    parallel = spec.executor.kind == "ray" and spec.executor.max_concurrent != 1
+    handle = prepare_study(spec, study_dir, force=force, parallel=parallel)
+    tracker = make_tracker(handle)
+    tracker.start()
+    if handle.recovered:
+        tracker.close_stale(handle.recovered)
+    monitor = SearchMonitor(spec, handle.study, tracker, live=live)
+    before = study_counts(handle.study)
+    try:
+        with Heartbeat(handle.storage, monitor.running_trial_ids):
+            if spec.executor.kind == "ray":
+                from .ray_executor import run_ray
+
+                run_ray(handle, monitor, verbose=verbose)
+            else:
+                from .local import run_local
+
+                run_local(handle, monitor)
+    finally:
+        monitor.close()
+    counts = study_counts(handle.study)
+    pareto = pareto_front(handle.study)
+    report_dir = write_study_report(study_dir)
+    tracker.end(pareto, report_dir)
+    return {
+        "study": spec.name,
+        "study_dir": str(study_dir),
+        "objectives": [o.to_dict() for o in spec.objectives],
+        "n_trials": spec.n_trials,
+        "executor": spec.executor.kind,
+        "trials_complete": counts.complete,
+        "trials_failed": counts.failed,
+        "trials_pruned": counts.pruned,
+        "trials_run_now": counts.complete + counts.failed + counts.pruned
+        - (before.complete + before.failed + before.pruned) - len(handle.recovered),
+        "resumed": handle.resumed,
+        "recovered": handle.recovered,
+        "pareto": pareto,
+        "report_dir": report_dir,
+        "storage": "sqlite (study dir)" if handle.url.startswith(f"sqlite:///{study_dir.resolve()}") else "database",
+        "tracking_uri": getattr(tracker, "tracking_uri", None),
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def format_summary(summary: dict[str, Any], spec: StudySpec, study_dir: Path) -> str:
+    """The human summary: a table of every trial (``*`` marks the Pareto front) and where things are."""
+    from .study import load_study
+
+    study = load_study(study_dir)
+    table = summary_table(study, spec, {p["number"] for p in summary["pareto"]})
+    lines = [
+        table,
+        "",
+        f"study      {summary['study']}: {summary['trials_complete']} complete, {summary['trials_failed']} failed, "
+        f"{summary['trials_pruned']} pruned ({summary['executor']} executor, {summary['wall_s']:.0f} s)",
+        f"pareto     {len(summary['pareto'])} trial(s): "
+        + ", ".join(f"#{p['number']}" for p in summary["pareto"]),
+        f"study dir  {summary['study_dir']}",
+    ]
+    if summary.get("report_dir"):
+        lines.append(f"report     {summary['report_dir']}")
+    if summary.get("tracking_uri"):
+        lines.append(f"mlflow     {summary['tracking_uri']}")
+    return "\n".join(lines)

@@ -1,0 +1,591 @@
+"""The study spec: a run config whose values may be search distributions, plus the study's settings.
+
+A spec file has the sections of a run config (``method``, ``preset``, ``data``, ``model``,
+``train``, ``sparsity``, ``tokens``), where any scalar may instead be a distribution::
+
+    sparsity:
+      density:         {low: 0.2, high: 0.9}              # float, uniform
+      update_interval: {low: 10, high: 200, log: true}    # int (the field is an int), log-uniform
+      decay:           {choices: [cosine, linear]}        # categorical
+
+and the study's own top-level keys: ``name``, ``objectives``, ``constraints``, ``search``,
+``executor`` and ``tracking``. Everything is checked before anything runs: unknown keys,
+malformed distributions and values that no sampled config could accept raise
+:class:`~svite_search.errors.ConfigError` naming the key (``sparsity.density.low``).
+
+Example::
+
+    spec = load_spec("studies/quickstart.yaml", overrides=["search.n_trials=4"])
+    spec.distributions[0].key, spec.objectives[0].metric, spec.spec_hash
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import TrainConfig, apply_overrides, config_from_dict, from_dict, read_yaml
+from ..errors import ConfigError
+
+#: Run-config sections whose scalar values may be distributions.
+RUN_SECTIONS = ("data", "model", "train", "sparsity", "tokens")
+#: Top-level run-config scalars that may be distributions.
+RUN_SCALARS = ("method", "preset")
+STUDY_KEYS = ("name", "objectives", "constraints", "search", "executor", "tracking")
+
+SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random", "grid")
+PRUNERS = ("none", "median", "successive_halving")
+EXECUTORS = ("local", "ray")
+SCHEDULERS = ("none", "asha")
+
+#: Metrics a trial can be scored on, with the direction that is better.
+METRICS: dict[str, str] = {
+    "top1": "maximize",
+    "top1_final": "maximize",
+    "top1_best": "maximize",
+    "top5": "maximize",
+    "val_loss": "minimize",
+    "gmacs": "minimize",
+    "flops_savings": "maximize",
+    "params_nonzero": "minimize",
+    "density": "minimize",
+    "latency_ms": "minimize",
+    "wall_s": "minimize",
+}
+#: Metrics known after every epoch (an early-stopping pruner or scheduler can act on them).
+EPOCH_METRICS = ("top1", "top5", "val_loss")
+DEFAULT_OBJECTIVES = (("top1", "maximize"), ("gmacs", "minimize"))
+DEFAULT_N_TRIALS = 16
+
+_NUMERIC_KEYS = {"low", "high", "log", "step"}
+_SCALAR = (str, int, float, bool, type(None))
+
+
+# ----------------------------------------------------------------------------- parts of a spec
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One searched value: a dotted run-config key and the values it may take.
+
+    ``kind`` follows the config field: ``int`` and ``float`` fields take ``low``/``high``
+    (optionally ``log`` or ``step``), any field takes ``choices``.
+    """
+
+    key: str
+    kind: str  # "int" | "float" | "categorical"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    def to_optuna(self) -> Any:
+        """The matching ``optuna.distributions`` object."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "categorical":
+            return CategoricalDistribution(list(self.choices))
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+
+    def grid_values(self) -> list[Any] | None:
+        """Every value on the grid (``choices``, or ``low..high`` by ``step``); None if continuous."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "int" and not self.log:
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is not None and not self.log:
+            count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+            return [round(self.low + i * self.step, 12) for i in range(count)]
+        return None
+
+    def extremes(self) -> list[tuple[str, Any]]:
+        """Values to validate the config with, each with the spec key it came from."""
+        if self.kind == "categorical":
+            return [(f"{self.key}.choices[{i}]", value) for i, value in enumerate(self.choices)]
+        cast = int if self.kind == "int" else float
+        return [(f"{self.key}.low", cast(self.low)), (f"{self.key}.high", cast(self.high))]
+
+    def first(self) -> Any:
+        return self.choices[0] if self.kind == "categorical" else (int(self.low) if self.kind == "int" else float(self.low))
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str  # "maximize" | "minimize"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"metric": self.metric, "direction": self.direction}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric <= bound`` or ``metric >= bound``; feasible when :meth:`violation` is <= 0."""
+
+    metric: str
+    op: str  # "<=" | ">="
+    bound: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+    def violation(self, value: float) -> float:
+        """Optuna's convention: positive when violated, zero or negative when satisfied."""
+        return value - self.bound if self.op == "<=" else self.bound - value
+
+
+def _field(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, help: str = "",
+           choices: tuple[Any, ...] | None = None, gt: float | None = None, ge: float | None = None,
+           le: float | None = None) -> Any:
+    """A dataclass field with the validation metadata :func:`svite_search.config.from_dict` reads."""
+    meta = {"help": help, "choices": choices, "gt": gt, "ge": ge, "le": le, "lt": None}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How ``latency_ms`` is measured after training (only when an objective or constraint uses it)."""
+
+    batch_size: int = _field(1, ge=1)
+    warmup: int = _field(3, ge=0)
+    repeats: int = _field(10, ge=1)
+    threads: int | None = _field(1, ge=1, help="intra-op threads while timing (null: torch's current)")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    sampler: str = _field("tpe", choices=SAMPLERS)
+    n_trials: int | None = _field(None, ge=1, help="trials to finish (default 16; grid: the grid's size)")
+    seed: int = _field(0)
+    n_startup_trials: int | None = _field(None, ge=0, help="tpe/gp: random trials before the model")
+    population_size: int | None = _field(None, ge=2, help="nsga2/nsga3: default min(50, n_trials)")
+    enqueue: list = _field(default_factory=list, help="parameter sets to run first")
+    storage: str | None = _field(None, help="database URL of the Optuna storage (default: sqlite in the study dir)")
+    pruner: str = _field("none", choices=PRUNERS, help="local executor, single objective only")
+    max_failures: int | None = _field(None, ge=0, help="stop after this many failed trials in one run (default n_trials)")
+    latency: LatencySettings = _field(default_factory=LatencySettings)
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    kind: str = _field("local", choices=EXECUTORS)
+    cpus_per_trial: float = _field(1.0, gt=0.0)
+    gpus_per_trial: float = _field(0.0, ge=0.0)
+    workers_per_trial: int = _field(1, ge=1, help="> 1: data-parallel training with Ray Train")
+    max_concurrent: int | None = _field(None, ge=1, help="trials at once (default: as resources allow)")
+    max_retries: int = _field(1, ge=0, help="reruns of a trial lost to an infrastructure failure")
+    address: str | None = _field(None, help="Ray cluster to join (default RAY_ADDRESS, else a local instance)")
+    num_cpus: int | None = _field(None, ge=1, help="CPUs of a local Ray instance (default: all)")
+    num_gpus: int | None = _field(None, ge=0, help="GPUs of a local Ray instance (default: all)")
+    scheduler: str = _field("none", choices=SCHEDULERS, help="asha: early stopping on per-epoch top1")
+    grace_period: int = _field(1, ge=1, help="asha: epochs before a trial may be stopped")
+    reduction_factor: float = _field(2.0, gt=1.0)
+    backend: str | None = _field(None, choices=("gloo", "nccl", None), help="workers_per_trial > 1 (default by device)")
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    enabled: bool = _field(True, help="log the study to MLflow (parent run + one nested run per trial)")
+    uri: str | None = _field(None, help="tracking URI (default MLFLOW_TRACKING_URI, else sqlite in the study dir)")
+    experiment: str | None = _field(None)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study spec. ``base`` is the run config with every distribution at its first
+    value; a trial's config is ``base`` with the trial's parameters set."""
+
+    name: str
+    base: dict[str, Any]
+    distributions: tuple[Distribution, ...]
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...]
+    search: SearchSettings
+    executor: ExecutorSettings
+    tracking: TrackingSettings
+    enqueue: tuple[dict[str, Any], ...]
+    raw: dict[str, Any]
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+    @property
+    def searched(self) -> dict[str, Distribution]:
+        return {d.key: d for d in self.distributions}
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.search.n_trials or DEFAULT_N_TRIALS)
+
+    @property
+    def max_failures(self) -> int:
+        return self.n_trials if self.search.max_failures is None else int(self.search.max_failures)
+
+    @property
+    def needs_latency(self) -> bool:
+        return "latency_ms" in self.metrics or any(c.metric == "latency_ms" for c in self.constraints)
+
+    @property
+    def spec_hash(self) -> str:
+        """Identifies the study a spec defines: everything but how and how long it runs
+        (``search.n_trials``, ``search.max_failures``, ``search.storage``, ``executor``,
+        ``tracking``), which may change between resumptions."""
+        identity = copy.deepcopy(self.raw)
+        for key in ("executor", "tracking"):
+            identity.pop(key, None)
+        for key in ("n_trials", "max_failures", "storage"):
+            identity.get("search", {}).pop(key, None)
+        text = json.dumps(identity, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def with_settings(self, *, n_trials: int | None = None, executor: str | None = None) -> "StudySpec":
+        """The same study with another trial budget or executor (command-line options)."""
+        spec = self
+        if n_trials is not None:
+            if n_trials < 1:
+                raise ConfigError("search.n_trials", f"{n_trials} must be >= 1")
+            spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, n_trials=n_trials))
+        if executor is not None:
+            if executor not in EXECUTORS:
+                raise ConfigError("executor.kind", f"{executor!r} is not one of {', '.join(EXECUTORS)}")
+            spec = dataclasses.replace(spec, executor=dataclasses.replace(spec.executor, kind=executor))
+        raw = copy.deepcopy(spec.raw)
+        raw.setdefault("search", {})["n_trials"] = spec.search.n_trials
+        raw.setdefault("executor", {})["kind"] = spec.executor.kind
+        return dataclasses.replace(spec, raw=raw)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {name: hints[name] for name in RUN_SECTIONS}
+
+
+def _field_type(section: str | None, name: str) -> Any:
+    """The declared type of a run-config field, without ``| None``."""
+    owner = TrainConfig if section is None else _section_types()[section]
+    hints = typing.get_type_hints(owner)
+    if name not in hints:
+        return None
+    args = [a for a in typing.get_args(hints[name]) if a is not type(None)]
+    return args[0] if len(args) == 1 else hints[name]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not _is_number(value):
+        raise ConfigError(key, f"expected a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def parse_distribution(key: str, raw: dict[str, Any], field_type: Any) -> Distribution:
+    """A distribution from its spec mapping; ``field_type`` is the config field's type."""
+    keys = set(raw)
+    if keys == {"choices"}:
+        choices = raw["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{key}.choices", "expected a non-empty list")
+        for i, value in enumerate(choices):
+            if not isinstance(value, _SCALAR):
+                raise ConfigError(f"{key}.choices[{i}]", f"expected a scalar, got {type(value).__name__}")
+        if len({json.dumps(v) for v in choices}) != len(choices):
+            raise ConfigError(f"{key}.choices", "has duplicates")
+        return Distribution(key, "categorical", choices=tuple(choices))
+    unknown = keys - _NUMERIC_KEYS
+    if unknown or not {"low", "high"} <= keys:
+        raise ConfigError(
+            key,
+            "a search distribution is {low, high[, log, step]} or {choices: [...]}"
+            + (f" (unknown: {', '.join(sorted(map(str, unknown)))})" if unknown else ""),
+        )
+    if field_type not in (int, float):
+        raise ConfigError(key, "is not numeric: search it with {choices: [...]}")
+    low, high = _number(raw["low"], f"{key}.low"), _number(raw["high"], f"{key}.high")
+    log = raw.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{key}.log", f"expected true or false, got {log!r}")
+    step = None if raw.get("step") is None else _number(raw["step"], f"{key}.step")
+    if low > high:
+        raise ConfigError(f"{key}.low", f"{low:g} is above high ({high:g})")
+    if log and low <= 0:
+        raise ConfigError(f"{key}.low", "must be > 0 with log: true")
+    if step is not None:
+        if step <= 0:
+            raise ConfigError(f"{key}.step", "must be > 0")
+        if log and not (field_type is int and step == 1):
+            raise ConfigError(f"{key}.step", "cannot be combined with log: true")
+    if field_type is int:
+        for name, value in (("low", low), ("high", high), ("step", step)):
+            if value is not None and not float(value).is_integer():
+                raise ConfigError(f"{key}.{name}", f"{value:g} is not an integer (the field is an int)")
+        return Distribution(key, "int", low=int(low), high=int(high), log=log, step=int(step) if step else None)
+    return Distribution(key, "float", low=low, high=high, log=log, step=step)
+
+
+def _is_distribution(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _split(data: dict[str, Any]) -> tuple[dict[str, Any], list[Distribution]]:
+    """The run-config part of a spec with every distribution replaced by its first value."""
+    base: dict[str, Any] = {}
+    dists: list[Distribution] = []
+    for key in RUN_SCALARS:
+        if key not in data:
+            continue
+        value = data[key]
+        if _is_distribution(value):
+            dist = parse_distribution(key, value, _field_type(None, key))
+            dists.append(dist)
+            value = dist.first()
+        base[key] = value
+    types = _section_types()
+    for section in RUN_SECTIONS:
+        if section not in data or data[section] is None:
+            continue
+        raw = data[section]
+        if not isinstance(raw, dict):
+            raise ConfigError(section, f"expected a mapping, got {type(raw).__name__}")
+        out = {}
+        for name, value in raw.items():
+            if _is_distribution(value):
+                ftype = _field_type(section, name)
+                if ftype is None:
+                    known = ", ".join(f.name for f in dataclasses.fields(types[section]))
+                    raise ConfigError(f"{section}.{name}", f"unknown key (allowed: {known})")
+                dist = parse_distribution(f"{section}.{name}", value, ftype)
+                dists.append(dist)
+                value = dist.first()
+            out[name] = value
+        base[section] = out
+    return base, dists
+
+
+def set_key(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key (``sparsity.density``) in a nested run-config mapping."""
+    parts = key.split(".")
+    node = config
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _validate_values(base: dict[str, Any], dists: list[Distribution]) -> None:
+    """Every distribution's extremes (and every choice) must make a valid run config.
+
+    The other distributions stay at their first values, so a field error names the distribution
+    end that caused it (``sparsity.density.high``) rather than the config key alone.
+    """
+    try:
+        config_from_dict(copy.deepcopy(base))
+    except ConfigError as err:
+        culprit = next((d for d in dists if d.key == err.field), None)
+        if culprit is None:
+            raise
+        raise ConfigError(culprit.extremes()[0][0], str(err).split(": ", 1)[-1]) from None
+    for dist in dists:
+        for spec_key, value in dist.extremes():
+            trial = copy.deepcopy(base)
+            set_key(trial, dist.key, value)
+            try:
+                config_from_dict(trial)
+            except ConfigError as err:
+                field_name = spec_key if err.field == dist.key else err.field
+                message = str(err).split(": ", 1)[-1]
+                if err.field != dist.key:
+                    message += f" (with {spec_key} = {value!r})"
+                raise ConfigError(field_name, message) from None
+
+
+def _parse_objectives(raw: Any) -> tuple[Objective, ...]:
+    if raw is None:
+        return tuple(Objective(m, d) for m, d in DEFAULT_OBJECTIVES)
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("objectives", "expected a non-empty list of {metric, direction}")
+    out: list[Objective] = []
+    for i, item in enumerate(raw):
+        where = f"objectives[{i}]"
+        if isinstance(item, str):
+            item = {"metric": item}
+        if not isinstance(item, dict):
+            raise ConfigError(where, "expected a metric name or {metric, direction}")
+        unknown = set(item) - {"metric", "direction"}
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key (allowed: metric, direction)")
+        metric = item.get("metric")
+        if metric not in METRICS:
+            raise ConfigError(f"{where}.metric", f"{metric!r} is not one of {', '.join(METRICS)}")
+        direction = str(item.get("direction", METRICS[metric])).lower()
+        direction = {"max": "maximize", "min": "minimize"}.get(direction, direction)
+        if direction not in ("maximize", "minimize"):
+            raise ConfigError(f"{where}.direction", f"{item.get('direction')!r} is not maximize or minimize")
+        if any(o.metric == metric for o in out):
+            raise ConfigError(f"{where}.metric", f"{metric} is already an objective")
+        out.append(Objective(metric, direction))
+    return tuple(out)
+
+
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+
+
+def _parse_constraints(raw: Any) -> tuple[Constraint, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("constraints", "expected a list such as ['gmacs <= 0.001']")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"constraints[{i}]"
+        if isinstance(item, str):
+            match = _CONSTRAINT.match(item)
+            if not match:
+                raise ConfigError(where, f"{item!r}: expected 'METRIC <= NUMBER' or 'METRIC >= NUMBER'")
+            metric, op, bound = match.group(1), match.group(2), match.group(3)
+        elif isinstance(item, dict) and set(item) in ({"metric", "max"}, {"metric", "min"}):
+            metric = item["metric"]
+            op, bound = ("<=", item["max"]) if "max" in item else (">=", item["min"])
+        else:
+            raise ConfigError(where, "expected 'METRIC <= NUMBER' or {metric, max} or {metric, min}")
+        if metric not in METRICS:
+            raise ConfigError(where, f"{metric!r} is not one of {', '.join(METRICS)}")
+        out.append(Constraint(str(metric), op, _number(bound, where)))
+    return tuple(out)
+
+
+def _flatten_params(item: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in item.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(_flatten_params(value, dotted))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _parse_enqueue(raw: list, base: dict[str, Any], dists: list[Distribution]) -> tuple[dict[str, Any], ...]:
+    """Parameter sets to run first: nested (``{sparsity: {density: 0.5}}``) or dotted keys,
+    each naming searched parameters only, each value inside its distribution."""
+    if not isinstance(raw, list):
+        raise ConfigError("search.enqueue", "expected a list of parameter sets")
+    searched = {d.key: d for d in dists}
+    out = []
+    for i, item in enumerate(raw):
+        where = f"search.enqueue[{i}]"
+        if not isinstance(item, dict) or not item:
+            raise ConfigError(where, "expected a mapping of searched parameters to values")
+        params = _flatten_params(item)
+        trial = copy.deepcopy(base)
+        for key, value in params.items():
+            dist = searched.get(key)
+            if dist is None:
+                raise ConfigError(f"{where}.{key}", "is not a searched parameter"
+                                  + (f" (searched: {', '.join(searched)})" if searched else " (nothing is searched)"))
+            if dist.kind == "categorical":
+                if value not in dist.choices:
+                    raise ConfigError(f"{where}.{key}", f"{value!r} is not one of the choices {list(dist.choices)}")
+            else:
+                number = _number(value, f"{where}.{key}")
+                if not dist.low <= number <= dist.high:
+                    raise ConfigError(f"{where}.{key}", f"{number:g} is outside [{dist.low:g}, {dist.high:g}]")
+                value = int(number) if dist.kind == "int" else number
+                params[key] = value
+            set_key(trial, key, value)
+        try:
+            config_from_dict(trial)
+        except ConfigError as err:
+            raise ConfigError(f"{where}.{err.field}", str(err).split(": ", 1)[-1]) from None
+        out.append(params)
+    return tuple(out)
+
+
+def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
+    """Validate a raw spec mapping into a :class:`StudySpec`."""
+    if not isinstance(data, dict):
+        raise ConfigError("spec", f"{source}: the top level must be a mapping")
+    allowed = set(RUN_SCALARS) | set(RUN_SECTIONS) | set(STUDY_KEYS)
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(str(key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    name = data.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        raise ConfigError("name", "required: letters, digits, '.', '_' or '-' (it names the study and its directory)")
+    base, dists = _split(data)
+    _validate_values(base, dists)
+
+    search = from_dict(SearchSettings, data.get("search"), "search")
+    executor = from_dict(ExecutorSettings, data.get("executor"), "executor")
+    tracking = from_dict(TrackingSettings, data.get("tracking"), "tracking")
+    objectives = _parse_objectives(data.get("objectives"))
+    constraints = _parse_constraints(data.get("constraints"))
+    enqueue = _parse_enqueue(search.enqueue, base, dists)
+
+    if search.pruner != "none" and (len(objectives) > 1 or objectives[0].metric not in EPOCH_METRICS):
+        raise ConfigError("search.pruner", "needs a single objective known after every epoch "
+                          f"({', '.join(EPOCH_METRICS)}); Optuna's pruners are single-objective")
+    if search.sampler == "grid":
+        from .space import initial_queue
+
+        for dist in dists:
+            if dist.grid_values() is None:
+                raise ConfigError(dist.key, "sampler grid needs choices or a step (this range is continuous)")
+        partial = StudySpec(name, base, tuple(dists), objectives, constraints, search, executor, tracking, enqueue, {})
+        size = len(initial_queue(partial))
+        if search.n_trials is not None and search.n_trials > size:
+            raise ConfigError("search.n_trials", f"{search.n_trials} exceeds the grid's {size} points")
+        if search.n_trials is None:
+            search = dataclasses.replace(search, n_trials=size)
+
+    raw = copy.deepcopy(data)
+    raw["objectives"] = [o.to_dict() for o in objectives]
+    raw["constraints"] = [c.name for c in constraints]
+    raw["search"] = {**(raw.get("search") or {}), "sampler": search.sampler, "n_trials": search.n_trials,
+                     "seed": search.seed}
+    return StudySpec(
+        name=name,
+        base=base,
+        distributions=tuple(dists),
+        objectives=objectives,
+        constraints=constraints,
+        search=search,
+        executor=executor,
+        tracking=tracking,
+        enqueue=enqueue,
+        raw=raw,
+    )
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
+    """Read, override (``key.path=value``) and validate a study spec file."""
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError("spec", f"{path}: the top level must be a mapping")
+    return spec_from_dict(apply_overrides(data, overrides), source=str(path))

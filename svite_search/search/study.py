@@ -1,0 +1,396 @@
+"""The persistent Optuna study of a study directory: storage, samplers, resume bookkeeping.
+
+Layout of a study directory ``DIR``::
+
+    DIR/optuna.db        the Optuna storage (sqlite), unless search.storage, SVITE_STORAGE_URL or
+                         OPTUNA_STORAGE names a database URL (a study shared across machines)
+    DIR/spec.yaml        the spec the study was created with, and its hash
+    DIR/study.json       study name, objectives and where the storage is (for the report)
+    DIR/trials/<number>/ each trial's run directory (config.yaml, last.pt, result.json)
+
+Resume rules. Running the same command again continues the study until ``n_trials`` trials
+have finished (COMPLETE or PRUNED; failed trials do not count and are replaced). A trial left
+RUNNING by a driver that died (killed, crashed, machine lost) is marked FAIL with the reason
+and its parameters are queued again: on this host when its driver process is gone, elsewhere
+when its heartbeat is older than the grace period. A study directory created from a different
+spec is refused unless ``force``.
+
+Example::
+
+    handle = prepare_study(spec, Path("runs/quickstart"))
+    handle.study.best_trials
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import UserInputError
+from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome
+from .space import initial_queue
+from .spec import StudySpec, spec_from_dict
+
+log = logging.getLogger(__name__)
+
+DB_FILE, SPEC_FILE, STUDY_FILE = "optuna.db", "spec.yaml", "study.json"
+STORAGE_ENV = ("SVITE_STORAGE_URL", "OPTUNA_STORAGE")
+HEARTBEAT_S, GRACE_S = 30, 120
+#: user attributes the harness writes on trials
+DRIVER_ATTR, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR = "driver", "fail_reason", "retry_of", "source"
+INTERRUPTED = "interrupted: its search process ended before the trial did (rerun queued)"
+
+
+def driver_id() -> str:
+    """``host:pid`` of this process, recorded on every trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def driver_gone(driver: str | None) -> bool:
+    """True when ``driver`` ran on this host and its process no longer exists."""
+    if not driver or ":" not in driver:
+        return True
+    host, _, pid = driver.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's driver: only its heartbeat can tell
+    return int(pid) != os.getpid() and not _pid_alive(int(pid))
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def storage_url(spec: StudySpec, study_dir: Path) -> tuple[str, str]:
+    """The storage URL and where it came from: ``spec``, ``env:NAME`` or ``study_dir``."""
+    if spec.search.storage:
+        return spec.search.storage, "spec"
+    for name in STORAGE_ENV:
+        if os.environ.get(name):
+            return os.environ[name], f"env:{name}"
+    return f"sqlite:///{(study_dir / DB_FILE).resolve()}", "study_dir"
+
+
+def _masked(url: str) -> str:
+    try:
+        import sqlalchemy
+
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats (so a trial of a lost machine can be failed and rerun);
+    sqlite waits for a lock instead of failing at once."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=requeue,
+            )
+    except Exception as err:
+        raise UserInputError(f"search.storage: cannot open {_masked(url)}: {type(err).__name__}: {err}") from None
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+def make_sampler(spec: StudySpec, *, parallel: bool = False, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler. ``offset`` (the trials already in the study) shifts the seed so a
+    resumed study does not draw its first parameter sets again. ``grid`` runs the enqueued grid
+    (see :func:`svite_search.search.space.grid_points`); its sampler only fills in values a
+    grid point leaves open, which there are none of."""
+    search = spec.search
+    seed = None if search.seed is None else int(search.seed) + int(offset)
+    n = spec.n_trials
+    startup = search.n_startup_trials if search.n_startup_trials is not None else min(10, max(2, n // 3))
+    population = search.population_size or max(2, min(50, n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        if search.sampler == "tpe":
+            return optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=parallel
+            )
+        if search.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+        if search.sampler == "nsga3":
+            return optuna.samplers.NSGAIIISampler(seed=seed, population_size=population)
+        if search.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+        return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """Early stopping on the per-epoch objective (single-objective studies only)."""
+    if spec.search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if spec.search.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+# ----------------------------------------------------------------------------- study directory
+
+
+@dataclass
+class StudyHandle:
+    """An opened study: the Optuna study, its storage and what resuming it found."""
+
+    spec: StudySpec
+    study_dir: Path
+    study: optuna.Study
+    storage: optuna.storages.RDBStorage
+    url: str
+    resumed: bool = False
+    recovered: list[int] = field(default_factory=list)
+
+
+def _read_spec_file(study_dir: Path) -> dict[str, Any] | None:
+    path = study_dir / SPEC_FILE
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    return data if isinstance(data, dict) else None
+
+
+def _write_study_files(handle: StudyHandle, source: str) -> None:
+    spec, study_dir = handle.spec, handle.study_dir
+    study_dir.mkdir(parents=True, exist_ok=True)
+    header = "# The study spec this directory was created with (svite-search search); spec_hash names it.\n"
+    body = yaml.safe_dump({"spec_hash": spec.spec_hash, "spec": spec.raw}, sort_keys=False)
+    (study_dir / SPEC_FILE).write_text(header + body)
+    storage = {"url": f"sqlite:///{DB_FILE}", "relative": True} if source == "study_dir" else {"url": _masked(handle.url), "source": source}
+    info = {
+        "study_name": spec.name,
+        "spec_hash": spec.spec_hash,
+        "objectives": [o.to_dict() for o in spec.objectives],
+        "constraints": [c.name for c in spec.constraints],
+        "n_trials": spec.n_trials,
+        "storage": storage,
+    }
+    (study_dir / STUDY_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _check_same_study(spec: StudySpec, study_dir: Path, existing: optuna.Study | None, force: bool) -> None:
+    saved = _read_spec_file(study_dir)
+    theirs = (saved or {}).get("spec_hash")
+    if theirs is None and existing is not None:
+        theirs = existing.user_attrs.get("spec_hash")
+    if theirs is not None and theirs != spec.spec_hash and not force:
+        raise UserInputError(
+            f"{study_dir}: holds study {spec.name!r} created from a different spec "
+            f"(spec hash {theirs} here, {spec.spec_hash} now); pass --force to continue it with this "
+            "spec, or choose another --out"
+        )
+    if existing is not None:
+        theirs_dirs = [d.name.lower() for d in existing.directions]
+        if theirs_dirs != spec.directions:
+            raise UserInputError(
+                f"{study_dir}: study {spec.name!r} optimises {theirs_dirs}, the spec {spec.directions}; "
+                "objectives cannot change in a study: choose another --out"
+            )
+
+
+def prepare_study(spec: StudySpec, study_dir: str | Path, *, force: bool = False, parallel: bool = False) -> StudyHandle:
+    """Create or resume the study of ``study_dir`` (see the module docstring)."""
+    study_dir = Path(study_dir)
+    if study_dir.exists() and not study_dir.is_dir():
+        raise UserInputError(f"{study_dir}: exists and is not a directory")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    url, source = storage_url(spec, study_dir)
+    storage = open_storage(url)
+    try:
+        existing = optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        existing = None
+    _check_same_study(spec, study_dir, existing, force)
+    offset = len(existing.trials) if existing is not None else 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=storage,
+            directions=spec.directions,
+            sampler=make_sampler(spec, parallel=parallel, offset=offset),
+            pruner=make_pruner(spec),
+            load_if_exists=True,
+        )
+        if existing is None:
+            study.set_metric_names(spec.metrics)
+    study.set_user_attr("spec_hash", spec.spec_hash)
+    handle = StudyHandle(spec, study_dir, study, storage, url, resumed=existing is not None)
+    if not study.user_attrs.get("queued"):
+        for params in initial_queue(spec):
+            study.enqueue_trial(params, user_attrs={SOURCE_ATTR: "grid" if spec.search.sampler == "grid" else "enqueue"},
+                                skip_if_exists=True)
+        study.set_user_attr("queued", True)
+    handle.recovered = recover_interrupted(study)
+    _write_study_files(handle, source)
+    return handle
+
+
+# ----------------------------------------------------------------------------- resume bookkeeping
+
+
+def queue_again(study: optuna.Study, number: int, params: dict[str, Any]) -> None:
+    """Queue an interrupted trial's parameters again, remembering which trial it reruns."""
+    if params:
+        study.enqueue_trial(dict(params), user_attrs={RETRY_ATTR: number, SOURCE_ATTR: "retry"})
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """The storage's stale-trial callback: rerun a trial whose heartbeat stopped."""
+    queue_again(study, trial.number, dict(trial.params))
+
+
+def recover_interrupted(study: optuna.Study) -> list[int]:
+    """Fail (with a reason) and requeue the trials whose driver is gone; returns their numbers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # other machines' trials, by heartbeat
+    storage = study._storage  # the study's own (cached) storage keeps its view consistent
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not driver_gone(trial.user_attrs.get(DRIVER_ATTR)):
+            continue
+        storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, INTERRUPTED)
+        try:
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished meanwhile by its (live) driver
+        queue_again(study, trial.number, dict(trial.params))
+        recovered.append(trial.number)
+    if recovered:
+        log.warning("trials %s were interrupted: marked failed and queued again", recovered)
+    return recovered
+
+
+def record_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, spec: StudySpec) -> None:
+    """Tell the study how a trial ended, with every result metric as a user attribute and the
+    spec's constraints as Optuna constraints (feasible when <= 0)."""
+    for key, value in outcome.attrs.items():
+        trial.set_user_attr(key, value)
+    if outcome.state == COMPLETE:
+        for constraint in spec.constraints:
+            trial.set_constraint(constraint.name, constraint.violation(float(outcome.attrs[constraint.metric])))
+        study.tell(trial, outcome.values)
+    elif outcome.state == PRUNED:
+        trial.set_user_attr("pruned_reason", outcome.error or "pruned")
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        trial.set_user_attr(REASON_ATTR, outcome.error or "failed")
+        study.tell(trial, state=TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class Counts:
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    waiting: int
+
+    @property
+    def finished(self) -> int:
+        """Trials that count towards ``n_trials``."""
+        return self.complete + self.pruned
+
+
+def study_counts(study: optuna.Study) -> Counts:
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return Counts(
+        complete=states.count(TrialState.COMPLETE),
+        pruned=states.count(TrialState.PRUNED),
+        failed=states.count(TrialState.FAIL),
+        running=states.count(TrialState.RUNNING),
+        waiting=states.count(TrialState.WAITING),
+    )
+
+
+def pareto_front(study: optuna.Study) -> list[dict[str, Any]]:
+    """The best trials (the Pareto front; feasible ones only under constraints), by number."""
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    best = study.best_trials
+    return [{"number": t.number, "params": dict(t.params), "values": list(t.values)} for t in sorted(best, key=lambda t: t.number)]
+
+
+def load_study(study_dir: str | Path) -> optuna.Study:
+    """Open the study of a study directory for reading (the report uses this)."""
+    study_dir = Path(study_dir)
+    path = study_dir / STUDY_FILE
+    if not path.is_file():
+        raise UserInputError(f"{study_dir}: not a study directory (no {STUDY_FILE})")
+    info = json.loads(path.read_text())
+    storage = info.get("storage") or {}
+    if storage.get("relative"):
+        url = f"sqlite:///{(study_dir / DB_FILE).resolve()}"
+    elif str(storage.get("source", "")).startswith("env:") and os.environ.get(storage["source"][4:]):
+        url = os.environ[storage["source"][4:]]
+    else:
+        saved = (_read_spec_file(study_dir) or {}).get("spec") or {}
+        url = ((saved.get("search") or {}).get("storage")) or storage.get("url")
+    return optuna.load_study(study_name=info["study_name"], storage=url)
+
+
+def spec_of(study_dir: str | Path) -> StudySpec | None:
+    """The validated spec a study directory was created with (None if it has none)."""
+    saved = _read_spec_file(Path(study_dir))
+    return spec_from_dict(saved["spec"]) if saved and isinstance(saved.get("spec"), dict) else None
+
+
+class Heartbeat:
+    """Records a heartbeat for every running trial of this driver, so another driver sharing the
+    storage can tell a lost trial (no heartbeat for the grace period) from a slow one."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_ids: Callable[[], Iterable[int]],
+                 interval: float = HEARTBEAT_S) -> None:
+        self.storage, self.trial_ids, self.interval = storage, trial_ids, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="svite-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        for trial_id in list(self.trial_ids()):
+            try:
+                self.storage.record_heartbeat(trial_id)
+            except Exception as err:  # a missed beat only delays nothing; never stop the study
+                log.debug("heartbeat of trial id %s failed: %s", trial_id, err)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
