@@ -41,6 +41,7 @@ def param_importances(study: Any, objectives: Sequence[Objective]) -> tuple[pd.D
             sign = -1.0 if objective.maximize else 1.0
             with warnings.catch_warnings():  # its reminder about the sign, which is handled just above
                 warnings.filterwarnings("ignore", message=".*achieve low `target` values.*")
+                warnings.filterwarnings("ignore", message=".*have less than 2 trials.*")  # said in the summary
                 scores = optuna.importance.get_param_importances(study, target=lambda t, i=i, s=sign: s * t.values[i])
         except Exception as err:  # too few distinct values, a degenerate objective, ...
             reasons.append(f"{objective.metric}: {type(err).__name__}: {err}")

@@ -182,6 +182,35 @@ def savings_section(frame: pd.DataFrame, x: Objective, y: Objective, baseline: d
             markdown_table(headers, rows) if rows else "_No sparse trial completed._", ""]
 
 
+def seeds_section(frame: pd.DataFrame, x: Objective, y: Objective, baseline: dict[str, Any] | None) -> list[str]:
+    """Each setting's mean and spread over seeds, when the study varies a seed: single trials of
+    a small task differ by noise, the means are what compare."""
+    seeds = [c for c in frame.columns if c.startswith("params.") and c.endswith("seed") and frame[c].nunique() > 1]
+    done = frame[(frame["state"] == "COMPLETE")].dropna(subset=[x.metric, y.metric])
+    if not seeds or done.empty:
+        return []
+    keys = ["variant"] + [c for c in frame.columns if c.startswith("params.") and c not in seeds]
+    grouped = done.assign(**{k: done[k].astype(str) for k in keys}).groupby(keys, sort=False, dropna=False)
+    factor, unit = macs_unit(done[x.metric].tolist()) if x.metric == "gmacs" else (1.0, x.metric)
+    rows = []
+    for _, part in grouped:
+        first = done.loc[part.index[0]]
+        mean, spread = float(part[y.metric].mean()), float(part[y.metric].std(ddof=1)) if len(part) > 1 else math.nan
+        cost = float(part[x.metric].mean())
+        row = [first["variant"], settings_text(first) or "—", len(part),
+               f"{mean:.2f} ± {spread:.2f}" if math.isfinite(spread) else f"{mean:.2f}", _fmt(cost * factor, 4)]
+        if baseline is not None:
+            row += [f"{100 * (1 - cost / baseline['x']):.1f} %", _signed(mean - baseline["y"])]
+        rows.append((cost, row))
+    headers = ["variant", "settings", "seeds", f"{y.metric} mean ± sd", f"{unit}"]
+    if baseline is not None:
+        headers += ["MACs saving vs dense", "Δ vs dense mean (points)"]
+    body = [r for _, r in sorted(rows, key=lambda item: -item[0])]
+    return ["## Mean over seeds", "", f"Each setting over the seeds it ran with ({', '.join(c[len('params.'):] for c in seeds)}); "
+            "the spread (sample standard deviation) is the noise floor single trials above sit in.", "",
+            markdown_table(headers, body), ""]
+
+
 def hypervolume_section(history: pd.DataFrame) -> list[str]:
     if history.empty:
         return []
@@ -263,6 +292,7 @@ def summary_markdown(*, name: str, spec: Mapping[str, Any], frame: pd.DataFrame,
         if dense_cost is None and x.metric == "gmacs" and "dense_gmacs" in frame:
             values = pd.to_numeric(frame["dense_gmacs"], errors="coerce").dropna()
             dense_cost = float(values.median()) if len(values) else None
+        lines += seeds_section(frame, x, y, baseline)
         lines += budget_section(frame, x, y, dense_cost)
         lines += savings_section(frame, x, y, baseline)
     lines += hypervolume_section(history)
