@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import sys
 import time
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     prefix = int(dense.num_prefix_tokens)
     total_tokens = int(dense.patch_embed.num_patches) + prefix
     dense_macs = vit_macs(dense).total
+    load_before = os.getloadavg()
     started = time.perf_counter()
     rows = []
     for name, model in selector_models(dense, kept).items():
@@ -131,6 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "timm": timm.__version__,
         "platform": platform.platform(),
         "wall_s": time.perf_counter() - started,
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0], "cpus": os.cpu_count()},
         "goal": f"time saving >= {GOAL:.0%} of the MACs saving",
         "all_meet_goal": all(r["meets_goal"] for r in gathered),
         "rows": rows,
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2, help="untimed pairs per comparison")
-    parser.add_argument("--repeats", type=int, default=8, help="timed pairs per comparison")
+    parser.add_argument("--repeats", type=int, default=12, help="timed pairs per comparison")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU default: 1)")
     args = parser.parse_args(argv)
     result = run(args)
