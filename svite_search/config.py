@@ -125,7 +125,9 @@ class SparsityConfig:
 @dataclass
 class TokenConfig:
     keep_ratio: float = _spec(1.0, gt=0.0, le=1.0, help="SViTE+: share of patch tokens kept (1 = off)")
-    keep_tokens: int | None = _spec(None, ge=1, help="alternative to keep_ratio: patch tokens kept")
+    keep_tokens: int | None = _spec(
+        None, ge=1, help="alternative to keep_ratio: PATCH tokens kept; cls comes on top (paper's 187 of 197 = 186)"
+    )
     tau_start: float = _spec(10.0, gt=0.0)
     tau_end: float = _spec(0.1, gt=0.0)
     tau_decay: str = _spec("linear", choices=("linear", "cosine", "exponential", "constant"))
