@@ -197,7 +197,7 @@ def seeds_section(frame: pd.DataFrame, x: Objective, y: Objective, baseline: dic
         first = done.loc[part.index[0]]
         mean, spread = float(part[y.metric].mean()), float(part[y.metric].std(ddof=1)) if len(part) > 1 else math.nan
         cost = float(part[x.metric].mean())
-        row = [first["variant"], settings_text(first) or "—", len(part),
+        row = [first["variant"], settings_text(first, skip=["method", *(c[len("params."):] for c in seeds)]) or "—", len(part),
                f"{mean:.2f} ± {spread:.2f}" if math.isfinite(spread) else f"{mean:.2f}", _fmt(cost * factor, 4)]
         if baseline is not None:
             row += [f"{100 * (1 - cost / baseline['x']):.1f} %", _signed(mean - baseline["y"])]

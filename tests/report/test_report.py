@@ -160,3 +160,20 @@ def test_report_command_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert data["report_dir"] == str(tmp_path / "out") and "summary.md" in data["files"]
     with open(tmp_path / "out" / "pareto.csv") as handle:
         assert {int(r["number"]) for r in csv.DictReader(handle)} == {p["number"] for p in data["pareto"]}
+
+
+def test_summary_averages_settings_over_seeds(tmp_path: Path) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for seed, (dense_top1, sparse_top1) in enumerate([(95.0, 93.0), (97.0, 94.0)]):
+        for method, top1, gmacs in (("dense", dense_top1, 2.0), ("svite", sparse_top1, 1.0)):
+            study.enqueue_trial({"method": method, "train.seed": seed})
+            trial = study.ask()
+            trial.suggest_categorical("method", ["dense", "svite"])
+            trial.suggest_categorical("train.seed", [0, 1])
+            study.tell(trial, [top1, gmacs])
+    write_report_for_study(study, tmp_path / "r", {"name": "seeds"})
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    section = summary.split("## Mean over seeds", 1)[1].split("\n## ", 1)[0]
+    assert "| SViTE | — | 2 | 93.50 ± 0.71 |" in section
+    assert "| dense | — | 2 | 96.00 ± 1.41 |" in section
+    assert "50.0 %" in section and "−2.50" in section  # vs the dense mean 96.00
