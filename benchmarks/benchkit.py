@@ -1,0 +1,453 @@
+"""Shared machinery of the benchmark suite: one way to time, one way to summarise, one record.
+
+Every benchmark in this folder compares a variant B with a baseline A on the same machine in
+the same process. Absolute times on a shared machine drift with the load of other processes, so
+the suite never compares two separately measured medians: it warms both up, then runs them
+interleaved (A, B in one round, B, A in the next, ...) and summarises the *per-round* ratio B/A
+by its median and interquartile range. Drift that lasts longer than one round hits A and B
+alike and cancels in the ratio. Absolute times are kept too, labelled with the machine.
+
+What lives here:
+
+* :func:`machine`: CPU model, cores, threads, torch/timm versions, GPU, date, load average;
+* :func:`interleave`: time a baseline and any number of variants in rotating order, with CUDA
+  synchronised around every timing; :class:`Timings` gives the ratios;
+* :class:`Spread`: median, quartiles, min, max of a sample;
+* :class:`TrainStep`: one training step as the trainer runs it (fp16 autocast and a gradient
+  scaler on CUDA, plain fp32 on CPU), so training benchmarks time what training does;
+* :func:`check`, :func:`table`, :func:`record`: the result record that ``run_all.py`` renders
+  into ``reports/benchmarks/README.md``;
+* :func:`bench_main`: the command line every ``bench_*.py`` script shares.
+
+Example::
+
+    timings = interleave({"dense": step_dense, "svite": step_svite}, warmup=2, repeats=10,
+                         device=torch.device("cpu"))
+    timings.ratio("svite").median        # median over rounds of t_svite / t_dense
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import svite_search  # noqa: F401  (torchvision import guard before timm)
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+REPORT_DIR = REPO / "reports" / "benchmarks"
+
+# ----------------------------------------------------------------------------- the machine
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def physical_cores() -> int | None:
+    """Distinct (package, core) pairs in ``/proc/cpuinfo``; None where that file says nothing."""
+    cores: set[tuple[str, str]] = set()
+    package = core = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines() + [""]:
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "physical id":
+                package = value.strip()
+            elif key == "core id":
+                core = value.strip()
+            elif not key and package is not None and core is not None:
+                cores.add((package, core))
+                package = core = None
+    return len(cores) or None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, which containers narrow)."""
+    with contextlib.suppress(AttributeError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def gpu_info(device: torch.device) -> dict[str, Any] | None:
+    if not torch.cuda.is_available():
+        return None
+    index = device.index if device.type == "cuda" and device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    return {
+        "name": props.name,
+        "count": torch.cuda.device_count(),
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "cuda": torch.version.cuda,
+        "used_by_benchmark": device.type == "cuda",
+    }
+
+
+def machine(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What a timing was measured on: without this, an absolute time means nothing."""
+    device = torch.device(device)
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_physical_cores": physical_cores(),
+        "cpu_logical": os.cpu_count(),
+        "cpu_usable": usable_cpus(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device_label(device),
+        "gpu": gpu_info(device),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def device_label(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def set_threads(device: torch.device, threads: int | None) -> int:
+    """Intra-op threads for the run: on CPU one by default, because on a small shared machine a
+    busy sibling core stalls multi-threaded kernels at every barrier (a tiny ViT measured 190 ms
+    per batch with 2 threads against 3.5 ms with 1), which buries the effect being measured.
+    ``threads=0`` leaves torch's own choice."""
+    if threads is None:
+        threads = 1 if device.type == "cpu" else 0
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work: without it a GPU timing measures only the kernel launches."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds ``fn`` takes, CUDA synchronised before and after."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float]:
+    if len(values) == 1:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")  # numpy's default (linear)
+    return q[0], q[2]
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and spread of a sample (the median is the figure; quartiles say how sure it is)."""
+
+    median: float
+    q25: float
+    q75: float
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Spread":
+        if not values:
+            raise ValueError("no values to summarise")
+        q25, q75 = _quartiles(values)
+        return cls(statistics.median(values), q25, q75, min(values), max(values), len(values))
+
+    def scaled(self, factor: float) -> "Spread":
+        return Spread(self.median * factor, self.q25 * factor, self.q75 * factor, self.min * factor,
+                      self.max * factor, self.n)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class Timings:
+    """Seconds per run of each contender, one entry per round; the first contender is the baseline."""
+
+    seconds: dict[str, list[float]]
+
+    @property
+    def baseline(self) -> str:
+        return next(iter(self.seconds))
+
+    def ratios(self, name: str, over: str | None = None) -> list[float]:
+        """Per-round ``t_name / t_over`` (``over`` defaults to the baseline)."""
+        over = over or self.baseline
+        return [b / a for a, b in zip(self.seconds[over], self.seconds[name])]
+
+    def ratio(self, name: str, over: str | None = None) -> Spread:
+        return Spread.of(self.ratios(name, over))
+
+    def spread(self, name: str) -> Spread:
+        return Spread.of(self.seconds[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seconds": {k: Spread.of(v).to_dict() for k, v in self.seconds.items()}}
+        out["ratio_over_" + self.baseline] = {
+            k: self.ratio(k).to_dict() for k in self.seconds if k != self.baseline
+        }
+        return out
+
+
+def interleave(
+    contenders: Mapping[str, Callable[[], Any]],
+    *,
+    warmup: int,
+    repeats: int,
+    device: torch.device,
+) -> Timings:
+    """Warm every contender up, then time one run of each per round, rotating the order.
+
+    Round ``i`` starts at contender ``i mod n`` (two contenders: AB, BA, AB, ...), so no
+    contender always runs first, on a cache another has just warmed, or last, when a burst of
+    load from elsewhere tends to arrive. A baseline shared by several variants is timed once
+    per round, which makes an n-way comparison cheaper than n - 1 separate pairs.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeats):
+        start = i % len(names)
+        for name in names[start:] + names[:start]:
+            seconds[name].append(timed(contenders[name], device))
+    return Timings(seconds)
+
+
+def inference(model: nn.Module, batch: torch.Tensor, device: torch.device, *, amp: bool) -> Callable[[], Any]:
+    """One forward pass of ``model`` in eval mode without autograd (fp16 autocast on CUDA when
+    ``amp``): what serving a batch costs."""
+    model.eval()
+
+    def run() -> Any:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            return model(batch)
+
+    return run
+
+
+def amp_default(device: torch.device, amp: bool | None) -> bool:
+    """Mixed precision as the trainer decides it: on with CUDA, off on CPU, unless told."""
+    return device.type == "cuda" if amp is None else bool(amp and device.type == "cuda")
+
+
+class TrainStep:
+    """One training iteration as :class:`svite_search.train.Trainer` runs it.
+
+    Forward under fp16 autocast and a scaled backward with the gradients unscaled before the
+    optimizer step when ``amp`` (the trainer's CUDA default), plain fp32 otherwise; then
+    ``optimizer.step()`` and the engine's ``step()`` if there is one, timed on its own into
+    :attr:`engine_seconds` (the precise figure of the engine's own cost).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        device: torch.device,
+        *,
+        engine: Any = None,
+        amp: bool = False,
+    ) -> None:
+        self.model, self.optimizer, self.engine = model.train(), optimizer, engine
+        self.images, self.targets, self.device = images, targets, device
+        self.amp = amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.engine_seconds: list[float] = []
+
+    def __call__(self) -> None:
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            loss = F.cross_entropy(self.model(self.images), self.targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # the engine reads unscaled gradients
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        if self.engine is not None:
+            self.engine_seconds.append(timed(self.engine.step, self.device))
+
+
+def random_batch(batch: int, chans: int, pixels: int, classes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, chans, pixels, pixels, generator=generator)
+    targets = torch.randint(0, classes, (batch,), generator=generator)
+    return images.to(device), targets.to(device)
+
+
+@contextlib.contextmanager
+def stopwatch() -> Iterator[Callable[[], float]]:
+    """``with stopwatch() as elapsed: ...; elapsed()`` -> seconds since the block started."""
+    start = time.perf_counter()
+    yield lambda: time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- the record
+
+
+def check(
+    figure: str,
+    value: float | None,
+    *,
+    goal: str | None,
+    met: bool | None,
+    shown: str,
+    spread: Spread | None = None,
+    why_missed: str | None = None,
+) -> dict[str, Any]:
+    """One headline figure of a benchmark with its goal (None: reported, no goal set).
+
+    ``shown`` is the figure as the report prints it; ``why_missed`` is printed only when the
+    goal is missed, so the report always says why a goal was missed and what would close it.
+    """
+    return {
+        "figure": figure,
+        "value": value,
+        "spread": None if spread is None else [spread.q25, spread.q75],
+        "shown": shown,
+        "goal": goal,
+        "met": met,
+        "why_missed": why_missed if met is False else None,
+    }
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """A table for the report, its cells already formatted with their units."""
+    return {"title": title, "columns": list(columns), "rows": [[str(c) for c in row] for row in rows]}
+
+
+def record(
+    name: str,
+    *,
+    title: str,
+    what: str,
+    how: str,
+    checks: list[dict[str, Any]],
+    tables: list[dict[str, Any]],
+    settings: dict[str, Any],
+    machine_info: dict[str, Any],
+    tiny: bool,
+    wall_s: float,
+    notes: Sequence[str] = (),
+    **data: Any,
+) -> dict[str, Any]:
+    """The JSON record of one benchmark run; ``data`` holds its raw figures."""
+    goals = [c["met"] for c in checks if c["met"] is not None]
+    return {
+        "benchmark": name,
+        "title": title,
+        "what": what,
+        "how": how,
+        "checks": checks,
+        "all_meet_goal": all(goals) if goals else None,
+        "tables": tables,
+        "notes": list(notes),
+        "settings": settings,
+        "machine": machine_info | {"load_average_1min_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "tiny": tiny,
+        "wall_s": wall_s,
+        **data,
+    }
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{x * 100:.{digits}f} %"
+
+
+def ms(seconds: float, digits: int = 1) -> str:
+    return f"{seconds * 1e3:,.{digits}f} ms"
+
+
+def secs(seconds: float, digits: int = 2) -> str:
+    return f"{seconds:,.{digits}f} s"
+
+
+def with_iqr(spread: Spread, fmt: Callable[[float], str] = lambda v: f"{v:.3f}") -> str:
+    return f"{fmt(spread.median)} (IQR {fmt(spread.q25)}–{fmt(spread.q75)})"
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def bench_main(
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    description: str,
+    argv: list[str] | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """The shared command line: ``--tiny`` (smoke size), ``--out FILE`` (JSON record; without it
+    the record goes to stdout), ``--device``, ``--threads``, ``--amp/--no-amp``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tiny", action="store_true", help="tiny models, a few repeats (smoke test)")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON record here (default: stdout)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (CPU default 1; 0 = torch's choice)"
+    )
+    parser.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None,
+        help="fp16 autocast (default: on with CUDA, as the trainer does; never on CPU)",
+    )
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    args.device = device
+    previous_threads = torch.get_num_threads()
+    args.threads = set_threads(device, args.threads)
+    args.amp = amp_default(device, args.amp)
+    try:
+        result = run(args)
+    finally:  # a caller in the same process (a test) gets its thread count back
+        torch.set_num_threads(previous_threads)
+    text = json.dumps(result, indent=2, default=str) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        for c in result["checks"]:
+            mark = {True: "met", False: "NOT met", None: "no goal"}[c["met"]]
+            print(f"  {c['figure']}: {c['shown']}  [{c['goal'] or '-'}: {mark}]", file=sys.stderr)
+    return 0
