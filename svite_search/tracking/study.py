@@ -30,6 +30,7 @@ Example::
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -70,12 +71,19 @@ def _state_name(state: Any) -> str:
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
+    """The trial's config with every default filled in (what the run really used), as a mapping.
+    A raw mapping that does not validate is logged as it is."""
     if config is None:
         return {}
     if hasattr(config, "to_dict"):
         return config.to_dict()
     if isinstance(config, Mapping):
-        return dict(config)
+        from ..config import config_from_dict
+
+        try:
+            return config_from_dict(copy.deepcopy(dict(config))).to_dict()
+        except Exception:  # noqa: BLE001 - the trial itself reports why its config is invalid
+            return dict(config)
     raise TypeError(f"config: expected a TrainConfig or a mapping, got {type(config).__name__}")
 
 

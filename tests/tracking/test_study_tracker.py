@@ -171,3 +171,12 @@ def test_density_summary_reads_the_final_weights(tmp_path: Path) -> None:
     assert summary["global_density"] == 0.5 and summary["heads_per_block"] == [1, 2]
     assert weight_densities({"x.weight": torch.ones(2, 2), "x.bias": torch.zeros(2)}) == {"x.weight": 1.0}
     assert density_summary({"layer_density": {"head.weight": 0.25}})["min_layer"] == 0.25
+
+
+def test_a_raw_trial_config_is_logged_resolved(study_dir: Path) -> None:
+    tracker = StudyTracker(study_dir, "tiny-study", SPEC)
+    tracker.start()
+    tracker.trial_started(0, {"method": "svite"}, {"method": "svite", "train": {"epochs": 3}})
+    params = tracker.client.get_run(tracker.trial_runs[0]).data.params
+    assert params["train.epochs"] == "3" and params["train.opt"] == "adamw"  # a default, filled in
+    assert params["sparsity.distribution"] == "erk"
