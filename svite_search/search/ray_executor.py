@@ -44,7 +44,17 @@ from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome, run_trial
 from .progress import SearchMonitor
 from .space import suggest_params
 from .spec import EPOCH_METRICS, StudySpec
-from .study import DRIVER_ATTR, RETRY_ATTR, StudyHandle, driver_id, make_sampler, record_outcome, study_counts
+from .study import (
+    DRIVER_ATTR,
+    INTERRUPTED,
+    RETRY_ATTR,
+    StudyHandle,
+    driver_id,
+    make_sampler,
+    queue_again,
+    record_outcome,
+    study_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +181,16 @@ def distributed_trial(config: dict[str, Any], context: TrialContext) -> None:
 # ----------------------------------------------------------------------------- driver side
 
 
-def outcome_from_result(number: int, result: Mapping[str, Any] | None) -> TrialOutcome:
-    """The outcome a trial reported last; a trial without a final report was stopped early."""
+def outcome_from_result(number: int, result: Mapping[str, Any] | None, *, early_stopping: bool) -> TrialOutcome:
+    """The outcome a trial reported last. A trial that ended without its final report was
+    stopped: by the early-stopping scheduler (PRUNED) or, without one, by an interruption of
+    the search (FAIL, to be rerun)."""
     if result and result.get(FINAL_KEY) and result.get(OUTCOME_KEY):
         return TrialOutcome.from_dict(json.loads(result[OUTCOME_KEY]))
     epoch = int((result or {}).get("epoch") or 0)
-    return TrialOutcome(number, PRUNED, error=f"stopped by the scheduler after epoch {epoch}")
+    if early_stopping:
+        return TrialOutcome(number, PRUNED, error=f"stopped by the scheduler after epoch {epoch}")
+    return TrialOutcome(number, FAIL, error=INTERRUPTED)
 
 
 def _error_text(trial: Any) -> str:
@@ -195,7 +209,7 @@ class StudySearcher(OptunaSearch):
     """``OptunaSearch`` on the study's storage, which also decides how many trials to start and
     records outcomes with their reasons and metrics (see the module docstring)."""
 
-    def __init__(self, handle: StudyHandle, monitor: SearchMonitor, *, parallel: bool) -> None:
+    def __init__(self, handle: StudyHandle, monitor: SearchMonitor, *, parallel: bool, early_stopping: bool) -> None:
         spec = handle.spec
         counts = study_counts(handle.study)
         with warnings.catch_warnings():
@@ -208,7 +222,7 @@ class StudySearcher(OptunaSearch):
                 study_name=spec.name,
                 storage=handle.storage,
             )
-        self.spec, self.monitor = spec, monitor
+        self.spec, self.monitor, self.early_stopping = spec, monitor, early_stopping
         self._finished = counts.finished
         self._waiting = counts.waiting
         self._failures = 0
@@ -265,12 +279,15 @@ class StudySearcher(OptunaSearch):
         if trial_id not in self._live:
             return
         number = self._live.pop(trial_id)
+        ot_trial = self._ot_trials[trial_id]
         if error:
             outcome = TrialOutcome(number, FAIL, error=_error_text(self._tune_trials.get(trial_id)))
         else:
-            outcome = outcome_from_result(number, result)
+            outcome = outcome_from_result(number, result, early_stopping=self.early_stopping)
         try:
-            record_outcome(self._ot_study, self._ot_trials[trial_id], outcome, self.spec)
+            record_outcome(self._ot_study, ot_trial, outcome, self.spec)
+            if outcome.error == INTERRUPTED:
+                queue_again(self._ot_study, number, dict(ot_trial.params))
         except Exception as err:  # never lose the Tune loop over one trial's bookkeeping
             log.warning("trial %d: could not record its outcome: %s: %s", number, type(err).__name__, err)
             outcome = TrialOutcome(number, FAIL, error=f"recording failed: {err}")
@@ -371,12 +388,13 @@ def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = Fals
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our display only
     try:
         ex = spec.executor
-        searcher = StudySearcher(handle, monitor, parallel=ex.max_concurrent != 1)
+        scheduler = _scheduler(spec)
+        searcher = StudySearcher(handle, monitor, parallel=ex.max_concurrent != 1, early_stopping=scheduler is not None)
         tuner = tune.Tuner(
             _trainable(spec, handle.study_dir),
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
-                scheduler=_scheduler(spec),
+                scheduler=scheduler,
                 num_samples=-1,  # the searcher says when the study has enough trials
                 max_concurrent_trials=ex.max_concurrent,
                 reuse_actors=ex.workers_per_trial == 1,

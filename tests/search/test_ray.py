@@ -1,0 +1,91 @@
+"""The Ray executor on a real 2-CPU Ray instance: OptunaSearch on the persistent study."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from optuna.trial import TrialState
+
+from svite_search.search import load_study, run_search, spec_from_dict
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("ray")
+
+
+def test_ray_two_objective_study_then_resume(ray_session: None, tmp_path: Path, tiny_spec: Any) -> None:
+    spec = spec_from_dict(tiny_spec(
+        executor={"kind": "ray", "cpus_per_trial": 1, "max_concurrent": 2},
+        tracking={"enabled": True},
+    ))
+    out = tmp_path / "study"
+    summary = run_search(spec, out, live=False)
+    assert summary["executor"] == "ray"
+    assert summary["trials_complete"] == 4 and summary["trials_failed"] == 0
+    trials = load_study(out).trials
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE and len(t.values) == 2 for t in trials)
+    for t in trials:
+        assert t.user_attrs["world_size"] == 1
+        assert t.user_attrs["top1"] == t.values[0] and t.user_attrs["gmacs"] == t.values[1]
+        assert t.user_attrs["driver"]  # recorded at ask time, for resume
+    assert any((out / "ray").iterdir())  # Tune's results live in the study directory
+
+    # the tracker ran on the driver: one parent run, one finished nested run per trial
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(summary["tracking_uri"])
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id], "tags.`svite.kind` = 'trial'")
+    assert sorted(int(r.data.tags["svite.trial"]) for r in runs) == [0, 1, 2, 3]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+    again = run_search(spec, out, live=False)
+    assert again["trials_run_now"] == 0 and again["trials_complete"] == 4
+    assert len(load_study(out).trials) == 4
+
+
+def test_ray_failing_trials_are_recorded_and_the_study_goes_on(ray_session: None, tmp_path: Path,
+                                                                tiny_spec: Any) -> None:
+    spec = spec_from_dict(tiny_spec(
+        method="dense", sparsity=None, tokens=None,
+        model={"name": "vit_digits", "num_heads": {"choices": [3, 4]}},
+        train={"epochs": 1, "max_steps_per_epoch": 3, "warmup_epochs": 0, "checkpoint": False,
+               "lr": {"choices": [1.0e30, 2.0e-3]}},
+        search={"sampler": "grid"},
+        executor={"kind": "ray", "max_concurrent": 2},
+    ))
+    summary = run_search(spec, tmp_path / "study", live=False)
+    assert summary["trials_complete"] == 1 and summary["trials_failed"] == 3
+    trials = load_study(tmp_path / "study").trials
+    reasons = {tuple(t.params.values()): t.user_attrs.get("fail_reason") for t in trials}
+    assert "divisible" in reasons[(3, 1.0e30)] and "divisible" in reasons[(3, 2.0e-3)]
+    assert reasons[(4, 1.0e30)].startswith("non-finite loss")
+    assert reasons[(4, 2.0e-3)] is None
+
+
+def test_ray_asha_stops_or_completes_every_trial(ray_session: None, tmp_path: Path, tiny_spec: Any) -> None:
+    spec = spec_from_dict(tiny_spec(
+        train={"epochs": 3, "max_steps_per_epoch": 2, "warmup_epochs": 0, "checkpoint": False},
+        executor={"kind": "ray", "max_concurrent": 2, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2},
+    ))
+    summary = run_search(spec, tmp_path / "study", live=False)
+    assert summary["trials_complete"] + summary["trials_pruned"] == 4 and summary["trials_failed"] == 0
+    for t in load_study(tmp_path / "study").trials:
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        if t.state == TrialState.PRUNED:
+            assert "scheduler" in t.user_attrs["pruned_reason"]
+
+
+def test_ray_trial_spanning_two_workers(ray_session: None, tmp_path: Path, tiny_spec: Any) -> None:
+    spec = spec_from_dict(tiny_spec(
+        method="svite", tokens=None,
+        sparsity={"density": {"low": 0.3, "high": 0.7}, "update_interval": 2},
+        data={"dataset": "digits", "batch_size": 32},
+        search={"sampler": "random", "n_trials": 1},
+        executor={"kind": "ray", "workers_per_trial": 2, "cpus_per_trial": 0.5, "max_concurrent": 1},
+    ))
+    summary = run_search(spec, tmp_path / "study", live=False)
+    assert summary["trials_complete"] == 1, load_study(tmp_path / "study").trials[0].user_attrs
+    trial = load_study(tmp_path / "study").trials[0]
+    assert trial.user_attrs["world_size"] == 2  # DDP over two gloo workers
+    assert trial.user_attrs["epochs"] == 2 and trial.user_attrs["density"] == pytest.approx(trial.params["sparsity.density"], abs=0.01)

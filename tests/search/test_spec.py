@@ -1,0 +1,134 @@
+"""Study specs: distributions, validation that names the field, conditional space, grid, hash."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from svite_search.cli import main
+from svite_search.errors import ConfigError
+from svite_search.search import grid_points, spec_from_dict, suggest_params, trial_config
+from svite_search.search.space import applies, initial_queue
+
+
+def test_distributions_follow_the_config_field_types(tiny_spec: Any) -> None:
+    spec = spec_from_dict(tiny_spec(train={"epochs": 2, "lr": {"low": 1e-4, "high": 1e-2, "log": True}}))
+    kinds = {d.key: d.kind for d in spec.distributions}
+    assert kinds == {
+        "method": "categorical",
+        "sparsity.density": "float",
+        "sparsity.head_density": "categorical",
+        "sparsity.update_interval": "int",
+        "tokens.keep_ratio": "float",
+        "train.lr": "float",
+    }
+    assert spec.searched["train.lr"].log
+    assert [o.metric for o in spec.objectives] == ["top1", "gmacs"]
+    assert spec.directions == ["maximize", "minimize"]
+    assert spec.base["method"] == "svite" and spec.base["sparsity"]["density"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"sparsity": {"density": {"low": 0.9, "high": 0.2}}}, "sparsity.density.low"),
+        ({"sparsity": {"density": {"low": 0.2, "high": 1.5}}}, "sparsity.density.high"),
+        ({"sparsity": {"densty": 0.5}}, "sparsity.densty"),
+        ({"sparsity": {"density": {"low": 0.1, "hi": 0.5}}}, "sparsity.density"),
+        ({"sparsity": {"update_interval": {"low": 1, "high": 10, "step": 1.5}}}, "sparsity.update_interval.step"),
+        ({"sparsity": {"decay": {"low": 0, "high": 1}}}, "sparsity.decay"),
+        ({"method": {"choices": ["svite", "sparse"]}}, "method.choices[1]"),
+        ({"train": {"epochs": {"low": 0, "high": 3}}}, "train.epochs.low"),
+        ({"objectives": [{"metric": "accuracy"}]}, "objectives[0].metric"),
+        ({"constraints": ["gmacs < 1"]}, "constraints[0]"),
+        ({"search": {"sampler": "cmaes"}}, "search.sampler"),
+        ({"search": {"enqueue": [{"train": {"lr": 0.1}}]}}, "search.enqueue[0].train.lr"),
+        ({"search": {"enqueue": [{"sparsity": {"density": 0.95}}]}}, "search.enqueue[0].sparsity.density"),
+        ({"executor": {"cpus_per_trial": 0}}, "executor.cpus_per_trial"),
+        ({"executor": {"gpus": 1}}, "executor.gpus"),
+        ({"search": {"pruner": "median"}}, "search.pruner"),
+        ({"search": {"sampler": "grid"}}, "sparsity.density"),
+        ({"learning_rate": 0.1}, "learning_rate"),
+    ],
+)
+def test_spec_errors_name_the_field(change: dict, field: str, tiny_spec: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        spec_from_dict(tiny_spec(**change))
+    assert info.value.field == field
+
+
+def test_cli_spec_error_exits_2_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_spec: Any, write_spec: Any) -> None:
+    path = write_spec(tmp_path, tiny_spec(sparsity={"density": {"low": 0.2, "high": 1.5}}))
+    assert main(["search", str(path), "--out", str(tmp_path / "study"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "sparsity.density.high" in captured.err
+    assert captured.out == ""
+    assert not (tmp_path / "study").exists()  # nothing ran
+    assert main(["search", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_conditional_parameters_are_sampled_only_where_they_matter(tiny_spec: Any) -> None:
+    spec = spec_from_dict(tiny_spec(method={"choices": ["dense", "svite", "s2vite"]},
+                                    tokens={"keep_ratio": {"low": 0.5, "high": 1.0}, "tau_start": {"low": 5, "high": 10}}))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        params = suggest_params(trial, spec)
+        method = params["method"]
+        seen.add(method)
+        assert ("sparsity.density" in params) == (method == "svite")
+        assert ("sparsity.head_density" in params) == (method == "s2vite")
+        assert ("sparsity.update_interval" in params) == (method != "dense")
+        assert ("tokens.tau_start" in params) == (params["tokens.keep_ratio"] < 1.0)
+        cfg = trial_config(spec, params, name="t")
+        assert cfg.method == method and not cfg.tracking.enabled
+        study.tell(trial, 0.0)
+    assert seen == {"dense", "svite", "s2vite"}
+    assert not applies(spec, "sparsity.mlp_density", {"method": "svite"})
+
+
+def test_grid_enumerates_each_configuration_once(tiny_spec: Any) -> None:
+    spec = spec_from_dict(tiny_spec(
+        sparsity={"density": {"choices": [0.3, 0.6]}, "head_density": {"choices": [0.5, 1.0]},
+                  "update_interval": {"low": 2, "high": 4, "step": 2}},
+        tokens={"keep_ratio": 1.0},
+        search={"sampler": "grid", "enqueue": [{"method": "svite", "sparsity": {"density": 0.6, "update_interval": 2}}]},
+    ))
+    points = grid_points(spec)
+    # svite: 2 densities x 2 intervals; s2vite: 2 head densities x 2 intervals; no dense duplicates
+    assert len(points) == 8
+    assert len({tuple(sorted(p.items())) for p in points}) == 8
+    assert all(("sparsity.density" in p) == (p["method"] == "svite") for p in points)
+    queue = initial_queue(spec)
+    assert len(queue) == 8 and queue[0] == {"method": "svite", "sparsity.density": 0.6, "sparsity.update_interval": 2}
+    assert spec.n_trials == 8  # the grid's size by default
+    with pytest.raises(ConfigError, match="exceeds the grid"):
+        spec_from_dict({**spec.raw, "search": {"sampler": "grid", "n_trials": 9}})
+
+
+def test_constraints_and_single_objective(tiny_spec: Any) -> None:
+    spec = spec_from_dict(tiny_spec(objectives=["top1"], constraints=["gmacs <= 0.001", {"metric": "density", "min": 0.3}]))
+    assert spec.directions == ["maximize"]
+    gmacs, density = spec.constraints
+    assert gmacs.violation(0.0008) < 0 < gmacs.violation(0.002)
+    assert density.violation(0.5) < 0 < density.violation(0.2)
+
+
+def test_spec_hash_ignores_how_long_and_where_a_study_runs(tiny_spec: Any) -> None:
+    base = spec_from_dict(tiny_spec())
+    assert base.with_settings(n_trials=10, executor="ray").spec_hash == base.spec_hash
+    assert spec_from_dict(tiny_spec(executor={"kind": "ray", "max_concurrent": 2})).spec_hash == base.spec_hash
+    changed = spec_from_dict(tiny_spec(sparsity={"density": {"low": 0.3, "high": 0.8}}))
+    assert changed.spec_hash != base.spec_hash
+
+
+def test_quickstart_spec_is_valid() -> None:
+    from svite_search.search import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "studies" / "quickstart.yaml")
+    assert spec.executor.kind == "ray" and spec.executor.max_concurrent == 2
+    assert {"method", "tokens.keep_ratio", "sparsity.density", "sparsity.head_density"} <= set(spec.searched)
+    assert set(spec.searched["method"].choices) >= {"svite", "s2vite"}
