@@ -1,0 +1,66 @@
+"""Fixtures of the reliability suite (helpers live in :mod:`reliability_support`)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from reliability_support import CRASH_SPEC, run_cli, write_yaml
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow sqlite store: creating one runs migrations for seconds, a copy
+    of it is the same store at once."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def new_study_dir(tmp_path: Path, mlflow_template: Path) -> Callable[[str], Path]:
+    """``new_study_dir(name)``: a study directory under ``tmp_path`` holding an empty MLflow store."""
+
+    def make(name: str = "study") -> Path:
+        directory = tmp_path / name
+        directory.mkdir()
+        shutil.copy(mlflow_template, directory / "mlflow.db")
+        return directory
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def reference_study(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> Path:
+    """:data:`CRASH_SPEC` run once, uninterrupted, by a real ``svite-search search`` process:
+    the baseline that interrupted runs and the determinism check compare against. Tests must
+    not write into it (copy it first)."""
+    root = tmp_path_factory.mktemp("reference")
+    spec = write_yaml(root / "crash.yaml", CRASH_SPEC)
+    study_dir = root / "study"
+    study_dir.mkdir()
+    shutil.copy(mlflow_template, study_dir / "mlflow.db")
+    done = run_cli("search", spec, "--out", study_dir, "--no-progress", "--json", cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return study_dir
+
+
+@pytest.fixture
+def crash_spec_file(tmp_path: Path) -> Path:
+    return write_yaml(tmp_path / "crash.yaml", CRASH_SPEC)
+
+
+@pytest.fixture
+def copy_of(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """``copy_of(study_dir)``: a private copy of a (session-scoped) study directory."""
+
+    def make(source: Path) -> Path:
+        target = tmp_path / f"copy-of-{source.name}"
+        shutil.copytree(source, target)
+        return target
+
+    yield make

@@ -1,0 +1,105 @@
+"""Faulty ViTs for the reliability tests, plugged in through timm's model registry.
+
+``svite-search`` accepts any registered timm ViT as ``model.name``, so registering a model is
+the supported way to put a fault inside a trial without touching the product's code: these
+models train normally until their second training forward pass, then raise.
+
+=====================  ==========================================================
+``rel_vit_ok``         never fails
+``rel_vit_raise``      ``RuntimeError`` (a bug in user code, a broken batch)
+``rel_vit_oom``        ``torch.OutOfMemoryError`` (what CUDA raises when it is full)
+``rel_vit_memory``     ``MemoryError`` (what the host raises when it is full)
+=====================  ==========================================================
+
+Leak check: every model is kept in a weak set; when a model is built, the ones whose fault
+fired earlier must already be gone (the failed trial released its model, optimizer state and
+engine). Each build appends ``{"model": name, "leaked": n}`` to the JSON-lines file named by
+``REL_FAULT_LOG`` when that is set.
+
+``python fault_models.py ARGS`` runs ``svite-search ARGS`` with these models registered.
+"""
+from __future__ import annotations
+
+import gc
+import inspect
+import json
+import os
+import weakref
+from typing import Any
+
+import svite_search  # noqa: F401  (the torchvision import guard runs before timm)
+import torch
+from timm.models import register_model
+from timm.models.vision_transformer import VisionTransformer
+
+FAULT_AFTER_FORWARDS = 1  # the fault fires on the second training forward pass
+FAULTS = {
+    "rel_vit_ok": None,
+    "rel_vit_raise": lambda: RuntimeError("injected fault: the forward pass raised"),
+    "rel_vit_oom": lambda: torch.OutOfMemoryError("injected fault: CUDA out of memory. Tried to allocate 20.00 GiB"),
+    "rel_vit_memory": lambda: MemoryError("injected fault: host memory exhausted"),
+}
+_LIVE: "weakref.WeakSet[FaultyViT]" = weakref.WeakSet()
+
+
+class FaultyViT(VisionTransformer):
+    """A timm ViT whose training forward raises ``fault()`` once it has run a few times."""
+
+    def __init__(self, fault: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fault = fault
+        self.fired = False
+        self.training_forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.fault is not None:
+            if self.training_forwards >= FAULT_AFTER_FORWARDS:
+                self.fired = True
+                raise self.fault()
+            self.training_forwards += 1
+        return super().forward(x)
+
+
+def _log_build(name: str) -> None:
+    gc.collect()
+    leaked = sum(1 for model in list(_LIVE) if model.fired)
+    path = os.environ.get("REL_FAULT_LOG")
+    if path:
+        with open(path, "a") as handle:
+            handle.write(json.dumps({"model": name, "leaked": leaked}) + "\n")
+
+
+def _build(name: str, kwargs: dict[str, Any]) -> FaultyViT:
+    _log_build(name)
+    accepted = inspect.signature(VisionTransformer.__init__).parameters
+    shape = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
+    shape.update({k: v for k, v in kwargs.items() if k in accepted})  # not timm's pretrained_cfg, cache_dir
+    model = FaultyViT(FAULTS[name], **shape)
+    _LIVE.add(model)
+    return model
+
+
+@register_model
+def rel_vit_ok(pretrained: bool = False, **kwargs: Any) -> FaultyViT:
+    return _build("rel_vit_ok", kwargs)
+
+
+@register_model
+def rel_vit_raise(pretrained: bool = False, **kwargs: Any) -> FaultyViT:
+    return _build("rel_vit_raise", kwargs)
+
+
+@register_model
+def rel_vit_oom(pretrained: bool = False, **kwargs: Any) -> FaultyViT:
+    return _build("rel_vit_oom", kwargs)
+
+
+@register_model
+def rel_vit_memory(pretrained: bool = False, **kwargs: Any) -> FaultyViT:
+    return _build("rel_vit_memory", kwargs)
+
+
+if __name__ == "__main__":
+    from svite_search.cli import main
+
+    raise SystemExit(main())

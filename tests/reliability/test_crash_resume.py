@@ -1,0 +1,95 @@
+"""Crash and resume: ``svite-search search`` SIGKILLed at several points, then the same command
+run again, must end exactly like a run that was never interrupted.
+
+The kill points are found by watching the study directory from outside (the Optuna sqlite
+file, the trial checkpoints, the report folder), as an operator or a scheduler would see it:
+
+* ``during_trial``: trial 1 has written its first epoch checkpoint and is still training;
+* ``after_trial_complete``: the moment Optuna records trial 0 COMPLETE, while the driver is
+  still closing its MLflow run and starting trial 1;
+* ``during_report``: every trial is done and the report folder has just appeared.
+
+Nothing may be lost or counted twice: the completed trials keep their results, the interrupted
+one is FAIL with a reason in Optuna and MLflow and is rerun from its checkpoint (so its rerun
+scores exactly what the uninterrupted reference run scored), and the final stores and report
+agree (:func:`reliability_support.assert_study_consistent`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reliability_support import (
+    CRASH_SPEC,
+    assert_study_consistent,
+    load_trials,
+    mlflow_runs,
+    result_of,
+    run_cli,
+    sigkill,
+    start_cli,
+    trial_states,
+    wait_for,
+)
+
+N_TRIALS = CRASH_SPEC["search"]["n_trials"]
+
+
+def _kill_point(name: str, study: Path):
+    if name == "during_trial":
+        return lambda: trial_states(study).get(1) == "RUNNING" and (study / "trials" / "1" / "last.pt").is_file()
+    if name == "after_trial_complete":
+        return lambda: trial_states(study).get(0) == "COMPLETE"
+    if name == "during_report":
+        return lambda: (study / "report").is_dir()
+    raise ValueError(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["during_trial", "after_trial_complete", "during_report"])
+def test_sigkill_then_rerun_loses_nothing(point: str, tmp_path: Path, new_study_dir, crash_spec_file: Path,
+                                         reference_study: Path) -> None:
+    study = new_study_dir("study")
+    args = ("search", crash_spec_file, "--out", study, "--no-progress")
+    proc = start_cli(*args, cwd=tmp_path, log=tmp_path / "killed.log")
+    wait_for(_kill_point(point, study), proc)
+    sigkill(proc)
+
+    before = {t.number: t for t in load_trials(study)}
+    done_before = {n: result_of(t) for n, t in before.items() if t.state.name == "COMPLETE"}
+    running_before = sorted(n for n, t in before.items() if t.state.name == "RUNNING")
+    if point == "during_trial":
+        assert running_before == [1]
+        assert done_before.keys() == {0}
+
+    rerun = run_cli(*args, "--json", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Traceback" not in rerun.stderr
+
+    trials = assert_study_consistent(study, N_TRIALS)
+    after = {t.number: t for t in trials}
+    # nothing completed is lost or changed
+    for number, result in done_before.items():
+        assert after[number].state.name == "COMPLETE"
+        assert result_of(after[number]) == result
+    # a trial the kill interrupted is failed with the reason, in Optuna and in MLflow
+    _, runs = mlflow_runs(study)
+    run_of = {int(r.data.tags["svite.trial"]): r for r in runs}
+    for number in running_before:
+        assert after[number].state.name == "FAIL"
+        assert "interrupted" in after[number].user_attrs["fail_reason"]
+        assert run_of[number].info.status == "FAILED"
+        assert run_of[number].data.tags.get("svite.error")
+        reruns = [t for t in trials if t.user_attrs.get("retry_of") == number]
+        assert len(reruns) == 1 and reruns[0].state.name == "COMPLETE"
+    # every trial that ran as in the uninterrupted run scored exactly what it scored there
+    reference = {t.number: result_of(t) for t in load_trials(reference_study)}
+    for t in trials:
+        if t.state.name != "COMPLETE":
+            continue
+        source = t.user_attrs.get("retry_of", t.number)
+        if source in reference and reference[source]["params"] == dict(t.params):
+            assert result_of(t) == reference[source], f"trial {t.number} (as reference trial {source})"
+    first_sampled = min(running_before + [N_TRIALS])
+    assert all(result_of(after[n]) == reference[n] for n in range(first_sampled) if n in done_before)
