@@ -40,7 +40,7 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome, run_trial
+from .objective import FAIL, PRUNED, TrialOutcome, run_trial
 from .progress import SearchMonitor
 from .space import suggest_params
 from .spec import EPOCH_METRICS, StudySpec

@@ -175,7 +175,7 @@ class SearchSettings:
     enqueue: list = _field(default_factory=list, help="parameter sets to run first")
     storage: str | None = _field(None, help="database URL of the Optuna storage (default: sqlite in the study dir)")
     pruner: str = _field("none", choices=PRUNERS, help="local executor, single objective only")
-    max_failures: int | None = _field(None, ge=0, help="stop after this many failed trials in one run (default n_trials)")
+    max_failures: int | None = _field(None, ge=1, help="stop after this many failed trials in one run (default n_trials)")
     latency: LatencySettings = _field(default_factory=LatencySettings)
 
 

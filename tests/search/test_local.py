@@ -11,7 +11,6 @@ from optuna.trial import TrialState
 
 from svite_search.cli import main
 from svite_search.search import load_spec, load_study, run_search, spec_from_dict
-from svite_search.search.study import INTERRUPTED
 
 pytestmark = pytest.mark.slow
 
@@ -128,3 +127,41 @@ def test_single_objective_with_pruner_and_constraint(tmp_path: Path, tiny_spec: 
         assert t.constraints == {"gmacs <= 0.0015": pytest.approx(t.user_attrs["gmacs"] - 0.0015)}
     feasible = [t.number for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.user_attrs["gmacs"] <= 0.0015]
     assert {p["number"] for p in summary["pareto"]} <= set(feasible)
+
+
+def test_storage_url_from_the_environment(tmp_path: Path, tiny_spec: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = tmp_path / "shared" / "optuna.db"
+    shared.parent.mkdir()
+    monkeypatch.setenv("SVITE_STORAGE_URL", f"sqlite:///{shared}")
+    spec = spec_from_dict(tiny_spec(search={"sampler": "random", "n_trials": 1}, tokens=None))
+    summary = run_search(spec, tmp_path / "study", live=False)
+    assert summary["trials_complete"] == 1 and summary["storage"] == "database"
+    assert shared.is_file() and not (tmp_path / "study" / "optuna.db").exists()
+    assert len(load_study(tmp_path / "study").trials) == 1  # found again through the environment
+    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{shared}").trials) == 1
+
+
+def test_demo_command_runs_a_spec_and_says_where_things_are(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           tiny_spec: Any, write_spec: Any) -> None:
+    path = write_spec(tmp_path, tiny_spec(tokens=None))
+    code = main(["demo", "--spec", str(path), "--executor", "local", "--trials", "1", "--out", str(tmp_path / "d"),
+                 "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "demo finished" in out and "Optuna study:" in out and str(tmp_path / "d") in out
+    assert load_spec(path).name == "tiny"
+
+
+def test_latency_objective_is_measured_on_the_slim_model(tmp_path: Path, tiny_spec: Any) -> None:
+    spec = spec_from_dict(tiny_spec(
+        method="s2vite", tokens=None,
+        objectives=["top1", "latency_ms"],
+        sparsity={"head_density": {"choices": [0.5]}, "mlp_density": 0.5},
+        search={"sampler": "random", "n_trials": 1, "latency": {"repeats": 3, "warmup": 1}},
+    ))
+    assert spec.needs_latency and spec.directions == ["maximize", "minimize"]
+    run_search(spec, tmp_path / "study", live=False)
+    trial = load_study(tmp_path / "study").trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.values[1] == trial.user_attrs["latency_ms"] > 0
+    assert trial.user_attrs["heads_per_block"] == [2, 2, 2, 2]
