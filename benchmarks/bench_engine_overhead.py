@@ -69,7 +69,7 @@ TINY_CONFIGS = {
 }
 
 WHY_MISSED = (
-    "the per-step masking (one foreach multiply over the weights and one over both Adam moments) or "
+    "The per-step masking (one foreach multiply over the weights and one over both Adam moments) or "
     "the update spread over ΔT costs more than 5 % of a step this small, or load from other "
     "processes moved the median (compare the engine-only ratio, which is free of that noise). "
     "Closing it: mask the gradients before the optimizer step on non-update steps, which keeps "

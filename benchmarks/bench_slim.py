@@ -42,7 +42,7 @@ CONFIGS = ((0.7, 0.6), (0.5, 0.5))  # (head_density, mlp_density)
 BATCHES = (1, 32)
 GOAL = 0.8  # time saving / MACs saving
 WHY_MISSED = (
-    "the slim widths leave the matmuls less efficient per MAC than the dense ones (e.g. 921 MLP "
+    "The slim widths leave the matmuls less efficient per MAC than the dense ones (e.g. 921 MLP "
     "neurons, not a multiple of the kernel's vector width, and fewer heads per attention call), and "
     "the parts that do not shrink (patch embedding, norms, softmax, the classifier) weigh more at "
     "batch 1. Closing it: round kept neuron counts to a multiple of 8/16 when budgeting, or re-run "

@@ -39,7 +39,7 @@ from svite_search.metrics.flops import vit_macs  # noqa: E402
 PAPER_TOKENS = (187, 177, 138, 99)  # of 197, class token included
 GOAL = 0.8  # time saving / MACs saving
 WHY_MISSED = (
-    "the parts whose cost does not fall with the sequence length (patch embedding and scoring all "
+    "The parts whose cost does not fall with the sequence length (patch embedding and scoring all "
     "196 patches, the gather, the classifier) are a larger share when few tokens are dropped, and "
     "a 5-10 % saving is within the noise of a shared machine. Closing it: more timed rounds on a "
     "quiet machine, or a larger batch so fixed per-call costs weigh less."

@@ -1,0 +1,245 @@
+"""Run the benchmark suite and write one report: ``results.json`` and ``README.md``.
+
+Each benchmark runs in its own Python process (its own threads, memory and Ray instance, so one
+cannot slow or break the next) and hands back a JSON record (see ``benchkit.record``). This
+script collects the records into ``results.json`` and renders ``README.md``: the machine, a
+summary of every goal with whether it is met, and per benchmark its figures, tables and notes.
+A benchmark that crashes is reported as such and the others still run.
+
+Usage::
+
+    python benchmarks/run_all.py                      # all, writes reports/benchmarks/ (make bench)
+    python benchmarks/run_all.py --only slim          # one benchmark; the others' results are kept
+    python benchmarks/run_all.py --tiny --out-dir /tmp/bench   # smoke size, seconds per benchmark
+    python benchmarks/run_all.py --device cuda        # on a GPU: reports/benchmarks/gpu-<name>/
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+REPORT_DIR = REPO / "reports" / "benchmarks"
+
+#: name -> (script, runs on the --device given, uses the search executor)
+BENCHMARKS: dict[str, tuple[str, bool, bool]] = {
+    "engine_overhead": ("bench_engine_overhead.py", True, False),
+    "topology_update": ("bench_topology_update.py", True, False),
+    "slim": ("bench_slim.py", True, False),
+    "tokens": ("bench_tokens.py", True, False),
+    "harness": ("bench_harness.py", False, True),
+    "concurrency": ("bench_concurrency.py", False, True),
+}
+#: the environment `make` gives every command (quiet telemetry, no display)
+ENV_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0", "MPLBACKEND": "Agg",
+                "PYTHONUNBUFFERED": "1"}
+BUDGET_S = 15 * 60
+STATUS = {True: "met", False: "**not met**", None: "reported (no goal)"}
+
+
+def default_out_dir(device: str, tiny: bool) -> Path:
+    if tiny:
+        return Path(tempfile.gettempdir()) / "svite-bench-tiny"
+    if device.startswith("cuda"):
+        import torch
+
+        name = torch.cuda.get_device_name(torch.device(device)) if torch.cuda.is_available() else "cuda"
+        return REPORT_DIR / ("gpu-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"))
+    return REPORT_DIR
+
+
+def run_benchmark(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One benchmark in its own process; its record, or an error record if it failed."""
+    script, on_device, uses_executor = BENCHMARKS[name]
+    out = work / f"{name}.json"
+    command = [sys.executable, str(HERE / script), "--out", str(out)]
+    if args.tiny:
+        command.append("--tiny")
+    if on_device:
+        command += ["--device", args.device]
+    if uses_executor and args.executor:
+        command += ["--executor", args.executor]
+    env = {**ENV_DEFAULTS, **os.environ}
+    print(f"== {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(command, env=env, cwd=REPO, timeout=args.timeout, stdout=sys.stderr)
+        error = None if proc.returncode == 0 else f"exited with status {proc.returncode}"
+    except subprocess.TimeoutExpired:
+        error = f"killed after {args.timeout} s"
+    wall = time.perf_counter() - started
+    if error is None and out.is_file():
+        record = json.loads(out.read_text())
+        record["process_wall_s"] = wall
+        return record
+    return {"benchmark": name, "title": name, "error": error or "wrote no record", "process_wall_s": wall,
+            "checks": [], "tables": [], "notes": []}
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _row(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = [_row(columns), _row(["---"] * len(columns))]
+    lines += [_row(r) for r in rows]
+    return "\n".join(lines)
+
+
+def _load(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def machine_lines(machine: dict[str, Any]) -> list[str]:
+    gpu = machine.get("gpu")
+    gpu_text = "none" if not gpu else f"{gpu['name']} ×{gpu['count']} ({gpu['memory_gib']} GiB, CUDA {gpu['cuda']})"
+    cores = machine.get("cpu_physical_cores")
+    return [
+        f"- CPU: {machine.get('cpu_model')}, {cores if cores else '?'} physical cores, "
+        f"{machine.get('cpu_logical')} logical CPUs ({machine.get('cpu_usable')} usable by this process)",
+        f"- GPU: {gpu_text}; benchmarks ran on: {machine.get('device')}",
+        f"- torch {machine.get('torch')}, timm {machine.get('timm')}, Python {machine.get('python')}, "
+        f"{machine.get('platform')}",
+        f"- torch intra-op threads while timing: {machine.get('timing_threads', 'see each benchmark')}",
+        f"- date: {machine.get('date')}; 1-minute load average at the start: {_load(machine.get('load_average_1min'))}",
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    """The Markdown report of a suite's ``results.json`` content."""
+    suite = results["suite"]
+    records = [results["benchmarks"][n] for n in BENCHMARKS if n in results["benchmarks"]]
+    lines = [
+        f"# Benchmark results ({suite['machine'].get('device', 'cpu')})",
+        "",
+        f"Generated by `{suite['command']}` (`make bench`); suite wall time {suite['wall_s'] / 60:.1f} min"
+        + (" — **tiny smoke sizes, not results**" if suite.get("tiny") else "") + ".",
+        "How to read the figures: [benchmarks/README.md](../../benchmarks/README.md). In short: every "
+        "comparison ran in one process, A and B interleaved in rotating order after warm-up; a ratio "
+        "is the median over rounds of t_B / t_A with its interquartile range (IQR). Absolute times "
+        "hold for this machine only.",
+        "",
+        "## Machine",
+        "",
+        *machine_lines(suite["machine"]),
+        "",
+        "## Goals",
+        "",
+    ]
+    summary_rows = []
+    for record in records:
+        if record.get("error"):
+            summary_rows.append([record["title"], "—", "—", f"**failed: {record['error']}**"])
+        for c in record["checks"]:
+            summary_rows.append([c["figure"], c["shown"], c["goal"] or "—", STATUS[c["met"]]])
+    lines += [markdown_table(["figure", "measured", "goal", "status"], summary_rows), ""]
+    for record in records:
+        lines += ["", f"## {record['title']}", ""]
+        if record.get("error"):
+            lines += [f"**This benchmark failed: {record['error']}.** Run it alone to see why "
+                      f"(`python benchmarks/run_all.py --only {record['benchmark']}`).", ""]
+            continue
+        machine = record.get("machine", {})
+        lines += [
+            record["what"],
+            "",
+            f"*How:* {record['how']}",
+            "",
+            f"*Measured:* {machine.get('date')} on {machine.get('device')} ({machine.get('cpu_model')}), "
+            f"{record['settings'].get('threads', machine.get('torch_threads'))} intra-op thread(s), 1-minute load "
+            f"average {_load(machine.get('load_average_1min'))} → {_load(machine.get('load_average_1min_after'))}; "
+            f"{record['wall_s']:.0f} s measuring, {record.get('process_wall_s', record['wall_s']):.0f} s in all.",
+            "",
+        ]
+        if record["checks"]:
+            lines += [markdown_table(
+                ["figure", "measured", "goal", "status"],
+                [[c["figure"], c["shown"], c["goal"] or "—", STATUS[c["met"]]] for c in record["checks"]],
+            ), ""]
+        for t in record["tables"]:
+            lines += [f"**{t['title']}**", "", markdown_table(t["columns"], t["rows"]), ""]
+        for note in record.get("notes", []):
+            lines += [f"- {note}"]
+        missed = [c for c in record["checks"] if c["met"] is False]
+        if missed:
+            lines += ["", "**Goal missed.** Why, and what would close it: " + " ".join(sorted({c["why_missed"] for c in missed if c["why_missed"]}))]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out_dir / "README.md").write_text(render(results))
+
+
+def suite_machine(device: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The machine as the first benchmark saw it (they all ran here), with the timing threads."""
+    measured = [r for r in records if r.get("machine")]
+    machine = dict(measured[0]["machine"]) if measured else {"device": device}
+    threads = sorted({str(r["settings"].get("threads")) for r in measured if r.get("settings", {}).get("threads")})
+    machine["timing_threads"] = ", ".join(threads) if threads else "see each benchmark"
+    return machine
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
+                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test, not results")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default: reports/benchmarks (CPU), reports/benchmarks/gpu-<name> (CUDA); "
+                        "--tiny: a temporary directory")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (the model benchmarks)")
+    parser.add_argument("--executor", choices=("ray", "local"), default=None,
+                        help="executor of the harness and concurrency studies (default: ray)")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds before a benchmark is stopped")
+    args = parser.parse_args(argv)
+    out_dir = args.out_dir or default_out_dir(args.device, args.tiny)
+    names = args.only or list(BENCHMARKS)
+    results_file = out_dir / "results.json"
+    previous: dict[str, Any] = {}
+    if args.only and results_file.is_file():  # keep the other benchmarks' last results
+        previous = json.loads(results_file.read_text()).get("benchmarks", {})
+    started = time.perf_counter()
+    records: dict[str, Any] = dict(previous)
+    with tempfile.TemporaryDirectory(prefix="svite-bench-") as work:
+        for name in names:
+            records[name] = run_benchmark(name, args, Path(work))
+    wall = time.perf_counter() - started
+    command = "python benchmarks/run_all.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    results = {
+        "suite": {
+            "command": command,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "tiny": args.tiny,
+            "ran": names,
+            "wall_s": wall,
+            "budget_s": BUDGET_S,
+            "machine": suite_machine(args.device, [records[n] for n in names]),
+        },
+        "benchmarks": {n: records[n] for n in BENCHMARKS if n in records},
+    }
+    write_report(results, out_dir)
+    failed = [n for n in names if records[n].get("error")]
+    missed = [c["figure"] for n in names for c in records[n]["checks"] if c["met"] is False]
+    print(f"suite: {len(names)} benchmark(s) in {wall / 60:.1f} min (budget {BUDGET_S // 60} min); "
+          f"{len(missed)} goal(s) missed; {len(failed)} failed; report: {out_dir / 'README.md'}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
