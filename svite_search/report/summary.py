@@ -54,6 +54,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def _signed(value: float | None, digits: int = 2) -> str:
     if value is None or not math.isfinite(value):
         return "—"
+    value = round(value, digits) + 0.0  # no "-0.00"
     return f"{value:+.{digits}f}".replace("-", "−")
 
 
@@ -132,6 +133,9 @@ def pareto_section(frame: pd.DataFrame, objectives: Sequence[Objective], baselin
         rows.append(row)
     lines = ["## Pareto front", "", "Trials no other trial beats on every objective at once (pareto.csv, pareto.png, "
              "pareto.html)."]
+    if seed_columns(frame):
+        lines.append("These are single trials, and a lucky seed can put one here: compare settings by their means "
+                     "over seeds (next section).")
     if baseline is not None:
         who = ", ".join(f"#{n}" for n in baseline["numbers"])
         source = f"mean of trials {who}" if baseline["n"] > 1 else f"trial {who}"
@@ -182,19 +186,34 @@ def savings_section(frame: pd.DataFrame, x: Objective, y: Objective, baseline: d
             markdown_table(headers, rows) if rows else "_No sparse trial completed._", ""]
 
 
-def seeds_section(frame: pd.DataFrame, x: Objective, y: Objective, baseline: dict[str, Any] | None) -> list[str]:
-    """Each setting's mean and spread over seeds, when the study varies a seed: single trials of
-    a small task differ by noise, the means are what compare."""
-    seeds = [c for c in frame.columns if c.startswith("params.") and c.endswith("seed") and frame[c].nunique() > 1]
+def seed_columns(frame: pd.DataFrame) -> list[str]:
+    """The sampled seed parameters that take more than one value (``params.train.seed``)."""
+    return [c for c in frame.columns if c.startswith("params.") and c.endswith("seed") and frame[c].nunique() > 1]
+
+
+def seed_groups(frame: pd.DataFrame, x: Objective, y: Objective) -> list[pd.DataFrame]:
+    """Completed trials grouped by everything they were given except the seed."""
+    seeds = seed_columns(frame)
     done = frame[(frame["state"] == "COMPLETE")].dropna(subset=[x.metric, y.metric])
     if not seeds or done.empty:
         return []
     keys = ["variant"] + [c for c in frame.columns if c.startswith("params.") and c not in seeds]
     grouped = done.assign(**{k: done[k].astype(str) for k in keys}).groupby(keys, sort=False, dropna=False)
+    return [done.loc[part.index] for _, part in grouped]
+
+
+def seeds_section(frame: pd.DataFrame, x: Objective, y: Objective, baseline: dict[str, Any] | None) -> list[str]:
+    """Each setting's mean and spread over seeds, when the study varies a seed: single trials of
+    a small task differ by noise, the means are what compare."""
+    seeds = seed_columns(frame)
+    groups = seed_groups(frame, x, y)
+    if not groups:
+        return []
+    done = pd.concat(groups)
     factor, unit = macs_unit(done[x.metric].tolist()) if x.metric == "gmacs" else (1.0, x.metric)
     rows = []
-    for _, part in grouped:
-        first = done.loc[part.index[0]]
+    for part in groups:
+        first = part.iloc[0]
         mean, spread = float(part[y.metric].mean()), float(part[y.metric].std(ddof=1)) if len(part) > 1 else math.nan
         cost = float(part[x.metric].mean())
         row = [first["variant"], settings_text(first, skip=["method", *(c[len("params."):] for c in seeds)]) or "—", len(part),
@@ -233,6 +252,32 @@ def importance_section(importances: pd.DataFrame, reason: str | None, top: int =
     return lines + ["", "Optuna's importance evaluator (importances.csv); with few trials, read these as hints.", ""]
 
 
+def _observed_at_scale(frame: pd.DataFrame) -> str:
+    """One sentence on what this run measured, in terms of the seed-to-seed noise."""
+    x, y = Objective("gmacs", "minimize"), Objective("top1", "maximize")
+    if not {"gmacs", "top1"} <= set(frame.columns):
+        return ""
+    groups = seed_groups(frame, x, y)
+    dense = [g for g in groups if g["variant"].iloc[0] == "dense"]
+    if not groups or not dense:
+        return ""
+    spreads = [float(g["top1"].max() - g["top1"].min()) for g in groups if len(g) > 1]
+    dense_mean = float(dense[0]["top1"].mean())
+    noise = max(spreads) if spreads else 0.0
+    sparse = [g for g in groups if g["variant"].iloc[0] != "dense"]
+    close = [g for g in sparse if float(g["top1"].mean()) >= dense_mean - noise / 2]
+    text = (f"Measured here: the same setting moves by up to {noise:.2f} points from one seed to the other "
+            f"(median {sorted(spreads)[len(spreads) // 2]:.2f}). {len(close)} of {len(sparse)} sparse settings average "
+            f"within {noise / 2:.2f} points (half that spread) of the dense mean, {dense_mean:.2f}")
+    if close:
+        best = min(close, key=lambda g: float(g["gmacs"].mean()))
+        saving = 100 * (1 - float(best["gmacs"].mean()) / float(dense[0]["gmacs"].mean()))
+        text += (f"; the cheapest of them, {best['variant'].iloc[0]} "
+                 f"({settings_text(best.iloc[0], skip=['method', *(c[len('params.'):] for c in seed_columns(frame))])}), "
+                 f"saves {saving:.1f} % of the MACs")
+    return text + "."
+
+
 def scale_note(spec: Mapping[str, Any], frame: pd.DataFrame) -> list[str]:
     """What a toy-scale study (embedded digits, synthetic data, tiny presets) shows and does not."""
     dataset = str(_get(spec, "data.dataset") or "")
@@ -251,6 +296,9 @@ def scale_note(spec: Mapping[str, Any], frame: pd.DataFrame) -> list[str]:
         )
     else:
         lines.append(f"This study trains `{model or 'a preset'}` on `{dataset}` data at a size meant for a CPU.")
+    observed = _observed_at_scale(frame)
+    if observed:
+        lines += ["", observed]
     lines += [
         "",
         "**It shows** that every method and setting of the grid runs end to end through the same code the ImageNet "

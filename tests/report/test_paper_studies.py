@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from svite_search.errors import UserInputError
+
 from svite_search.search import load_spec
 from svite_search.search.space import initial_queue, trial_config
 from svite_search.report.paper import paper_results
@@ -30,12 +32,27 @@ def test_there_is_a_study_per_deit_model() -> None:
     assert [p.name for p in PAPER_SPECS] == ["deit-base.yaml", "deit-small.yaml", "deit-tiny.yaml"]
 
 
+def test_paper_study_names_the_missing_imagenet(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="data.root"):
+        load_spec(PAPER_SPECS[0])  # the placeholder path: refused before anything runs
+    with pytest.raises(UserInputError):
+        load_spec(PAPER_SPECS[0], overrides=[f"data.root={tmp_path}"])  # no train/<class>/ inside
+
+
+@pytest.fixture
+def imagenet_layout(tmp_path: Path) -> Path:
+    """The folder layout the spec check looks for (ROOT/train/<class>/, ROOT/val/<class>/), no images."""
+    for split in ("train", "val"):
+        (tmp_path / "imagenet" / split / "n01440764").mkdir(parents=True)
+    return tmp_path / "imagenet"
+
+
 @pytest.mark.parametrize("path", PAPER_SPECS, ids=lambda p: p.stem)
-def test_paper_study_runs_the_papers_grid_as_the_paper_did(path: Path) -> None:
-    spec = load_spec(path, overrides=["data.root=/datasets/imagenet"])
+def test_paper_study_runs_the_papers_grid_as_the_paper_did(path: Path, imagenet_layout: Path) -> None:
+    spec = load_spec(path, overrides=[f"data.root={imagenet_layout}"])
     cfg = trial_config(spec, initial_queue(spec)[0])
     info = paper_results()["models"][cfg.model.name]
-    assert cfg.data.dataset == "imagefolder" and cfg.data.root == "/datasets/imagenet"
+    assert cfg.data.dataset == "imagefolder" and cfg.data.root == str(imagenet_layout)
     assert cfg.train.epochs == 600 and cfg.train.lr_base_batch == 512 and cfg.train.warmup_epochs == 5
     assert (cfg.train.mixup, cfg.train.cutmix, cfg.train.label_smoothing, cfg.model.drop_path) == (0.8, 1.0, 0.1, 0.1)
     assert cfg.data.augment == "deit" and cfg.data.reprob == 0.25

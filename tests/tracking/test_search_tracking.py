@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 SPEC = {
     "name": "tracked",
     "method": {"choices": ["dense", "svite"]},
-    "data": {"dataset": {"choices": ["digits", "imagefolder"]}, "root": "no-such-imagenet", "batch_size": 64},
+    "data": {"dataset": {"choices": ["digits", "imagefolder"]}, "batch_size": 64},  # root: a folder without images
     "model": {"name": "vit_digits"},
     "train": {"epochs": 2, "max_steps_per_epoch": 2, "warmup_epochs": 0, "threads": 1},
     "sparsity": {"density": {"choices": [0.3, 0.5]}},
@@ -24,7 +24,7 @@ SPEC = {
             {"method": "dense", "data.dataset": "digits"},
             {"method": "svite", "sparsity.density": 0.5, "data.dataset": "digits"},
             {"method": "svite", "sparsity.density": 0.3, "data.dataset": "digits"},
-            {"method": "dense", "data.dataset": "imagefolder"},  # no such folder: this trial fails
+            {"method": "dense", "data.dataset": "imagefolder"},  # class folders without images: this trial fails
         ],
     },
 }
@@ -35,8 +35,10 @@ def _runs(study_dir: Path) -> pd.DataFrame:
     return mlflow.search_runs(experiment_names=["tracked"])
 
 
-def test_three_trial_study_is_tracked_and_resumes_without_duplicates(study_dir: Path) -> None:
-    spec = spec_from_dict(SPEC)
+def test_three_trial_study_is_tracked_and_resumes_without_duplicates(study_dir: Path, tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        (tmp_path / "empty-imagenet" / split / "n01440764").mkdir(parents=True)
+    spec = spec_from_dict({**SPEC, "data": {**SPEC["data"], "root": str(tmp_path / "empty-imagenet")}})
     summary = run_search(spec, study_dir, live=False)
     assert summary["trials_complete"] == 3 and summary["tracking_uri"].endswith("mlflow.db")
 
@@ -70,5 +72,5 @@ def test_three_trial_study_is_tracked_and_resumes_without_duplicates(study_dir: 
     children = runs[runs["tags.svite.kind"] == "trial"]
     assert sorted(children["tags.svite.trial"].astype(int)) == [0, 1, 2, 3]  # no duplicates
     failed = children[children["tags.svite.trial"] == "3"].iloc[0]
-    assert failed["status"] == "FAILED" and "no-such-imagenet" in failed["tags.svite.error"]
+    assert failed["status"] == "FAILED" and "DataPathError" in failed["tags.svite.error"]
     assert client.get_run(parent_id).data.tags["svite.resumes"] == "1"
