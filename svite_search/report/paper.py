@@ -37,6 +37,8 @@ PAPER_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_pa
 PAPER_PATCHES = 196
 #: Classes of the heads counted for the digits presets (their data set has 10).
 PRESET_CLASSES = {"vit_digits": 10, "vit_digits_small": 10}
+#: Folders under a study directory that hold copies of runs, not runs.
+_SKIP_DIRS = {"mlartifacts", "mlruns", "ray_results"}
 
 COLUMNS = (
     "model", "label", "setting", "method", "density", "head_density", "mlp_density", "tokens_kept", "tokens_total",
@@ -209,6 +211,8 @@ def find_runs(directories: Iterable[str | Path]) -> list[RunRecord]:
         if not root.exists():
             raise UserInputError(f"--runs: {root}: no such directory")
         for result_path in sorted(root.rglob("result.json")):
+            if _SKIP_DIRS & set(result_path.relative_to(root).parts):
+                continue  # the copies a tracked run keeps as MLflow artifacts
             config_path = result_path.with_name("config.yaml")
             if not config_path.is_file():
                 continue

@@ -59,9 +59,13 @@ def test_our_runs_fill_the_matching_row(tmp_path: Path) -> None:
                              "train.max_steps_per_epoch=2", "method=svite", "sparsity.density=0.5",
                              "tokens.keep_ratio=0.95", "train.threads=1"])
     result = run_training(cfg, tmp_path / "runs" / "a", progress=False)
+    copy = tmp_path / "runs" / "mlartifacts" / "1" / "abc" / "artifacts"  # a tracked run's artifact copy
+    copy.mkdir(parents=True)
+    for name in ("result.json", "config.yaml"):
+        (copy / name).write_bytes((tmp_path / "runs" / "a" / name).read_bytes())
     rows = paper_rows(["vit_digits"], runs=[tmp_path / "runs"])
     mine = [r for r in rows if r["our_runs"]]
-    assert [r["setting"] for r in mine] == ["SViTE+ 16/17, 50 %"]
+    assert [r["setting"] for r in mine] == ["SViTE+ 16/17, 50 %"] and mine[0]["our_runs"] == 1
     assert mine[0]["our_top1"] == pytest.approx(result["top1"])
     assert mine[0]["our_macs_saving_pct"] == pytest.approx(mine[0]["macs_saving_pct"], abs=1e-6)
 
