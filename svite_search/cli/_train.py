@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / "train" / cfg.name
     if out.exists() and not out.is_dir():
         raise UserInputError(f"{out}: exists and is not a directory")
+    check_writable_dir(out)
     if args.fresh and (out / "last.pt").exists():
         shutil.rmtree(out)
     from ..train import run_training
@@ -49,6 +51,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_human(result)
     return 0
+
+
+def check_writable_dir(out: Path) -> None:
+    """Refuse an output directory that could not be created or written, before anything trains
+    (an OSError at the first checkpoint would be a runtime failure, not the user's typo). Looks
+    at the nearest existing ancestor, so nothing is created here."""
+    from ..errors import UserInputError
+
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserInputError(f"{out}: cannot be created ({probe} is not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserInputError(f"{out}: cannot be written ({probe} is not writable)")
 
 
 def _print_human(result: dict) -> None:

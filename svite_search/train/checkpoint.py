@@ -3,12 +3,16 @@
 A checkpoint is written to a temporary file in the same directory and renamed over the old one,
 so a crash mid-write leaves the previous checkpoint intact. RNG states are stored as tensors and
 plain Python values so the safe unpickler accepts them.
+
+Loading checks the archive's CRC-32 checksums first: ``torch.load`` reads tensor bytes without
+checking them, so a checkpoint damaged on disk would otherwise resume a run from garbage weights.
 """
 from __future__ import annotations
 
 import os
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +60,39 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def error_text(err: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` (just ``Type`` when the message is empty)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:limit]}" if lines else type(err).__name__
+
+
+def check_archive(path: str | Path) -> None:
+    """Raise :class:`UserInputError` if ``path`` is a zip archive (``torch.save``'s format) with a
+    member whose bytes do not match their CRC-32. Files that are not zip archives are left to
+    ``torch.load`` to judge."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise UserInputError(f"{path}: damaged archive ({error_text(err)})") from None
+    if bad is not None:
+        raise UserInputError(f"{path}: damaged archive (checksum mismatch in {bad.split('/', 1)[-1]})")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely; a missing, truncated or foreign file is a :class:`UserInputError`."""
+    """Load a checkpoint safely; a missing, truncated, damaged or foreign file is a
+    :class:`UserInputError` naming the path."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such checkpoint")
+    check_archive(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, wrong format, unsafe pickle
-        raise UserInputError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        raise UserInputError(f"{path}: not a readable checkpoint ({error_text(err)})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise UserInputError(f"{path}: not an svite-search checkpoint (no model state)")
     return state

@@ -209,6 +209,7 @@ class Trainer:
             if mine != theirs:
                 diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
                 raise UserInputError(f"{source}: written by a different config (differs in {', '.join(diff[:5])})")
+        self._check_fits(state, source)
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:
@@ -231,6 +232,31 @@ class Trainer:
             best_epoch=int(state.get("best_epoch", -1)),
             train_seconds=float(state.get("train_seconds", 0.0)),
         )
+
+    def _check_fits(self, state: dict[str, Any], source: str) -> None:
+        """Refuse a checkpoint that does not fit this run before anything is copied:
+        ``load_state_dict`` copies every matching tensor before it reports a mismatch, which
+        would leave the model half-loaded."""
+        weights = state.get("model")
+        if not isinstance(weights, dict):
+            raise UserInputError(f"{source}: holds no model weights")
+        own = self.model.state_dict()
+        missing = [k for k in own if k not in weights]
+        unexpected = [k for k in weights if k not in own]
+        resized = [
+            f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
+            for k in own
+            if k in weights and tuple(getattr(weights[k], "shape", ())) != tuple(own[k].shape)
+        ]
+        for what, keys in (("size mismatch", resized), ("missing", missing), ("unexpected", unexpected)):
+            if keys:
+                more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+                raise UserInputError(f"{source}: does not fit this model ({what}: {', '.join(keys[:3])}{more})")
+        engine = state.get("engine") or {}
+        absent = [name for name in self.components if name not in engine]
+        if absent or "rng" not in state or "optimizer" not in state:
+            what = f"engine state {', '.join(absent)}" if absent else "optimizer or RNG state"
+            raise UserInputError(f"{source}: incomplete checkpoint (no {what})")
 
     def maybe_resume(self) -> bool:
         path = self.checkpoint_path

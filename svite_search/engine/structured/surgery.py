@@ -35,6 +35,7 @@ import inspect
 import os
 import tempfile
 import warnings
+import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -525,11 +526,26 @@ def _from_payload(payload: Any, source: str) -> nn.Module:
     return model.eval()
 
 
+def _check_crc(path: Path) -> None:
+    """Refuse a ``torch.save`` zip archive whose bytes no longer match their CRC-32:
+    ``torch.load`` does not check them, and would rebuild the model from damaged weights."""
+    if not zipfile.is_zipfile(path):
+        return  # not an archive: torch.load judges it
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise UserInputError(f"{path}: damaged slim model file ({type(err).__name__}: {err})") from None
+    if bad is not None:
+        raise UserInputError(f"{path}: damaged slim model file (checksum mismatch in {bad.split('/', 1)[-1]})")
+
+
 def load_slim(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> nn.Module:
     """Rebuild a model written by :func:`save_slim` (in eval mode)."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such slim model file")
+    _check_crc(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated archive, foreign pickle
