@@ -85,14 +85,17 @@ def settings_section(name: str, spec: Mapping[str, Any], objectives: Sequence[Ob
     keys = [
         ("model", "model.name"), ("dataset", "data.dataset"), ("epochs", "train.epochs"),
         ("batch size (per process)", "data.batch_size"), ("learning rate", "train.lr"), ("method", "method"),
-        ("sampler", "search.sampler"), ("trials", "search.n_trials"), ("seed", "search.seed"),
+        ("sampler", "search.sampler"), ("trials", "search.n_trials"), ("sampler seed", "search.seed"),
         ("executor", "executor.kind"),
     ]
     for label, key in keys:
         value = _get(spec, key)
         if value is not None:
             lines.append(f"- **{label}**: {_describe(value)}")
-    for section in ("sparsity", "tokens"):
+    enqueued = _get(spec, "search.enqueue")
+    if isinstance(enqueued, list) and enqueued:
+        lines.append(f"- **run first**: {len(enqueued)} listed parameter sets (`search.enqueue`)")
+    for section in ("data", "model", "train", "sparsity", "tokens"):
         node = spec.get(section)
         if isinstance(node, Mapping):
             searched = [f"`{k}` {_describe(v)}" for k, v in node.items() if isinstance(v, Mapping) or isinstance(v, list)]
