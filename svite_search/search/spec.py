@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, apply_overrides, config_from_dict, from_dict, read_yaml
-from ..errors import ConfigError
+from ..errors import ConfigError, DataPathError
 
 #: Run-config sections whose scalar values may be distributions.
 RUN_SECTIONS = ("data", "model", "train", "sparsity", "tokens")
@@ -398,14 +398,33 @@ def set_key(config: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _check_runnable(cfg: TrainConfig) -> None:
+    """What a trial would otherwise only find when it starts: an unknown model name, a missing
+    or empty dataset directory. Nothing is loaded."""
+    from ..data import dataset_classes_and_channels
+    from ..models import is_known_model
+
+    if not is_known_model(cfg.model.name):
+        raise ConfigError("model.name", f"unknown model {cfg.model.name!r} (a preset such as vit_digits, or a timm ViT name)")
+    if cfg.data.dataset in ("cifar10", "cifar100", "imagefolder"):
+        root = Path(str(cfg.data.root))
+        if not root.is_dir():
+            raise DataPathError(str(root), "missing (data.root)")
+        dataset_classes_and_channels(cfg.data)  # imagefolder: ROOT/train/<class>/ must exist
+
+
+def _validate(data: dict[str, Any]) -> None:
+    _check_runnable(config_from_dict(data))
+
+
 def _validate_values(base: dict[str, Any], dists: list[Distribution]) -> None:
-    """Every distribution's extremes (and every choice) must make a valid run config.
+    """Every distribution's extremes (and every choice) must make a valid, runnable run config.
 
     The other distributions stay at their first values, so a field error names the distribution
     end that caused it (``sparsity.density.high``) rather than the config key alone.
     """
     try:
-        config_from_dict(copy.deepcopy(base))
+        _validate(copy.deepcopy(base))
     except ConfigError as err:
         culprit = next((d for d in dists if d.key == err.field), None)
         if culprit is None:
@@ -416,7 +435,7 @@ def _validate_values(base: dict[str, Any], dists: list[Distribution]) -> None:
             trial = copy.deepcopy(base)
             set_key(trial, dist.key, value)
             try:
-                config_from_dict(trial)
+                _validate(trial)
             except ConfigError as err:
                 field_name = spec_key if err.field == dist.key else err.field
                 message = str(err).split(": ", 1)[-1]

@@ -223,7 +223,13 @@ def prepare_study(spec: StudySpec, study_dir: str | Path, *, force: bool = False
     study_dir = Path(study_dir)
     if study_dir.exists() and not study_dir.is_dir():
         raise UserInputError(f"{study_dir}: exists and is not a directory")
-    study_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        probe = study_dir / ".writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UserInputError(f"{study_dir}: cannot be used as the study directory ({err.strerror or err})") from None
     url, source = storage_url(spec, study_dir)
     storage = open_storage(url)
     try:

@@ -165,3 +165,22 @@ def test_latency_objective_is_measured_on_the_slim_model(tmp_path: Path, tiny_sp
     assert trial.state == TrialState.COMPLETE
     assert trial.values[1] == trial.user_attrs["latency_ms"] > 0
     assert trial.user_attrs["heads_per_block"] == [2, 2, 2, 2]
+
+
+def test_resume_closes_tracking_runs_a_killed_driver_left_open(tmp_path: Path, tiny_spec: Any) -> None:
+    from mlflow.tracking import MlflowClient
+
+    spec = spec_from_dict(tiny_spec(search={"sampler": "random", "n_trials": 1}, tokens=None,
+                                    tracking={"enabled": True}))
+    first = run_search(spec, tmp_path / "study", live=False)
+    client = MlflowClient(first["tracking_uri"])
+    experiment = client.get_experiment_by_name("tiny")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`svite.kind` = 'trial'")
+    assert run.info.status == "FINISHED"
+    # a driver killed between telling Optuna and closing the run leaves it like this
+    client.update_run(run.info.run_id, status="RUNNING")
+    again = run_search(spec, tmp_path / "study", live=False)
+    assert again["trials_run_now"] == 0
+    closed = client.get_run(run.info.run_id)
+    assert closed.info.status == "FINISHED" and closed.data.tags["svite.state"] == "COMPLETE"
+    assert closed.data.metrics["top1"] == pytest.approx(load_study(tmp_path / "study").trials[0].values[0])

@@ -132,3 +132,29 @@ def test_quickstart_spec_is_valid() -> None:
     assert spec.executor.kind == "ray" and spec.executor.max_concurrent == 2
     assert {"method", "tokens.keep_ratio", "sparsity.density", "sparsity.head_density"} <= set(spec.searched)
     assert set(spec.searched["method"].choices) >= {"svite", "s2vite"}
+
+
+def test_models_and_data_paths_are_checked_before_anything_runs(tmp_path: Path, tiny_spec: Any) -> None:
+    from svite_search.errors import DataPathError
+
+    with pytest.raises(ConfigError) as info:
+        spec_from_dict(tiny_spec(model={"name": "vit_no_such_model"}))
+    assert info.value.field == "model.name"
+    with pytest.raises(ConfigError) as info:
+        spec_from_dict(tiny_spec(model={"name": {"choices": ["vit_digits", "vit_no_such_model"]}}))
+    assert info.value.field == "model.name.choices[1]"
+    missing = tmp_path / "no-data"
+    with pytest.raises(DataPathError, match=str(missing)):
+        spec_from_dict(tiny_spec(data={"dataset": "imagefolder", "root": str(missing)}))
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(DataPathError, match="no class folders"):
+        spec_from_dict(tiny_spec(data={"dataset": "imagefolder", "root": str(tmp_path / "empty")}))
+
+
+def test_an_unusable_study_directory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_spec: Any,
+                                             write_spec: Any) -> None:
+    path = write_spec(tmp_path, tiny_spec())
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
+    assert main(["search", str(path), "--out", str(a_file / "study"), "--executor", "local"]) == 2
+    assert str(a_file) in capsys.readouterr().err
