@@ -9,6 +9,7 @@ checking them, so a checkpoint damaged on disk would otherwise resume a run from
 """
 from __future__ import annotations
 
+import glob
 import os
 import random
 import tempfile
@@ -24,17 +25,47 @@ from ..errors import UserInputError
 CHECKPOINT_VERSION = 1
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+def new_temp_file(path: str | Path) -> str:
+    """Create an empty temporary file beside ``path`` for the next version of it.
+
+    Temporary files that earlier writes of ``path`` left behind (their process was killed
+    mid-write) are removed first: each is as large as the file itself. That is safe because a
+    file has one writer (a run directory has one trainer, and only rank 0 writes).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return tmp
+
+
+def replace_durably(tmp: str, path: str | Path) -> None:
+    """fsync ``tmp``, rename it over ``path`` and fsync the directory, so that after a crash
+    ``path`` is either its old or its new version, whole."""
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        fd = os.open(Path(path).parent, os.O_RDONLY)
+    except OSError:  # a platform without directory handles: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    tmp = new_temp_file(path)
+    try:
+        with open(tmp, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -46,15 +77,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = new_temp_file(path)
     try:
         torch.save(obj, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

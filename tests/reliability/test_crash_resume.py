@@ -46,8 +46,17 @@ def _kill_point(name: str, study: Path):
     raise ValueError(name)
 
 
+#: Optuna records the trial COMPLETE before the driver tells MLflow; a kill in between leaves the
+#: MLflow run RUNNING, and a resumed study only closes the runs of trials Optuna had RUNNING.
+MLFLOW_NOT_RECONCILED = pytest.mark.xfail(
+    strict=True,
+    reason="search/tracking: on resume, a trial Optuna finished whose MLflow run is still RUNNING is never closed",
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["during_trial", "after_trial_complete", "during_report"])
+@pytest.mark.parametrize("point", ["during_trial", pytest.param("after_trial_complete", marks=MLFLOW_NOT_RECONCILED),
+                                   "during_report"])
 def test_sigkill_then_rerun_loses_nothing(point: str, tmp_path: Path, new_study_dir, crash_spec_file: Path,
                                          reference_study: Path) -> None:
     study = new_study_dir("study")

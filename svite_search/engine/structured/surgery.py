@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import glob
 import inspect
 import os
 import tempfile
@@ -491,6 +492,8 @@ def save_slim(model: nn.Module, path: str | os.PathLike[str], *, verify: bool = 
         check_same_outputs(copy_to_cpu_float(src), rebuilt)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.tmp"):
+        stale.unlink(missing_ok=True)  # left by an earlier save that was killed mid-write
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
