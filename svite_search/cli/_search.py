@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -51,6 +52,8 @@ def execute(spec: Any, out: Path | None, *, force: bool, as_json: bool, progress
     from ..search import format_summary, run_search
 
     study_dir = out or Path("runs") / spec.name
+    if not verbose:  # the progress line and the table replace per-epoch training logs
+        logging.getLogger("svite_search.train").setLevel(logging.WARNING)
     guard = stdout_to_stderr() if as_json else contextlib.nullcontext()
     with guard:
         summary = run_search(spec, study_dir, force=force, live=None if progress else False, verbose=verbose)

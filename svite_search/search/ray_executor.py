@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -337,25 +338,27 @@ class DriverCallback(tune.Callback):
 # ----------------------------------------------------------------------------- running
 
 
-def _ensure_ray(spec: StudySpec, verbose: bool) -> bool:
+def _ensure_ray(spec: StudySpec, verbose: bool) -> tuple[bool, str | None]:
     """Connect to Ray: the running instance, a cluster (``executor.address``/``RAY_ADDRESS``) or
-    a local instance started here. Returns whether this call started it."""
+    a local instance started here. Returns whether this call started it, and the local
+    instance's session directory."""
     import ray
 
     if ray.is_initialized():
-        return False
+        return False, None
     address = spec.executor.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=verbose)
-        return True
+        return True, None
+    temp_dir = tempfile.mkdtemp(prefix="ray")  # short: unix socket paths have a length limit
     ray.init(
         num_cpus=spec.executor.num_cpus or os.cpu_count(),
         num_gpus=spec.executor.num_gpus,
         include_dashboard=False,
         log_to_driver=verbose,
-        _temp_dir=tempfile.mkdtemp(prefix="ray"),  # short: unix socket paths have a length limit
+        _temp_dir=temp_dir,
     )
-    return True
+    return True, temp_dir
 
 
 def _trainable(spec: StudySpec, study_dir: Path) -> Any:
@@ -384,7 +387,7 @@ def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = Fals
     spec = handle.spec
     if study_counts(handle.study).finished >= spec.n_trials:
         return
-    started = _ensure_ray(spec, verbose)
+    started, temp_dir = _ensure_ray(spec, verbose)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our display only
     try:
         ex = spec.executor
@@ -413,3 +416,5 @@ def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = Fals
             import ray
 
             ray.shutdown()
+        if temp_dir is not None and not verbose:  # Ray's session logs; -v keeps them
+            shutil.rmtree(temp_dir, ignore_errors=True)

@@ -158,3 +158,22 @@ def test_an_unusable_study_directory_exits_2(tmp_path: Path, capsys: pytest.Capt
     a_file.write_text("not a directory\n")
     assert main(["search", str(path), "--out", str(a_file / "study"), "--executor", "local"]) == 2
     assert str(a_file) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "nsga3", "gp", "random"])
+def test_every_sampler_drives_the_conditional_two_objective_space(sampler: str, tiny_spec: Any) -> None:
+    import warnings
+
+    from svite_search.search.study import make_sampler
+
+    spec = spec_from_dict(tiny_spec(search={"sampler": sampler, "n_trials": 8, "seed": 0, "n_startup_trials": 3,
+                                            "population_size": 4}))
+    study = optuna.create_study(directions=spec.directions, sampler=make_sampler(spec, parallel=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(8):
+            trial = study.ask()
+            params = suggest_params(trial, spec)
+            trial_config(spec, params)  # every sampled set is a valid run config
+            study.tell(trial, [float(i % 3), 1.0 / (i + 1)])
+    assert len(study.best_trials) >= 1
