@@ -304,7 +304,7 @@ class Trainer:
                 images, targets = self.mixup_fn(images, targets)
             with autocast:
                 loss = self.criterion(self.train_model(images), targets)
-            if not torch.isfinite(loss):
+            if not self._all_finite(loss):
                 raise NonFiniteLossError(f"training loss is {loss.item()} at epoch {epoch + 1}, step {self.state.step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
@@ -334,6 +334,14 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step(epoch + 1)
         return total_loss / max(seen, 1)
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every rank (all ranks must stop together, or the
+        healthy ones would wait forever at the next gradient all-reduce)."""
+        finite = torch.isfinite(loss.detach()).to(torch.float32)
+        if self.distributed:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        return bool(finite.item())
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
