@@ -24,6 +24,7 @@ Run alone::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
 import os
@@ -33,9 +34,10 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite's helpers live beside it
+if str(Path(__file__).resolve().parent) not in sys.path:  # the suite's helpers live beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchkit as bk  # noqa: E402
 
@@ -102,11 +104,19 @@ class PhaseClock:
                     self.seconds[self._stack[-1]] -= elapsed
         return timed_call
 
-    def install(self) -> None:
-        runner.prepare_study = self.wrap("optuna storage", runner.prepare_study)
-        runner.write_study_report = self.wrap("study report", runner.write_study_report)
-        ray_executor.run_ray = self.wrap("executor", ray_executor.run_ray)
-        local_executor.run_local = self.wrap("executor", local_executor.run_local)
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["PhaseClock"]:
+        """Wrap the functions for the block; the originals are back afterwards."""
+        originals = [
+            (runner, "prepare_study", "optuna storage"),
+            (runner, "write_study_report", "study report"),
+            (ray_executor, "run_ray", "executor"),
+            (local_executor, "run_local", "executor"),
+        ]
+        saved = [(module, name, getattr(module, name)) for module, name, _ in originals]
+        saved.append((runner, "make_tracker", runner.make_tracker))
+        for module, name, phase in originals:
+            setattr(module, name, self.wrap(phase, getattr(module, name)))
         make_tracker = self.wrap("mlflow tracking", runner.make_tracker)
 
         def tracker_with_clock(handle: Any) -> Any:
@@ -117,6 +127,11 @@ class PhaseClock:
             return tracker
 
         runner.make_tracker = tracker_with_clock
+        try:
+            yield self
+        finally:
+            for module, name, original in saved:
+                setattr(module, name, original)
 
     def take(self) -> dict[str, float]:
         out, self.seconds = dict(self.seconds), defaultdict(float)
@@ -160,13 +175,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     spec = spec_from_dict(study_dict("harness-bench", epochs, executor=args.executor))
     cfg = trial_config(spec, {}, name="harness-bench-direct")
     started = time.perf_counter()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the default store: sqlite in the study directory
     clock = PhaseClock()
-    clock.install()
     phases: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp:
+    # the default MLflow store (sqlite in the study directory), not a server named in the environment
+    with bk.environment(bk.STUDY_ENV, remove=["MLFLOW_TRACKING_URI"]), clock.installed(), \
+            tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp:
         counter = itertools.count()
         top1: dict[str, list[float]] = {"direct": [], "study": []}
 

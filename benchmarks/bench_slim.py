@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite's helpers live beside it
+if str(Path(__file__).resolve().parent) not in sys.path:  # the suite's helpers live beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchkit as bk  # noqa: E402
 import timm  # noqa: E402
@@ -190,7 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds at batch 32 (3x at batch 1)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds at batch 32 (3x at batch 1)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds at batch 32 (3x at batch 1)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite's helpers live beside it
+if str(Path(__file__).resolve().parent) not in sys.path:  # the suite's helpers live beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchkit as bk  # noqa: E402
 import timm  # noqa: E402

@@ -312,6 +312,26 @@ def random_batch(batch: int, chans: int, pixels: int, classes: int, device: torc
 
 
 @contextlib.contextmanager
+def environment(defaults: Mapping[str, str] = (), remove: Sequence[str] = ()) -> Iterator[None]:
+    """Environment variables set (where unset) or removed for the block, restored afterwards, so
+    a benchmark run inside another process (a test) leaves that process as it found it."""
+    saved = dict(os.environ)
+    for key, value in dict(defaults).items():
+        os.environ.setdefault(key, value)
+    for key in remove:
+        os.environ.pop(key, None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+#: what `make` exports (quiet telemetry), and no tracking server: studies use their own store
+STUDY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "MPLBACKEND": "Agg"}
+
+
+@contextlib.contextmanager
 def stopwatch() -> Iterator[Callable[[], float]]:
     """``with stopwatch() as elapsed: ...; elapsed()`` -> seconds since the block started."""
     start = time.perf_counter()

@@ -1,0 +1,145 @@
+"""Smoke test of the benchmark suite: every benchmark runs at its tiny size and hands back a
+record the report can render; run_all.py writes results.json and README.md and keeps the other
+benchmarks' results when one is re-run alone. No timing is asserted: these sizes measure nothing.
+
+The harness and concurrency benchmarks run their studies on the local executor here (``make
+bench`` uses Ray): starting Ray and a Ray worker would take most of this test's time budget.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+MODEL_BENCHMARKS = ("engine_overhead", "topology_update", "slim", "tokens")
+STUDY_BENCHMARKS = ("harness", "concurrency")
+
+
+@pytest.fixture(scope="module")
+def run_all():
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        yield importlib.import_module("run_all")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+
+@pytest.fixture(scope="module")
+def records(run_all, tmp_path_factory):
+    """Every benchmark's record at tiny size, run in this process (imports are shared)."""
+    out_dir = tmp_path_factory.mktemp("bench")
+    found = {}
+    for name, (script, _, uses_executor) in run_all.BENCHMARKS.items():
+        module = importlib.import_module(Path(script).stem)
+        out = out_dir / f"{name}.json"
+        argv = ["--tiny", "--out", str(out)] + (["--executor", "local"] if uses_executor else [])
+        assert module.main(argv) == 0
+        found[name] = json.loads(out.read_text())
+    return found
+
+
+def test_every_benchmark_is_in_the_suite(run_all) -> None:
+    scripts = {p.name for p in BENCH_DIR.glob("bench_*.py")}
+    assert scripts == {script for script, _, _ in run_all.BENCHMARKS.values()}
+    assert set(run_all.BENCHMARKS) == set(MODEL_BENCHMARKS + STUDY_BENCHMARKS)
+
+
+def test_records_carry_figures_goals_and_machine(records) -> None:
+    for name, record in records.items():
+        assert record["benchmark"] == name and record["tiny"] is True
+        assert record["checks"] and record["tables"], name
+        for check in record["checks"]:
+            assert check["met"] in (True, False, None)
+            assert (check["goal"] is None) == (check["met"] is None)
+            assert check["why_missed"] is None or check["met"] is False
+            if check["met"] is False:
+                assert check["why_missed"], f"{name}: a missed goal must say why"
+        for table in record["tables"]:
+            assert all(len(row) == len(table["columns"]) for row in table["rows"])
+        machine = record["machine"]
+        for key in ("cpu_model", "cpu_logical", "torch_threads", "torch", "date", "device"):
+            assert machine[key] is not None, (name, key)
+        assert machine["gpu"] is None or machine["gpu"]["name"]
+
+
+def test_comparisons_are_interleaved_ratios(records) -> None:
+    engine = records["engine_overhead"]["rows"][0]
+    seconds = engine["timings"]["seconds"]
+    assert seconds["dense"]["n"] == seconds["svite"]["n"] == 3
+    assert engine["end_to_end_ratio"]["paper"]["median"] > 0
+    assert engine["engine_timed_ratio"]["paper"]["median"] > 1  # the engine adds work, never removes it
+    assert engine["update_intervals"]["paper"] >= 1
+
+    update = records["topology_update"]["rows"]
+    for key in ("svite", "s2vite"):
+        assert update[key]["update_s"]["median"] > 0
+        assert update[key]["fraction_of_dense_step"]["n"] == 2
+    assert update["s2vite"]["updates_done"] >= 3  # one per iteration: warm-up and timed rounds
+
+    slim = records["slim"]["rows"]
+    assert {(r["head_density"], r["batch_size"]) for r in slim} == {(0.7, 1), (0.7, 2), (0.5, 1), (0.5, 2)}
+    for row in slim:
+        assert 0 < row["macs_saving"] < 1 and row["slim_vs_masked_max_abs_diff"] < 1e-4
+        assert row["ratio"]["q25"] <= row["ratio"]["median"] <= row["ratio"]["q75"]
+
+
+def test_study_benchmarks_split_the_overhead(records) -> None:
+    harness = records["harness"]
+    phases = harness["phases_s"][0]
+    assert {"optuna storage", "mlflow tracking", "executor", "study report", "training (in the trial)"} <= set(phases)
+    study_s = harness["timings"]["seconds"]["study"]["median"]
+    assert sum(phases.values()) == pytest.approx(study_s, rel=0.05)
+    assert harness["top1"]["direct"] == pytest.approx(harness["top1"]["study"])  # same config, same seed
+
+    concurrency = records["concurrency"]
+    assert concurrency["same_trials"] is True
+    assert set(concurrency["trials_per_hour"]) == {"1_concurrent", "2_concurrent"}
+    assert concurrency["speedup"]["median"] > 0
+
+
+def test_report_shows_every_goal_and_its_status(run_all, records, tmp_path) -> None:
+    results = {
+        "suite": {"command": "python benchmarks/run_all.py --tiny", "tiny": True, "wall_s": 1.0,
+                  "machine": run_all.suite_machine("cpu", list(records.values()))},
+        "benchmarks": records,
+    }
+    run_all.write_report(results, tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["benchmarks"].keys() == records.keys()
+    assert "## Machine" in text and records["slim"]["machine"]["cpu_model"] in text
+    for record in records.values():
+        assert f"## {record['title']}" in text
+        for check in record["checks"]:
+            assert check["figure"] in text
+            if check["met"] is False:
+                assert check["why_missed"] in text
+
+
+def test_run_all_reruns_one_benchmark_and_keeps_the_others(records, tmp_path) -> None:
+    kept = records["slim"]
+    (tmp_path / "results.json").write_text(json.dumps({"benchmarks": {"slim": kept}}))
+    proc = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "run_all.py"), "--tiny", "--only", "tokens", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["suite"]["ran"] == ["tokens"] and results["suite"]["tiny"] is True
+    assert results["benchmarks"]["slim"] == kept
+    assert results["benchmarks"]["tokens"]["total_tokens"] == 65
+    text = (tmp_path / "README.md").read_text()
+    assert "## SViTE+ token dropping" in text and "## Slim S²ViTE inference" in text
+
+
+def test_unknown_benchmark_is_a_usage_error(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "run_all.py"), "--only", "nope", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and "nope" in proc.stderr
+    assert not (tmp_path / "results.json").exists()
