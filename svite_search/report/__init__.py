@@ -67,10 +67,23 @@ def _present(value: Any) -> bool:
         return True
 
 
+def _relative_paths(frame: Any, study_dir: Path) -> None:
+    """Trial directories as paths inside the study directory (``trials/3``): the report stays
+    valid when the directory moves, and says nothing about the machine it ran on."""
+    root = str(study_dir.resolve())
+    for column in [c for c in frame.columns if str(c).endswith("_dir")]:
+        frame[column] = [
+            str(Path(v).resolve().relative_to(root)) if isinstance(v, str) and str(Path(v).resolve()).startswith(root + "/")
+            else v
+            for v in frame[column]
+        ]
+
+
 def write_report_for_study(study: Any, out_dir: str | Path, spec: Mapping[str, Any] | None = None, *,
-                           title: str | None = None) -> dict[str, Any]:
+                           title: str | None = None, study_dir: str | Path | None = None) -> dict[str, Any]:
     """Write the report of ``study`` (an ``optuna.Study``) into ``out_dir``.
 
+    ``study_dir``, when given, makes the trial directories in the tables relative to it.
     Returns ``{"report_dir", "files", "pareto", "trials", "complete", "failed", "hypervolume"}``.
     """
     from .importance import param_importances
@@ -84,6 +97,8 @@ def write_report_for_study(study: Any, out_dir: str | Path, spec: Mapping[str, A
     method = spec.get("method") if isinstance(spec.get("method"), str) else None
     frame = trials_frame(study.get_trials(deepcopy=False), objectives, default_method=method)
     frame["pareto"] = pareto_mask(frame, objectives).astype(bool)
+    if study_dir is not None:
+        _relative_paths(frame, Path(study_dir))
     name = title or spec.get("name") or study.study_name
     files: list[str] = []
 
@@ -147,4 +162,5 @@ def _subtitle(spec: Mapping[str, Any]) -> str:
 def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
     """Write the report of the study in ``study_dir`` into ``out_dir`` (default ``study_dir/report``)."""
     study, spec = load_study_dir(study_dir)
-    return write_report_for_study(study, Path(out_dir) if out_dir is not None else Path(study_dir) / "report", spec)
+    out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
+    return write_report_for_study(study, out, spec, study_dir=study_dir)

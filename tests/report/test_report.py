@@ -55,7 +55,7 @@ def _make_study(directory: Path, n: int = 14) -> optuna.Study:
         top1 = round(96.0 - 12.0 * (1.0 - density) ** 2 + rng.uniform(-1.5, 1.5), 2)
         if number == 9:  # an exact copy of trial 0's values: both or neither on the front
             top1, gmacs = study.trials[0].values
-        attrs = {"top1": top1, "gmacs": gmacs, "dense_gmacs": DENSE_GMACS, "density": density,
+        attrs = {"run_dir": str(directory.resolve() / "trials" / str(number)), "top1": top1, "gmacs": gmacs, "dense_gmacs": DENSE_GMACS, "density": density,
                  "flops_savings": 1 - gmacs / DENSE_GMACS, "method": method, "wall_s": 2.5, "heads_per_block": [2, 2]}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
@@ -86,6 +86,7 @@ def test_report_files_and_exact_front(tmp_path: Path) -> None:
     assert len(trials) == 14 and (trials["state"] == "FAIL").sum() == 1
     assert trials.loc[trials["state"] == "FAIL", "error"].iloc[0] == "RuntimeError: loss is nan"
     assert {"top1", "gmacs", "duration_s", "params.method", "params.sparsity.density", "variant"} <= set(trials.columns)
+    assert trials.loc[trials["number"] == 3, "run_dir"].iloc[0] == "trials/3"  # inside the study, not the machine
 
     points = {t.number: tuple(t.values) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
     expected = _brute_force_front(points)
