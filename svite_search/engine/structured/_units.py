@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ...errors import UserInputError
+from ..sparse._targets import unwrap as unwrap_model  # one definition of "the model inside wrappers"
 
 #: Added before flooring a budget, so that 10 · 0.7 = 7.000000000000001 and 100 · 0.29 =
 #: 28.999999999999996 both give the count a person would write down.
@@ -50,18 +51,6 @@ class BlockMask:
     def kept(self) -> tuple[int, int]:
         """(heads kept, neurons kept)."""
         return int(self.heads.sum()), int(self.neurons.sum())
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The timm model inside DDP / DataParallel / timm EMA (``.module``) or ``torch.compile``
-    (``._orig_mod``) wrappers."""
-    while True:
-        inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 def vit_blocks(model: nn.Module) -> list[nn.Module]:

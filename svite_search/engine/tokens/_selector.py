@@ -42,6 +42,7 @@ from torch.nn.init import trunc_normal_
 
 from ...errors import ConfigError, UserInputError
 from ._gumbel import gumbel_topk, topk_sorted
+from ..sparse._targets import unwrap as _unwrap
 
 Mode = Literal["gather", "zero"]
 MODES: tuple[str, ...] = ("gather", "zero")
@@ -144,17 +145,6 @@ class TokenSelector(nn.Module):
 
 
 # ----------------------------------------------------------------------------- installing
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The timm model inside DDP / DataParallel (``.module``) or ``torch.compile`` wrappers."""
-    while True:
-        inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 def resolve_keep_tokens(
