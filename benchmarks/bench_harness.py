@@ -63,6 +63,22 @@ WHY_MISSED = (
 )
 
 
+def study_dict(name: str, epochs: int, *, executor: str = "ray", max_concurrent: int = 1) -> dict[str, Any]:
+    """A study whose only trial is one fixed, short training config (no searched values)."""
+    return {
+        "name": name,
+        "method": "svite",
+        "data": {"dataset": "digits", "val_fraction": 0.2, "batch_size": 64},
+        "model": {"name": "vit_digits"},
+        "train": {"epochs": epochs, "lr": 2.0e-3, "warmup_epochs": 1, "seed": 0, "threads": 1},
+        "sparsity": {"density": 0.5, "distribution": "erk", "update_interval": 20},
+        "objectives": [{"metric": "top1", "direction": "maximize"}, {"metric": "gmacs", "direction": "minimize"}],
+        "search": {"n_trials": 1, "seed": 0},
+        "executor": {"kind": executor, "cpus_per_trial": 1, "max_concurrent": max_concurrent},
+        "tracking": {"enabled": True},
+    }
+
+
 TRACKER_METHODS = ("start", "trial_started", "trial_epoch", "trial_finished", "close_stale", "end")
 WORKER_IMPORTS = "import svite_search, svite_search.train, svite_search.search.ray_executor"
 
