@@ -4,7 +4,8 @@ These keys are the contract of ``svite-search train --json`` and of a search tri
 attributes: ``top1`` (final epoch), ``top1_best``, ``top1_final``, ``best_epoch``, ``top5``,
 ``gmacs``, ``dense_gmacs``, ``flops_savings``, ``density``, ``params_nonzero``,
 ``params_total``, ``epochs``, ``steps``, ``wall_s``, ``train_wall_s`` and, for S²ViTE,
-``heads_per_block`` / ``neurons_per_block``; for SViTE+, ``keep_tokens``.
+``heads_per_block`` / ``neurons_per_block``; for SViTE, ``layer_density`` (weight name ->
+density); for SViTE+, ``keep_tokens``.
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def compute_summary(trainer: "Trainer") -> dict[str, Any]:
         if "params_nonzero" in stats and "params_total" in stats:
             out["params_nonzero"] = int(stats["params_nonzero"])  # counted over the whole model
     out["density"] = density if density is not None else 1.0
+    if layer_density is not None:
+        out["layer_density"] = {name: float(d) for name, d in layer_density.items()}
     if structure is not None:
         out["heads_per_block"] = [int(h) for h, _ in structure]
         out["neurons_per_block"] = [int(m) for _, m in structure]
