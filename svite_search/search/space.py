@@ -95,7 +95,10 @@ def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
 
     A plain Cartesian product would repeat a configuration once per value of every parameter it
     ignores (a dense run for each head density); this enumerates each configuration once.
+    With ``search.points`` the grid is exactly those sets (a paper's chosen runs).
     """
+    if spec.points:
+        return [dict(point) for point in spec.points]
     points: list[dict[str, Any]] = [{}]
     for dist in ordered(spec.distributions):
         values = dist.grid_values()

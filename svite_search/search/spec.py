@@ -173,6 +173,8 @@ class SearchSettings:
     n_startup_trials: int | None = _field(None, ge=0, help="tpe/gp: random trials before the model")
     population_size: int | None = _field(None, ge=2, help="nsga2/nsga3: default min(50, n_trials)")
     enqueue: list = _field(default_factory=list, help="parameter sets to run first")
+    points: list = _field(default_factory=list, help="grid: exactly these parameter sets (e.g. a paper's runs) "
+                          "instead of every combination of the searched values")
     storage: str | None = _field(None, help="database URL of the Optuna storage (default: sqlite in the study dir)")
     pruner: str = _field("none", choices=PRUNERS, help="local executor, single objective only")
     max_failures: int | None = _field(None, ge=1, help="stop after this many failed trials in one run (default n_trials)")
@@ -218,6 +220,8 @@ class StudySpec:
     tracking: TrackingSettings
     enqueue: tuple[dict[str, Any], ...]
     raw: dict[str, Any]
+    #: sampler ``grid`` with ``search.points``: the grid is exactly these parameter sets
+    points: tuple[dict[str, Any], ...] = ()
 
     @property
     def directions(self) -> list[str]:
@@ -510,15 +514,18 @@ def _flatten_params(item: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _parse_enqueue(raw: list, base: dict[str, Any], dists: list[Distribution]) -> tuple[dict[str, Any], ...]:
-    """Parameter sets to run first: nested (``{sparsity: {density: 0.5}}``) or dotted keys,
-    each naming searched parameters only, each value inside its distribution."""
+def _parse_enqueue(
+    raw: list, base: dict[str, Any], dists: list[Distribution], field_name: str = "search.enqueue"
+) -> tuple[dict[str, Any], ...]:
+    """Parameter sets (``search.enqueue`` or ``search.points``): nested
+    (``{sparsity: {density: 0.5}}``) or dotted keys, each naming searched parameters only, each
+    value inside its distribution."""
     if not isinstance(raw, list):
-        raise ConfigError("search.enqueue", "expected a list of parameter sets")
+        raise ConfigError(field_name, "expected a list of parameter sets")
     searched = {d.key: d for d in dists}
     out = []
     for i, item in enumerate(raw):
-        where = f"search.enqueue[{i}]"
+        where = f"{field_name}[{i}]"
         if not isinstance(item, dict) or not item:
             raise ConfigError(where, "expected a mapping of searched parameters to values")
         params = _flatten_params(item)
@@ -566,6 +573,9 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
     objectives = _parse_objectives(data.get("objectives"))
     constraints = _parse_constraints(data.get("constraints"))
     enqueue = _parse_enqueue(search.enqueue, base, dists)
+    points = _parse_enqueue(search.points, base, dists, "search.points")
+    if points and search.sampler != "grid":
+        raise ConfigError("search.points", "only with sampler grid (other samplers take search.enqueue)")
 
     if search.pruner != "none" and (len(objectives) > 1 or objectives[0].metric not in EPOCH_METRICS):
         raise ConfigError("search.pruner", "needs a single objective known after every epoch "
@@ -573,10 +583,18 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
     if search.sampler == "grid":
         from .space import initial_queue
 
-        for dist in dists:
+        for dist in dists if not points else ():
             if dist.grid_values() is None:
                 raise ConfigError(dist.key, "sampler grid needs choices or a step (this range is continuous)")
-        partial = StudySpec(name, base, tuple(dists), objectives, constraints, search, executor, tracking, enqueue, {})
+        partial = StudySpec(name, base, tuple(dists), objectives, constraints, search, executor, tracking, enqueue, {},
+                            points)
+        from .space import applies
+
+        for i, point in enumerate(points):  # an open value would be sampled: not a grid any more
+            for dist in partial.distributions:
+                if dist.key not in point and applies(partial, dist.key, point):
+                    raise ConfigError(f"search.points[{i}]", f"leaves {dist.key} open: a grid point sets every "
+                                      "searched value that applies to it")
         size = len(initial_queue(partial))
         if search.n_trials is not None and search.n_trials > size:
             raise ConfigError("search.n_trials", f"{search.n_trials} exceeds the grid's {size} points")
@@ -598,6 +616,7 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
         executor=executor,
         tracking=tracking,
         enqueue=enqueue,
+        points=points,
         raw=raw,
     )
 

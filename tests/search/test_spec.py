@@ -177,3 +177,49 @@ def test_every_sampler_drives_the_conditional_two_objective_space(sampler: str, 
             trial_config(spec, params)  # every sampled set is a valid run config
             study.tell(trial, [float(i % 3), 1.0 / (i + 1)])
     assert len(study.best_trials) >= 1
+
+
+def test_grid_points_are_exactly_the_listed_runs() -> None:
+    from svite_search.search.space import initial_queue
+    from svite_search.search.spec import spec_from_dict
+
+    raw = {
+        "name": "points",
+        "method": {"choices": ["dense", "svite"]},
+        "sparsity": {"density": {"choices": [0.3, 0.5, 0.7]}},
+        "tokens": {"keep_ratio": {"choices": [1.0, 0.5]}},
+        "search": {"sampler": "grid", "points": [
+            {"method": "dense", "tokens.keep_ratio": 1.0},
+            {"method": "svite", "sparsity": {"density": 0.5}, "tokens": {"keep_ratio": 0.5}},
+        ]},
+    }
+    spec = spec_from_dict(raw)
+    assert spec.n_trials == 2
+    assert initial_queue(spec) == [
+        {"method": "dense", "tokens.keep_ratio": 1.0},
+        {"method": "svite", "sparsity.density": 0.5, "tokens.keep_ratio": 0.5},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("search", "field"),
+    [
+        ({"sampler": "grid", "points": [{"method": "svite", "tokens.keep_ratio": 1.0}]}, "search.points[0]"),
+        ({"sampler": "tpe", "points": [{"method": "dense", "tokens.keep_ratio": 1.0}]}, "search.points"),
+        ({"sampler": "grid", "points": [{"method": "dense", "tokens.keep_ratio": 0.9}]}, "search.points[0].tokens.keep_ratio"),
+    ],
+)
+def test_grid_points_errors_name_the_point(search: dict, field: str) -> None:
+    from svite_search.errors import ConfigError
+    from svite_search.search.spec import spec_from_dict
+
+    raw = {
+        "name": "points",
+        "method": {"choices": ["dense", "svite"]},
+        "sparsity": {"density": {"choices": [0.3, 0.5]}},
+        "tokens": {"keep_ratio": {"choices": [1.0, 0.5]}},
+        "search": search,
+    }
+    with pytest.raises(ConfigError) as info:
+        spec_from_dict(raw)
+    assert info.value.field == field
