@@ -61,6 +61,8 @@ class DataConfig:
     augment: str = _spec("auto", choices=("auto", "none", "light", "deit"))
     randaug: str = _spec("rand-m9-mstd0.5-inc1", help="timm auto_augment string (deit recipe)")
     reprob: float = _spec(0.25, ge=0.0, le=1.0, help="random erasing probability (deit recipe)")
+    repeated_aug: int = _spec(0, ge=0, help="repeated augmentation: copies of each image per epoch "
+                              "across ranks (timm's RepeatAugSampler; DeiT: 3; 0 = off)")
     seed: int = _spec(0, help="seed of the train/val split")
     synthetic_size: int = _spec(512, ge=16, help="synthetic: number of images")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..config import DataConfig
 from ..errors import DataPathError
@@ -100,7 +100,12 @@ def build_data(
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     world = torch.distributed.get_world_size() if distributed else 1
     rank = torch.distributed.get_rank() if distributed else 0
-    train_sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
+    if cfg.repeated_aug > 0:
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        train_sampler: Sampler = RepeatAugSampler(train_set, num_replicas=world, rank=rank, num_repeats=cfg.repeated_aug)
+    else:
+        train_sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
     val_sampler = DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False) if distributed else None
     persistent = cfg.num_workers > 0
     train = DataLoader(

@@ -65,3 +65,16 @@ def test_imagefolder_errors_name_the_path(tmp_path: Path) -> None:
 def test_cifar_without_files_is_a_path_error(tmp_path: Path) -> None:
     with pytest.raises(DataPathError, match=str(tmp_path)):
         build_data(DataConfig(dataset="cifar10", root=str(tmp_path)), img_size=32, in_chans=3, num_classes=10)
+
+
+def test_repeated_augmentation_repeats_each_image_across_ranks() -> None:
+    from timm.data.distributed_sampler import RepeatAugSampler
+
+    cfg = DataConfig(repeated_aug=3, batch_size=16)
+    bundle = build_data(cfg, img_size=8, in_chans=1, num_classes=10)
+    sampler = bundle.train.sampler
+    assert isinstance(sampler, RepeatAugSampler) and sampler.num_repeats == 3
+    sampler.set_epoch(0)
+    first = list(sampler)
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # seeded by the epoch: resumable
