@@ -9,6 +9,8 @@ models train normally until their second training forward pass, then raise.
 ``rel_vit_raise``      ``RuntimeError`` (a bug in user code, a broken batch)
 ``rel_vit_oom``        ``torch.OutOfMemoryError`` (what CUDA raises when it is full)
 ``rel_vit_memory``     ``MemoryError`` (what the host raises when it is full)
+``rel_vit_slow``       never fails; sleeps ``REL_SLOW_S`` seconds (default 0.25) per
+                       training step, so a trial lasts without using the CPU
 =====================  ==========================================================
 
 Leak check: every model is kept in a weak set; when a model is built, the ones whose fault
@@ -24,6 +26,7 @@ import gc
 import inspect
 import json
 import os
+import time
 import weakref
 from typing import Any
 
@@ -38,6 +41,7 @@ FAULTS = {
     "rel_vit_raise": lambda: RuntimeError("injected fault: the forward pass raised"),
     "rel_vit_oom": lambda: torch.OutOfMemoryError("injected fault: CUDA out of memory. Tried to allocate 20.00 GiB"),
     "rel_vit_memory": lambda: MemoryError("injected fault: host memory exhausted"),
+    "rel_vit_slow": None,
 }
 _LIVE: "weakref.WeakSet[FaultyViT]" = weakref.WeakSet()
 
@@ -50,8 +54,11 @@ class FaultyViT(VisionTransformer):
         self.fault = fault
         self.fired = False
         self.training_forwards = 0
+        self.slow_s = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.slow_s:
+            time.sleep(self.slow_s)
         if self.training and self.fault is not None:
             if self.training_forwards >= FAULT_AFTER_FORWARDS:
                 self.fired = True
@@ -75,6 +82,8 @@ def _build(name: str, kwargs: dict[str, Any]) -> FaultyViT:
     shape = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
     shape.update({k: v for k, v in kwargs.items() if k in accepted})  # not timm's pretrained_cfg, cache_dir
     model = FaultyViT(FAULTS[name], **shape)
+    if name == "rel_vit_slow":
+        model.slow_s = float(os.environ.get("REL_SLOW_S", "0.25"))
     _LIVE.add(model)
     return model
 
@@ -92,6 +101,11 @@ def rel_vit_raise(pretrained: bool = False, **kwargs: Any) -> FaultyViT:
 @register_model
 def rel_vit_oom(pretrained: bool = False, **kwargs: Any) -> FaultyViT:
     return _build("rel_vit_oom", kwargs)
+
+
+@register_model
+def rel_vit_slow(pretrained: bool = False, **kwargs: Any) -> FaultyViT:
+    return _build("rel_vit_slow", kwargs)
 
 
 @register_model
