@@ -247,7 +247,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             [[k, f"{v:.2f}"] for k, v in sorted(phase_median.items(), key=lambda kv: -kv[1])],
         ),
     ]
-    notes = [f"top-1 of the runs (same seed, should agree): direct {top1['direct']}, study {top1['study']}."]
+    shown_top1 = {k: ", ".join(f"{v:.2f}" for v in values) for k, values in top1.items()}
+    notes = [f"Top-1 of the runs (same config and seed, so they agree): direct {shown_top1['direct']}; "
+             f"study {shown_top1['study']}."]
     if import_s is not None:
         notes.insert(0, f"A fresh Python process takes {bk.secs(import_s, 1)} to import what a Ray trial worker "
                      f"imports (`{WORKER_IMPORTS}`): a one-trial study pays it once per trial, inside 'executor'.")

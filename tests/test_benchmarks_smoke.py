@@ -105,6 +105,9 @@ def test_study_benchmarks_split_the_overhead(records) -> None:
 def test_report_shows_every_goal_and_its_status(run_all, records, tmp_path) -> None:
     results = {
         "suite": {"command": "python benchmarks/run_all.py --tiny", "tiny": True, "wall_s": 1.0,
+                  "ran": list(records), "date": "today",
+                  "full_run": {"command": "python benchmarks/run_all.py --tiny", "date": "today", "wall_s": 60.0,
+                               "tiny": True},
                   "machine": run_all.suite_machine("cpu", list(records.values()))},
         "benchmarks": records,
     }
@@ -112,6 +115,7 @@ def test_report_shows_every_goal_and_its_status(run_all, records, tmp_path) -> N
     text = (tmp_path / "README.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text())["benchmarks"].keys() == records.keys()
     assert "## Machine" in text and records["slim"]["machine"]["cpu_model"] in text
+    assert "in 1.0 min" in text and "tiny smoke sizes, not results" in text
     for record in records.values():
         assert f"## {record['title']}" in text
         for check in record["checks"]:
@@ -122,7 +126,8 @@ def test_report_shows_every_goal_and_its_status(run_all, records, tmp_path) -> N
 
 def test_run_all_reruns_one_benchmark_and_keeps_the_others(records, tmp_path) -> None:
     kept = records["slim"]
-    (tmp_path / "results.json").write_text(json.dumps({"benchmarks": {"slim": kept}}))
+    full_run = {"command": "python benchmarks/run_all.py --tiny", "date": "earlier", "wall_s": 90.0, "tiny": True}
+    (tmp_path / "results.json").write_text(json.dumps({"suite": {"full_run": full_run}, "benchmarks": {"slim": kept}}))
     proc = subprocess.run(
         [sys.executable, str(BENCH_DIR / "run_all.py"), "--tiny", "--only", "tokens", "--out-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
@@ -130,10 +135,12 @@ def test_run_all_reruns_one_benchmark_and_keeps_the_others(records, tmp_path) ->
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["suite"]["ran"] == ["tokens"] and results["suite"]["tiny"] is True
+    assert results["suite"]["full_run"] == full_run  # the header still tells of the last full run
     assert results["benchmarks"]["slim"] == kept
     assert results["benchmarks"]["tokens"]["total_tokens"] == 65
     text = (tmp_path / "README.md").read_text()
     assert "## SViTE+ token dropping" in text and "## Slim S²ViTE inference" in text
+    assert "ran on earlier in 1.5 min; re-run alone since: tokens" in text
 
 
 def test_unknown_benchmark_is_a_usage_error(tmp_path) -> None:
