@@ -10,7 +10,9 @@ models train normally until their second training forward pass, then raise.
 ``rel_vit_oom``        ``torch.OutOfMemoryError`` (what CUDA raises when it is full)
 ``rel_vit_memory``     ``MemoryError`` (what the host raises when it is full)
 ``rel_vit_slow``       never fails; sleeps ``REL_SLOW_S`` seconds (default 0.25) per
-                       training step, so a trial lasts without using the CPU
+                       training step, so a trial lasts without using the CPU, and
+                       waits (at most a minute) for the file ``REL_GATE`` names, if
+                       set, before its first step
 =====================  ==========================================================
 
 Leak check: every model is kept in a weak set; when a model is built, the ones whose fault
@@ -58,6 +60,7 @@ class FaultyViT(VisionTransformer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.slow_s:
+            _wait_for_gate()
             time.sleep(self.slow_s)
         if self.training and self.fault is not None:
             if self.training_forwards >= FAULT_AFTER_FORWARDS:
@@ -65,6 +68,13 @@ class FaultyViT(VisionTransformer):
                 raise self.fault()
             self.training_forwards += 1
         return super().forward(x)
+
+
+def _wait_for_gate(limit_s: float = 60.0) -> None:
+    gate = os.environ.get("REL_GATE")
+    deadline = time.monotonic() + limit_s
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _log_build(name: str) -> None:

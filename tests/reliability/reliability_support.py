@@ -185,8 +185,8 @@ def assert_study_consistent(study_dir: Path, n_trials: int) -> list[Any]:
     * MLflow: one study run (FINISHED), exactly one trial run per trial that ran, nothing left
       RUNNING, each run's status the trial's state, a failed run tagged with its reason, a
       complete run holding the trial's final objective values;
-    * report: ``trials.csv`` lists every trial that ran with its state, ``pareto.csv`` is the
-      storage's Pareto front.
+    * report: complete (down to ``summary.md``, written last), ``trials.csv`` lists every trial
+      that ran with its state, ``pareto.csv`` is the storage's Pareto front.
     """
     import pandas as pd
 
@@ -223,6 +223,7 @@ def assert_study_consistent(study_dir: Path, n_trials: int) -> list[Any]:
         assert [metrics.get("top1"), metrics.get("gmacs")] == pytest_approx(t.values), (t.number, metrics)
 
     report = study_dir / "report"
+    assert (report / "summary.md").read_text().strip(), "the report has no summary"
     table = pd.read_csv(report / "trials.csv")
     assert dict(zip(table["number"], table["state"])) == states
     front = pd.read_csv(report / "pareto.csv")

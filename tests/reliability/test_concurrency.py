@@ -1,27 +1,37 @@
 """Concurrency: two ``svite-search search`` processes on one study directory, so two trials
 train at once against the same sqlite stores (Optuna and MLflow) for the length of a small
-study. No write may fail on a lock, and the two drivers must either cooperate (the study ends
-with exactly ``n_trials`` complete trials, none run twice, none of the other driver's trials
-failed as "interrupted") or the second must refuse at once with exit code 2 and one line.
+study. No write may fail on a lock, and the two drivers must either cooperate (every trial
+complete, none run twice, none of the other driver's trials failed as "interrupted", the
+target reached, overshooting it by at most the one trial the other driver had running) or the
+second must refuse at once with exit code 2 and one line.
 
 The trials use ``rel_vit_slow`` (:mod:`fault_models`): each training step sleeps, so a trial
-lasts seconds without using the CPU and the two drivers really overlap.
+lasts seconds without using the CPU, and the first steps wait at a gate the test opens once
+both drivers have a trial running, so the two really overlap whatever the machine's load.
+
+Two races of drivers that start at the same moment are reproduced on their own, where the
+timing can be forced: both creating the MLflow store, and both drawing their first
+parameters.
 """
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from reliability_support import (
     CRASH_SPEC,
-    assert_study_consistent,
+    cli_env,
     load_trials,
     mlflow_runs,
     sigkill,
     spec_with,
     start_cli,
+    trial_states,
     wait_for,
     write_yaml,
 )
@@ -33,7 +43,6 @@ SPEC = spec_with(
     train={**CRASH_SPEC["train"], "epochs": 2, "max_steps_per_epoch": 4},
     search={"sampler": "tpe", "n_trials": N_TRIALS, "seed": 0},
 )
-SLOW = {"REL_SLOW_S": "0.25"}
 LOCK_ERRORS = ("database is locked", "OperationalError", "Traceback", "already exists")
 
 
@@ -49,82 +58,87 @@ def _finish(procs: list, logs: list[Path]) -> list[tuple[int, str]]:
     return out
 
 
-def _no_lock_errors(results: list[tuple[int, str]]) -> None:
-    for _, text in results:
+@pytest.mark.slow
+def test_a_second_search_on_a_running_study_cooperates_without_lock_errors(tmp_path: Path, new_study_dir) -> None:
+    study = new_study_dir("study")
+    spec = write_yaml(tmp_path / "shared.yaml", SPEC)
+    gate = tmp_path / "gate"
+    env = {"REL_SLOW_S": "0.2", "REL_GATE": str(gate)}
+    args = ("search", spec, "--out", study, "--no-progress")
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first = start_cli(*args, cwd=tmp_path, log=logs[0], faults=True, **env)
+    second = None
+    try:
+        wait_for(lambda: trial_states(study).get(0) == "RUNNING", first)
+        second = start_cli(*args, cwd=tmp_path, log=logs[1], faults=True, **env)
+        wait_for(lambda: list(trial_states(study).values()).count("RUNNING") == 2 or second.poll() is not None, first)
+    finally:
+        gate.touch()
+    results = _finish([first, second], logs)
+
+    for code, text in results:
         found = [e for e in LOCK_ERRORS if e in text]
         assert not found, (found, text[-3000:])
-
-
-def _cooperated_or_refused(study: Path, results: list[tuple[int, str]]) -> None:
-    _no_lock_errors(results)
     codes = [code for code, _ in results]
-    if 2 in codes:  # the second refused: one line naming the directory, the first finished
-        refused = results[codes.index(2)][1]
-        lines = [line for line in refused.splitlines() if line.startswith("svite-search")]
-        assert len(lines) == 1 and str(study) in lines[0], refused[-2000:]
-        assert sorted(codes) == [0, 2]
-    else:
-        assert codes == [0, 0], [text[-2000:] for _, text in results]
-    trials = assert_study_consistent(study, N_TRIALS)
-    assert all(t.state.name == "COMPLETE" for t in trials), "a live driver's trial was failed as interrupted"
-    params = [tuple(sorted(t.params.items())) for t in trials]
-    assert len(set(params)) == len(params), "the two drivers ran the same parameters"
+    if codes[1] == 2:  # the second refused: one line naming the directory; the first finished alone
+        lines = [line for line in results[1][1].splitlines() if line.startswith("svite-search")]
+        assert len(lines) == 1 and str(study) in lines[0], results[1][1][-2000:]
+    assert codes in ([0, 0], [0, 2]), [text[-2000:] for _, text in results]
 
-
-@pytest.fixture(scope="module")
-def joined(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> tuple[Path, list[tuple[int, str]]]:
-    """A study whose first driver has opened it when a second one starts on it."""
-    root = tmp_path_factory.mktemp("joined")
-    study = root / "study"
-    study.mkdir()
-    shutil.copy(mlflow_template, study / "mlflow.db")
-    spec = write_yaml(root / "shared.yaml", SPEC)
-    args = ("search", spec, "--out", study, "--no-progress")
-    logs = [root / "first.log", root / "second.log"]
-    first = start_cli(*args, cwd=root, log=logs[0], faults=True, **SLOW)
-    try:
-        wait_for(lambda: (study / "study.json").is_file(), first)  # the first has opened the study
-    except BaseException:
-        sigkill(first)
-        raise
-    second = start_cli(*args, cwd=root, log=logs[1], faults=True, **SLOW)
-    return study, _finish([first, second], logs)
-
-
-@pytest.mark.slow
-def test_two_drivers_share_the_stores_without_lock_errors(joined) -> None:
-    study, results = joined
-    _no_lock_errors(results)
-    assert [code for code, _ in results] in ([0, 0], [0, 2]), [text[-2000:] for _, text in results]
     trials = load_trials(study)
-    assert len([t for t in trials if t.state.name == "COMPLETE"]) >= N_TRIALS
-    assert all(t.state.name == "COMPLETE" for t in trials), "a live driver's trial was failed"
+    assert all(t.state.name == "COMPLETE" for t in trials), {t.number: t.state.name for t in trials}
+    assert N_TRIALS <= len(trials) <= N_TRIALS + (1 if codes == [0, 0] else 0)
     params = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(params)) == len(params), "the two drivers ran the same parameters"
+    if codes == [0, 0]:
+        assert len({t.user_attrs.get("driver") for t in trials}) == 2, "the second driver never trained"
     parents, runs = mlflow_runs(study)
     assert [p.info.status for p in parents] == ["FINISHED"]
     assert sorted(int(r.data.tags["svite.trial"]) for r in runs) == [t.number for t in trials]
     assert {r.info.status for r in runs} == {"FINISHED"}
-    if [code for code, _ in results] == [0, 0]:  # they cooperated: both really trained, at once
-        assert len({t.user_attrs.get("driver") for t in trials}) == 2
+
+
+#: Waits for the go file, then opens the MLflow store as a search driver does.
+OPEN_STORE = r"""
+import sys, time
+from pathlib import Path
+import svite_search
+from svite_search.tracking._client import make_client
+ready, go, uri = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+ready.touch()
+while not go.exists():
+    time.sleep(0.005)
+make_client(uri).search_experiments()
+"""
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="search: run_local asks for a trial while finished < n_trials without "
-                   "counting the other driver's running trials, so two drivers overshoot n_trials")
-def test_two_drivers_stop_at_n_trials(joined) -> None:
-    study, results = joined
-    _cooperated_or_refused(study, results)
+@pytest.mark.xfail(strict=True, reason="tracking: make_client lets two processes migrate a new sqlite MLflow store "
+                   "at once (alembic 'table ... already exists' / 'expected to match one row'), so two searches "
+                   "started together on a new study directory both fail")
+def test_two_drivers_creating_the_mlflow_store_at_once(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'study' / 'mlflow.db'}"
+    go = tmp_path / "go"
+    procs, ready = [], []
+    for i in range(2):
+        ready.append(tmp_path / f"ready-{i}")
+        procs.append(subprocess.Popen([sys.executable, "-c", OPEN_STORE, str(ready[-1]), str(go), uri],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env()))
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [out[-1500:] for out in outputs]
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="search/tracking: two searches started together on a new study directory "
-                   "race on the MLflow store's migrations (exit 1) or, with the store in place, sample the same "
-                   "parameters (the sampler seed is the spec seed plus the trials already there: 0 for both)")
-def test_two_searches_started_together(tmp_path: Path) -> None:
-    study = tmp_path / "study"
-    spec = write_yaml(tmp_path / "shared.yaml", SPEC)
-    args = ("search", spec, "--out", study, "--no-progress")
-    logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    procs = [start_cli(*args, cwd=tmp_path, log=log, faults=True, **SLOW) for log in logs]
-    _cooperated_or_refused(study, _finish(procs, logs))
+@pytest.mark.xfail(strict=True, reason="search: make_sampler seeds with search.seed + the trials already in the "
+                   "study, so two drivers that open the study at the same count draw the same parameters")
+def test_two_drivers_opening_a_study_together_draw_different_parameters(tmp_path: Path) -> None:
+    from svite_search.search import load_spec, prepare_study, suggest_params
+
+    spec = load_spec(write_yaml(tmp_path / "shared.yaml", CRASH_SPEC))
+    study_dir = tmp_path / "study"
+    first, second = prepare_study(spec, study_dir), prepare_study(spec, study_dir)
+    drawn = [suggest_params(handle.study.ask(), spec) for handle in (first, second)]
+    assert drawn[0] != drawn[1]
