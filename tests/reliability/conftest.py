@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
@@ -52,15 +52,3 @@ def reference_study(tmp_path_factory: pytest.TempPathFactory, mlflow_template: P
 @pytest.fixture
 def crash_spec_file(tmp_path: Path) -> Path:
     return write_yaml(tmp_path / "crash.yaml", CRASH_SPEC)
-
-
-@pytest.fixture
-def copy_of(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
-    """``copy_of(study_dir)``: a private copy of a (session-scoped) study directory."""
-
-    def make(source: Path) -> Path:
-        target = tmp_path / f"copy-of-{source.name}"
-        shutil.copytree(source, target)
-        return target
-
-    yield make

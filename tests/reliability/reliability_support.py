@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess

@@ -15,7 +15,6 @@ parameters.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -132,6 +131,7 @@ def test_two_drivers_creating_the_mlflow_store_at_once(tmp_path: Path) -> None:
     assert [proc.returncode for proc in procs] == [0, 0], [out[-1500:] for out in outputs]
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 @pytest.mark.xfail(strict=True, reason="search: make_sampler seeds with search.seed + the trials already in the "
                    "study, so two drivers that open the study at the same count draw the same parameters")
 def test_two_drivers_opening_a_study_together_draw_different_parameters(tmp_path: Path) -> None:
