@@ -123,6 +123,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"Both arms ran the same trial parameters (random sampler, same seed): {same_trials}.",
         f"Ray start (once, before the rounds): {bk.secs(ray_start_s, 1)}.",
     ]
+    load = info["load_average_1min"] or 0.0  # before the studies: this process and everything else
+    if load > info["cpu_usable"] - 0.5:
+        notes.append(
+            f"The machine was busy before the studies started (1-minute load average {load:.1f} on "
+            f"{info['cpu_usable']} CPUs): a second trial found no idle core, so this speed-up understates "
+            "what two concurrent trials give on an otherwise idle machine."
+        )
     return bk.record(
         "concurrency",
         title="Concurrency: quickstart trials per hour, 1 vs 2 concurrent trials",

@@ -117,8 +117,13 @@ def machine(device: torch.device | str = "cpu") -> dict[str, Any]:
         "device": device_label(device),
         "gpu": gpu_info(device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average_1min": load_average(),
     }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: how many processes wanted a CPU, this one included."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def device_label(device: torch.device) -> str:
@@ -399,7 +404,7 @@ def record(
         "tables": tables,
         "notes": list(notes),
         "settings": settings,
-        "machine": machine_info | {"load_average_1min_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "machine": machine_info | {"load_average_1min_after": load_average()},
         "tiny": tiny,
         "wall_s": wall_s,
         **data,

@@ -115,7 +115,7 @@ def test_report_shows_every_goal_and_its_status(run_all, records, tmp_path) -> N
     text = (tmp_path / "README.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text())["benchmarks"].keys() == records.keys()
     assert "## Machine" in text and records["slim"]["machine"]["cpu_model"] in text
-    assert "in 1.0 min" in text and "tiny smoke sizes, not results" in text
+    assert "took 1.0 min" in text and "tiny smoke sizes, not results" in text
     for record in records.values():
         assert f"## {record['title']}" in text
         for check in record["checks"]:
@@ -140,7 +140,7 @@ def test_run_all_reruns_one_benchmark_and_keeps_the_others(records, tmp_path) ->
     assert results["benchmarks"]["tokens"]["total_tokens"] == 65
     text = (tmp_path / "README.md").read_text()
     assert "## SViTE+ token dropping" in text and "## Slim S²ViTE inference" in text
-    assert "ran on earlier in 1.5 min; re-run alone since: tokens" in text
+    assert "started on earlier and took 1.5 min; re-run alone since: tokens" in text
 
 
 def test_unknown_benchmark_is_a_usage_error(tmp_path) -> None:
