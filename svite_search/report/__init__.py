@@ -23,6 +23,9 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import shutil
+import tempfile
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -86,13 +89,30 @@ def write_report_for_study(study: Any, out_dir: str | Path, spec: Mapping[str, A
     ``study_dir``, when given, makes the trial directories in the tables relative to it.
     Returns ``{"report_dir", "files", "pareto", "trials", "complete", "failed", "hypervolume"}``.
     """
+    spec = dict(spec or {})
+    final = Path(out_dir)
+    final.mkdir(parents=True, exist_ok=True)
+    for stale in final.glob(".staging-*.tmp"):  # left by a write that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    # Every file is written into a staging folder, then renamed over the old one: a reader (or a
+    # kill) never sees a half-written report file.
+    out = Path(tempfile.mkdtemp(dir=final, prefix=".staging-", suffix=".tmp"))
+    try:
+        result = _write_files(study, out, spec, title=title, study_dir=study_dir)
+        for name in result["files"]:
+            os.replace(out / name, final / name)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    result["report_dir"] = str(final)
+    return result
+
+
+def _write_files(study: Any, out: Path, spec: dict[str, Any], *, title: str | None,
+                 study_dir: str | Path | None) -> dict[str, Any]:
     from .importance import param_importances
     from .plots import hypervolume_png, pareto_html, pareto_png
     from .summary import summary_markdown
 
-    spec = dict(spec or {})
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     objectives = objectives_of(study, spec)
     method = spec.get("method") if isinstance(spec.get("method"), str) else None
     frame = trials_frame(study.get_trials(deepcopy=False), objectives, default_method=method)

@@ -128,8 +128,6 @@ def test_a_finished_study_holds_no_temporary_files(reference_study: Path) -> Non
     assert _temp_files(reference_study) == []
 
 
-@pytest.mark.xfail(strict=True, reason="report: write_report_for_study writes every file in place "
-                   "(DataFrame.to_csv, Path.write_text, savefig, write_html), not to a temp file + rename")
 def test_report_files_are_replaced_atomically(tmp_path: Path, reference_study: Path) -> None:
     from svite_search.report import write_report
 
