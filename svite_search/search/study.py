@@ -40,6 +40,7 @@ from ..errors import UserInputError
 from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome
 from .space import initial_queue
 from .spec import StudySpec, spec_from_dict
+from ..train.checkpoint import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def _write_study_files(handle: StudyHandle, source: str) -> None:
     study_dir.mkdir(parents=True, exist_ok=True)
     header = "# The study spec this directory was created with (svite-search search); spec_hash names it.\n"
     body = yaml.safe_dump({"spec_hash": spec.spec_hash, "spec": spec.raw}, sort_keys=False)
-    (study_dir / SPEC_FILE).write_text(header + body)
+    atomic_write_text(study_dir / SPEC_FILE, header + body)
     storage = {"url": f"sqlite:///{DB_FILE}", "relative": True} if source == "study_dir" else {"url": _masked(handle.url), "source": source}
     info = {
         "study_name": spec.name,
@@ -195,7 +196,7 @@ def _write_study_files(handle: StudyHandle, source: str) -> None:
         "n_trials": spec.n_trials,
         "storage": storage,
     }
-    (study_dir / STUDY_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(study_dir / STUDY_FILE, json.dumps(info, indent=2) + "\n")
 
 
 def _check_same_study(spec: StudySpec, study_dir: Path, existing: optuna.Study | None, force: bool) -> None:

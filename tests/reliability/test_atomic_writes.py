@@ -138,8 +138,6 @@ def test_report_files_are_replaced_atomically(tmp_path: Path, reference_study: P
     assert _temp_files(study) == []
 
 
-@pytest.mark.xfail(strict=True, reason="search: _write_study_files rewrites spec.yaml and study.json in place "
-                   "on every (re)start of a study")
 def test_study_files_are_replaced_atomically(tmp_path: Path, reference_study: Path) -> None:
     from svite_search.search import load_spec, prepare_study
 
