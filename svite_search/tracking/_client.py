@@ -80,6 +80,15 @@ def make_client(tracking_uri: str) -> Any:
     """An ``MlflowClient`` for ``tracking_uri`` (creating a sqlite store runs its migrations)."""
     from mlflow import MlflowClient
 
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    return retry(lambda: MlflowClient(tracking_uri=tracking_uri), what="open the MLflow store")
+    if not tracking_uri.startswith("sqlite:///"):
+        return retry(lambda: MlflowClient(tracking_uri=tracking_uri), what="open the MLflow store")
+    from filelock import FileLock
+
+    db_path = Path(tracking_uri[len("sqlite:///"):])
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    # A new sqlite store is created by running its migrations; two processes doing that at once
+    # collide ("table already exists"). One at a time, under a lock beside the database.
+    with FileLock(str(db_path) + ".lock", timeout=600):
+        client = retry(lambda: MlflowClient(tracking_uri=tracking_uri), what="open the MLflow store")
+        retry(lambda: client.search_experiments(max_results=1), what="create the MLflow store")
+    return client

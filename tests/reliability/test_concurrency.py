@@ -112,9 +112,6 @@ make_client(uri).search_experiments()
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="tracking: make_client lets two processes migrate a new sqlite MLflow store "
-                   "at once (alembic 'table ... already exists' / 'expected to match one row'), so two searches "
-                   "started together on a new study directory both fail")
 def test_two_drivers_creating_the_mlflow_store_at_once(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'study' / 'mlflow.db'}"
     go = tmp_path / "go"
