@@ -219,7 +219,7 @@ class StudySearcher(OptunaSearch):
                 space=SpaceFunction(spec),
                 metric=list(spec.metrics),
                 mode=["max" if d == "maximize" else "min" for d in spec.directions],
-                sampler=make_sampler(spec, parallel=parallel, offset=len(handle.study.trials)),
+                sampler=make_sampler(spec, parallel=parallel),
                 study_name=spec.name,
                 storage=handle.storage,
             )

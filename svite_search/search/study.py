@@ -122,13 +122,64 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 # ----------------------------------------------------------------------------- samplers
 
 
-def make_sampler(spec: StudySpec, *, parallel: bool = False, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The spec's sampler. ``offset`` (the trials already in the study) shifts the seed so a
-    resumed study does not draw its first parameter sets again. ``grid`` runs the enqueued grid
-    (see :func:`svite_search.search.space.grid_points`); its sampler only fills in values a
-    grid point leaves open, which there are none of."""
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Wraps an Optuna sampler so every trial draws from a seed of its own: the study seed and the
+    trial number.
+
+    Why: a sampler seeded once draws the same sequence in every process that builds it. A resumed
+    study would draw its first parameter sets again, and two drivers working on one study (a
+    shared database, or two ``search`` commands on one directory) would draw the same values at
+    the same time. Seeding by trial number keeps a single driver exactly reproducible and gives
+    concurrent drivers, whose trials have different numbers, different draws.
+    """
+
+    def __init__(self, inner: optuna.samplers.BaseSampler, seed: int | None) -> None:
+        self.inner = inner
+        self.seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: Any) -> None:
+        if self.seed is not None:
+            _reseed(self.inner, (int(self.seed) * 1_000_003 + int(trial.number)) % 2**32)
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+def _reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> None:
+    """Seed a sampler's random state and that of the samplers it holds (TPE's random start-up
+    sampler, GP's independent sampler)."""
+    state = getattr(sampler, "_rng", None)
+    if state is not None and hasattr(state, "rng"):
+        state.rng.seed(seed)
+    for value in vars(sampler).values():
+        if isinstance(value, optuna.samplers.BaseSampler) and value is not sampler:
+            _reseed(value, (seed + 1) % 2**32)
+
+
+def make_sampler(spec: StudySpec, *, parallel: bool = False) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded per trial (see :class:`TrialSeededSampler`). ``grid`` runs the
+    enqueued grid (see :func:`svite_search.search.space.grid_points`); its sampler only fills in
+    values a grid point leaves open, which there are none of."""
+    inner = _make_inner_sampler(spec, parallel=parallel)
+    return TrialSeededSampler(inner, spec.search.seed)
+
+
+def _make_inner_sampler(spec: StudySpec, *, parallel: bool) -> optuna.samplers.BaseSampler:
     search = spec.search
-    seed = None if search.seed is None else int(search.seed) + int(offset)
+    seed = None if search.seed is None else int(search.seed)
     n = spec.n_trials
     startup = search.n_startup_trials if search.n_startup_trials is not None else min(10, max(2, n // 3))
     population = search.population_size or max(2, min(50, n))
@@ -238,14 +289,13 @@ def prepare_study(spec: StudySpec, study_dir: str | Path, *, force: bool = False
     except KeyError:
         existing = None
     _check_same_study(spec, study_dir, existing, force)
-    offset = len(existing.trials) if existing is not None else 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(
             study_name=spec.name,
             storage=storage,
             directions=spec.directions,
-            sampler=make_sampler(spec, parallel=parallel, offset=offset),
+            sampler=make_sampler(spec, parallel=parallel),
             pruner=make_pruner(spec),
             load_if_exists=True,
         )

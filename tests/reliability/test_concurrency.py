@@ -129,8 +129,6 @@ def test_two_drivers_creating_the_mlflow_store_at_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-@pytest.mark.xfail(strict=True, reason="search: make_sampler seeds with search.seed + the trials already in the "
-                   "study, so two drivers that open the study at the same count draw the same parameters")
 def test_two_drivers_opening_a_study_together_draw_different_parameters(tmp_path: Path) -> None:
     from svite_search.search import load_spec, prepare_study, suggest_params
 
