@@ -10,7 +10,7 @@ Usage::
 
     python benchmarks/run_all.py                      # all, writes reports/benchmarks/ (make bench)
     python benchmarks/run_all.py --only slim          # one benchmark; the others' results are kept
-    python benchmarks/run_all.py --tiny --out-dir /tmp/bench   # smoke size, seconds per benchmark
+    python benchmarks/run_all.py --tiny --out-dir runs/bench-tiny   # smoke size, seconds per benchmark
     python benchmarks/run_all.py --device cuda        # on a GPU: reports/benchmarks/gpu-<name>/
 """
 from __future__ import annotations
