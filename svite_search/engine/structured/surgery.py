@@ -31,12 +31,9 @@ Example::
 from __future__ import annotations
 
 import copy
-import glob
 import inspect
 import os
-import tempfile
 import warnings
-import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import UserInputError
+from ..._io import atomic_torch_save, check_archive
 from ._units import BlockMask, check_block_masks, masks_from_weights, unwrap_model, vit_blocks
 
 FORMAT = "svite-search/slim-vit"
@@ -490,20 +488,7 @@ def save_slim(model: nn.Module, path: str | os.PathLike[str], *, verify: bool = 
     if verify:
         rebuilt = _from_payload(payload, str(path))
         check_same_outputs(copy_to_cpu_float(src), rebuilt)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.tmp"):
-        stale.unlink(missing_ok=True)  # left by an earlier save that was killed mid-write
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(payload, path)
     return path
 
 
@@ -529,26 +514,12 @@ def _from_payload(payload: Any, source: str) -> nn.Module:
     return model.eval()
 
 
-def _check_crc(path: Path) -> None:
-    """Refuse a ``torch.save`` zip archive whose bytes no longer match their CRC-32:
-    ``torch.load`` does not check them, and would rebuild the model from damaged weights."""
-    if not zipfile.is_zipfile(path):
-        return  # not an archive: torch.load judges it
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        raise UserInputError(f"{path}: damaged slim model file ({type(err).__name__}: {err})") from None
-    if bad is not None:
-        raise UserInputError(f"{path}: damaged slim model file (checksum mismatch in {bad.split('/', 1)[-1]})")
-
-
 def load_slim(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> nn.Module:
     """Rebuild a model written by :func:`save_slim` (in eval mode)."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such slim model file")
-    _check_crc(path)
+    check_archive(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated archive, foreign pickle

@@ -1,0 +1,102 @@
+"""Files that are never half-written: atomic replacement, and damaged-archive detection.
+
+Every file svite-search writes (checkpoints, slim models, configs, results, study files) goes to
+a temporary file beside its target and is renamed over it, so a crash or a kill leaves either the
+old version or the new one, whole. Used by the trainer and by the engine's slim export alike;
+imports only the standard library, torch and the error types.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserInputError
+
+
+def new_temp_file(path: str | Path) -> str:
+    """Create an empty temporary file beside ``path`` for the next version of it.
+
+    Temporary files that earlier writes of ``path`` left behind (their process was killed
+    mid-write) are removed first: each is as large as the file itself. That is safe because a
+    file has one writer (a run directory has one trainer, and only rank 0 writes).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.tmp"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return tmp
+
+
+def replace_durably(tmp: str, path: str | Path) -> None:
+    """fsync ``tmp``, rename it over ``path`` and fsync the directory, so that after a crash
+    ``path`` is either its old or its new version, whole."""
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(Path(path).parent, os.O_RDONLY)
+    except OSError:  # a platform without directory handles: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    tmp = new_temp_file(path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        replace_durably(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file, then rename over ``path``."""
+    tmp = new_temp_file(path)
+    try:
+        torch.save(obj, tmp)
+        replace_durably(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def error_text(err: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` (just ``Type`` when the message is empty)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:limit]}" if lines else type(err).__name__
+
+
+def check_archive(path: str | Path) -> None:
+    """Raise :class:`UserInputError` if ``path`` is a zip archive (``torch.save``'s format) with a
+    member whose bytes do not match their CRC-32. Files that are not zip archives are left to
+    ``torch.load`` to judge."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise UserInputError(f"{path}: damaged archive ({error_text(err)})") from None
+    if bad is not None:
+        raise UserInputError(f"{path}: damaged archive (checksum mismatch in {bad.split('/', 1)[-1]})")
