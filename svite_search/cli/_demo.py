@@ -52,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
         if uri:
             lines.append(f"MLflow store: {uri}")
             lines.append(f"open it with: mlflow ui --backend-store-uri {uri}")
+            lines.append("              (the web UI needs the full package: .venv/bin/pip install mlflow)")
         print("\n".join(lines), file=sys.stdout)
     return code
