@@ -32,7 +32,7 @@ DISTRIBUTIONS = ("erk", "er", "uniform")
 DECAYS = ("cosine", "linear", "constant")
 
 
-def _spec(
+def setting(
     default: Any = dataclasses.MISSING,
     *,
     default_factory: Any = dataclasses.MISSING,
@@ -43,7 +43,8 @@ def _spec(
     le: float | None = None,
     lt: float | None = None,
 ) -> Any:
-    """A dataclass field with validation metadata (choices and numeric bounds)."""
+    """A dataclass field with the validation metadata :func:`from_dict` reads (choices, numeric
+    bounds, a help text). The run config and the study spec declare their fields with it."""
     meta = {"help": help, "choices": choices, "gt": gt, "ge": ge, "le": le, "lt": lt}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
@@ -52,109 +53,109 @@ def _spec(
 
 @dataclass
 class DataConfig:
-    dataset: str = _spec("digits", choices=DATASETS, help="digits is embedded; others read `root`")
-    root: str | None = _spec(None, help="local dataset directory (never downloaded)")
-    val_fraction: float = _spec(0.2, gt=0.0, lt=1.0, help="digits/synthetic: held-out share")
-    batch_size: int = _spec(64, ge=1, help="per-process training batch")
-    eval_batch_size: int | None = _spec(None, ge=1)
-    num_workers: int = _spec(0, ge=0)
-    augment: str = _spec("auto", choices=("auto", "none", "light", "deit"))
-    randaug: str = _spec("rand-m9-mstd0.5-inc1", help="timm auto_augment string (deit recipe)")
-    reprob: float = _spec(0.25, ge=0.0, le=1.0, help="random erasing probability (deit recipe)")
-    repeated_aug: int = _spec(0, ge=0, help="repeated augmentation: copies of each image per epoch "
+    dataset: str = setting("digits", choices=DATASETS, help="digits is embedded; others read `root`")
+    root: str | None = setting(None, help="local dataset directory (never downloaded)")
+    val_fraction: float = setting(0.2, gt=0.0, lt=1.0, help="digits/synthetic: held-out share")
+    batch_size: int = setting(64, ge=1, help="per-process training batch")
+    eval_batch_size: int | None = setting(None, ge=1)
+    num_workers: int = setting(0, ge=0)
+    augment: str = setting("auto", choices=("auto", "none", "light", "deit"))
+    randaug: str = setting("rand-m9-mstd0.5-inc1", help="timm auto_augment string (deit recipe)")
+    reprob: float = setting(0.25, ge=0.0, le=1.0, help="random erasing probability (deit recipe)")
+    repeated_aug: int = setting(0, ge=0, help="repeated augmentation: copies of each image per epoch "
                               "across ranks (timm's RepeatAugSampler; DeiT: 3; 0 = off)")
-    seed: int = _spec(0, help="seed of the train/val split")
-    synthetic_size: int = _spec(512, ge=16, help="synthetic: number of images")
+    seed: int = setting(0, help="seed of the train/val split")
+    synthetic_size: int = setting(512, ge=16, help="synthetic: number of images")
 
 
 @dataclass
 class ModelConfig:
-    name: str = _spec("vit_digits", help="a preset (vit_digits, ...) or any timm ViT name")
-    img_size: int | None = _spec(None, ge=1)
-    patch_size: int | None = _spec(None, ge=1)
-    in_chans: int | None = _spec(None, ge=1)
-    num_classes: int | None = _spec(None, ge=1, help="default: the dataset's")
-    embed_dim: int | None = _spec(None, ge=1)
-    depth: int | None = _spec(None, ge=1)
-    num_heads: int | None = _spec(None, ge=1)
-    mlp_ratio: float | None = _spec(None, gt=0.0)
-    drop_rate: float = _spec(0.0, ge=0.0, lt=1.0)
-    drop_path: float = _spec(0.0, ge=0.0, lt=1.0)
-    pretrained: bool = _spec(False, help="load timm pretrained weights (needs them cached)")
+    name: str = setting("vit_digits", help="a preset (vit_digits, ...) or any timm ViT name")
+    img_size: int | None = setting(None, ge=1)
+    patch_size: int | None = setting(None, ge=1)
+    in_chans: int | None = setting(None, ge=1)
+    num_classes: int | None = setting(None, ge=1, help="default: the dataset's")
+    embed_dim: int | None = setting(None, ge=1)
+    depth: int | None = setting(None, ge=1)
+    num_heads: int | None = setting(None, ge=1)
+    mlp_ratio: float | None = setting(None, gt=0.0)
+    drop_rate: float = setting(0.0, ge=0.0, lt=1.0)
+    drop_path: float = setting(0.0, ge=0.0, lt=1.0)
+    pretrained: bool = setting(False, help="load timm pretrained weights (needs them cached)")
 
 
 @dataclass
 class TrainSection:
-    epochs: int = _spec(30, ge=1)
-    lr: float = _spec(1e-3, gt=0.0)
-    lr_base_batch: int | None = _spec(None, ge=1, help="scale lr by global_batch / this (DeiT: 512)")
-    min_lr: float = _spec(1e-5, ge=0.0)
-    warmup_lr: float = _spec(1e-6, ge=0.0)
-    warmup_epochs: int = _spec(2, ge=0)
-    sched: str = _spec("cosine", choices=("cosine", "step", "plateau", "poly", "tanh", "none"))
-    opt: str = _spec("adamw", choices=("adamw", "adam", "sgd", "momentum", "lamb", "lion"))
-    momentum: float = _spec(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = _spec(0.05, ge=0.0)
-    label_smoothing: float = _spec(0.1, ge=0.0, lt=1.0)
-    mixup: float = _spec(0.0, ge=0.0, help="Mixup alpha (0 = off); DeiT: 0.8")
-    cutmix: float = _spec(0.0, ge=0.0, help="CutMix alpha (0 = off); DeiT: 1.0")
-    clip_grad: float | None = _spec(None, gt=0.0)
-    amp: bool | None = _spec(None, help="mixed precision; default: on when CUDA is used")
-    device: str = _spec("auto", help="auto | cpu | cuda | cuda:N")
-    seed: int = _spec(0)
-    ema: bool = _spec(False, help="keep an EMA copy of the weights (masked too)")
-    ema_decay: float = _spec(0.9998, gt=0.0, lt=1.0)
-    max_steps_per_epoch: int | None = _spec(None, ge=1, help="cap iterations per epoch (smoke runs)")
-    checkpoint: bool = _spec(True, help="write last.pt after every epoch (atomic)")
-    threads: int | None = _spec(None, ge=1, help="torch intra-op threads on CPU")
+    epochs: int = setting(30, ge=1)
+    lr: float = setting(1e-3, gt=0.0)
+    lr_base_batch: int | None = setting(None, ge=1, help="scale lr by global_batch / this (DeiT: 512)")
+    min_lr: float = setting(1e-5, ge=0.0)
+    warmup_lr: float = setting(1e-6, ge=0.0)
+    warmup_epochs: int = setting(2, ge=0)
+    sched: str = setting("cosine", choices=("cosine", "step", "plateau", "poly", "tanh", "none"))
+    opt: str = setting("adamw", choices=("adamw", "adam", "sgd", "momentum", "lamb", "lion"))
+    momentum: float = setting(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = setting(0.05, ge=0.0)
+    label_smoothing: float = setting(0.1, ge=0.0, lt=1.0)
+    mixup: float = setting(0.0, ge=0.0, help="Mixup alpha (0 = off); DeiT: 0.8")
+    cutmix: float = setting(0.0, ge=0.0, help="CutMix alpha (0 = off); DeiT: 1.0")
+    clip_grad: float | None = setting(None, gt=0.0)
+    amp: bool | None = setting(None, help="mixed precision; default: on when CUDA is used")
+    device: str = setting("auto", help="auto | cpu | cuda | cuda:N")
+    seed: int = setting(0)
+    ema: bool = setting(False, help="keep an EMA copy of the weights (masked too)")
+    ema_decay: float = setting(0.9998, gt=0.0, lt=1.0)
+    max_steps_per_epoch: int | None = setting(None, ge=1, help="cap iterations per epoch (smoke runs)")
+    checkpoint: bool = setting(True, help="write last.pt after every epoch (atomic)")
+    threads: int | None = setting(None, ge=1, help="torch intra-op threads on CPU")
 
 
 @dataclass
 class SparsityConfig:
-    density: float = _spec(0.5, gt=0.0, le=1.0, help="svite: global weight density")
-    distribution: str = _spec("erk", choices=DISTRIBUTIONS)
-    update_interval: int | None = _spec(100, ge=1, help="ΔT in iterations")
-    updates_per_run: int | None = _spec(None, ge=1, help="alternative to ΔT: topology updates in all")
-    prune_rate: float = _spec(0.5, gt=0.0, le=1.0, help="dr0, the initial prune (death) rate")
-    prune_rate_min: float = _spec(0.005, ge=0.0, le=1.0)
-    decay: str = _spec("cosine", choices=DECAYS)
-    t_end: float = _spec(0.8, gt=0.0, le=1.0, help="share of training with topology updates")
-    optimizer_state: str | None = _spec(None, choices=("reset", "keep"), help="default per preset")
-    head_density: float = _spec(0.7, gt=0.0, le=1.0, help="s2vite: share of heads kept")
-    mlp_density: float = _spec(0.6, gt=0.0, le=1.0, help="s2vite: share of MLP neurons kept")
+    density: float = setting(0.5, gt=0.0, le=1.0, help="svite: global weight density")
+    distribution: str = setting("erk", choices=DISTRIBUTIONS)
+    update_interval: int | None = setting(100, ge=1, help="ΔT in iterations")
+    updates_per_run: int | None = setting(None, ge=1, help="alternative to ΔT: topology updates in all")
+    prune_rate: float = setting(0.5, gt=0.0, le=1.0, help="dr0, the initial prune (death) rate")
+    prune_rate_min: float = setting(0.005, ge=0.0, le=1.0)
+    decay: str = setting("cosine", choices=DECAYS)
+    t_end: float = setting(0.8, gt=0.0, le=1.0, help="share of training with topology updates")
+    optimizer_state: str | None = setting(None, choices=("reset", "keep"), help="default per preset")
+    head_density: float = setting(0.7, gt=0.0, le=1.0, help="s2vite: share of heads kept")
+    mlp_density: float = setting(0.6, gt=0.0, le=1.0, help="s2vite: share of MLP neurons kept")
 
 
 @dataclass
 class TokenConfig:
-    keep_ratio: float = _spec(1.0, gt=0.0, le=1.0, help="SViTE+: share of patch tokens kept (1 = off)")
-    keep_tokens: int | None = _spec(
+    keep_ratio: float = setting(1.0, gt=0.0, le=1.0, help="SViTE+: share of patch tokens kept (1 = off)")
+    keep_tokens: int | None = setting(
         None, ge=1, help="alternative to keep_ratio: PATCH tokens kept; cls comes on top (paper's 187 of 197 = 186)"
     )
-    tau_start: float = _spec(10.0, gt=0.0)
-    tau_end: float = _spec(0.1, gt=0.0)
-    tau_decay: str = _spec("linear", choices=("linear", "cosine", "exponential", "constant"))
+    tau_start: float = setting(10.0, gt=0.0)
+    tau_end: float = setting(0.1, gt=0.0)
+    tau_decay: str = setting("linear", choices=("linear", "cosine", "exponential", "constant"))
 
 
 @dataclass
 class TrackingConfig:
-    enabled: bool = _spec(False, help="log this run to MLflow")
-    uri: str | None = _spec(None, help="tracking URI; default MLFLOW_TRACKING_URI or sqlite in the run dir")
-    experiment: str | None = _spec(None)
+    enabled: bool = setting(False, help="log this run to MLflow")
+    uri: str | None = setting(None, help="tracking URI; default MLFLOW_TRACKING_URI or sqlite in the run dir")
+    experiment: str | None = setting(None)
 
 
 @dataclass
 class TrainConfig:
     """One training run."""
 
-    name: str = _spec("run")
-    method: str = _spec("dense", choices=METHODS)
-    preset: str = _spec("default", choices=PRESETS, help="reference: the authors' code's behaviour")
-    data: DataConfig = _spec(default_factory=DataConfig)
-    model: ModelConfig = _spec(default_factory=ModelConfig)
-    train: TrainSection = _spec(default_factory=TrainSection)
-    sparsity: SparsityConfig = _spec(default_factory=SparsityConfig)
-    tokens: TokenConfig = _spec(default_factory=TokenConfig)
-    tracking: TrackingConfig = _spec(default_factory=TrackingConfig)
+    name: str = setting("run")
+    method: str = setting("dense", choices=METHODS)
+    preset: str = setting("default", choices=PRESETS, help="reference: the authors' code's behaviour")
+    data: DataConfig = setting(default_factory=DataConfig)
+    model: ModelConfig = setting(default_factory=ModelConfig)
+    train: TrainSection = setting(default_factory=TrainSection)
+    sparsity: SparsityConfig = setting(default_factory=SparsityConfig)
+    tokens: TokenConfig = setting(default_factory=TokenConfig)
+    tracking: TrackingConfig = setting(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -27,11 +27,11 @@ import json
 import math
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig, apply_overrides, config_from_dict, from_dict, read_yaml
+from ..config import TrainConfig, apply_overrides, config_from_dict, from_dict, read_yaml, setting
 from ..errors import ConfigError, DataPathError
 
 #: Run-config sections whose scalar values may be distributions.
@@ -145,64 +145,54 @@ class Constraint:
         return value - self.bound if self.op == "<=" else self.bound - value
 
 
-def _field(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, help: str = "",
-           choices: tuple[Any, ...] | None = None, gt: float | None = None, ge: float | None = None,
-           le: float | None = None) -> Any:
-    """A dataclass field with the validation metadata :func:`svite_search.config.from_dict` reads."""
-    meta = {"help": help, "choices": choices, "gt": gt, "ge": ge, "le": le, "lt": None}
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass(frozen=True)
 class LatencySettings:
     """How ``latency_ms`` is measured after training (only when an objective or constraint uses it)."""
 
-    batch_size: int = _field(1, ge=1)
-    warmup: int = _field(3, ge=0)
-    repeats: int = _field(10, ge=1)
-    threads: int | None = _field(1, ge=1, help="intra-op threads while timing (null: torch's current)")
+    batch_size: int = setting(1, ge=1)
+    warmup: int = setting(3, ge=0)
+    repeats: int = setting(10, ge=1)
+    threads: int | None = setting(1, ge=1, help="intra-op threads while timing (null: torch's current)")
 
 
 @dataclass(frozen=True)
 class SearchSettings:
-    sampler: str = _field("tpe", choices=SAMPLERS)
-    n_trials: int | None = _field(None, ge=1, help="trials to finish (default 16; grid: the grid's size)")
-    seed: int = _field(0)
-    n_startup_trials: int | None = _field(None, ge=0, help="tpe/gp: random trials before the model")
-    population_size: int | None = _field(None, ge=2, help="nsga2/nsga3: default min(50, n_trials)")
-    enqueue: list = _field(default_factory=list, help="parameter sets to run first")
-    points: list = _field(default_factory=list, help="grid: exactly these parameter sets (e.g. a paper's runs) "
+    sampler: str = setting("tpe", choices=SAMPLERS)
+    n_trials: int | None = setting(None, ge=1, help="trials to finish (default 16; grid: the grid's size)")
+    seed: int = setting(0)
+    n_startup_trials: int | None = setting(None, ge=0, help="tpe/gp: random trials before the model")
+    population_size: int | None = setting(None, ge=2, help="nsga2/nsga3: default min(50, n_trials)")
+    enqueue: list = setting(default_factory=list, help="parameter sets to run first")
+    points: list = setting(default_factory=list, help="grid: exactly these parameter sets (e.g. a paper's runs) "
                           "instead of every combination of the searched values")
-    storage: str | None = _field(None, help="database URL of the Optuna storage (default: sqlite in the study dir)")
-    pruner: str = _field("none", choices=PRUNERS, help="local executor, single objective only")
-    max_failures: int | None = _field(None, ge=1, help="stop after this many failed trials in one run (default n_trials)")
-    latency: LatencySettings = _field(default_factory=LatencySettings)
+    storage: str | None = setting(None, help="database URL of the Optuna storage (default: sqlite in the study dir)")
+    pruner: str = setting("none", choices=PRUNERS, help="local executor, single objective only")
+    max_failures: int | None = setting(None, ge=1, help="stop after this many failed trials in one run (default n_trials)")
+    latency: LatencySettings = setting(default_factory=LatencySettings)
 
 
 @dataclass(frozen=True)
 class ExecutorSettings:
-    kind: str = _field("local", choices=EXECUTORS)
-    cpus_per_trial: float = _field(1.0, gt=0.0)
-    gpus_per_trial: float = _field(0.0, ge=0.0)
-    workers_per_trial: int = _field(1, ge=1, help="> 1: data-parallel training with Ray Train")
-    max_concurrent: int | None = _field(None, ge=1, help="trials at once (default: as resources allow)")
-    max_retries: int = _field(1, ge=0, help="reruns of a trial lost to an infrastructure failure")
-    address: str | None = _field(None, help="Ray cluster to join (default RAY_ADDRESS, else a local instance)")
-    num_cpus: int | None = _field(None, ge=1, help="CPUs of a local Ray instance (default: all)")
-    num_gpus: int | None = _field(None, ge=0, help="GPUs of a local Ray instance (default: all)")
-    scheduler: str = _field("none", choices=SCHEDULERS, help="asha: early stopping on per-epoch top1")
-    grace_period: int = _field(1, ge=1, help="asha: epochs before a trial may be stopped")
-    reduction_factor: float = _field(2.0, gt=1.0)
-    backend: str | None = _field(None, choices=("gloo", "nccl", None), help="workers_per_trial > 1 (default by device)")
+    kind: str = setting("local", choices=EXECUTORS)
+    cpus_per_trial: float = setting(1.0, gt=0.0)
+    gpus_per_trial: float = setting(0.0, ge=0.0)
+    workers_per_trial: int = setting(1, ge=1, help="> 1: data-parallel training with Ray Train")
+    max_concurrent: int | None = setting(None, ge=1, help="trials at once (default: as resources allow)")
+    max_retries: int = setting(1, ge=0, help="reruns of a trial lost to an infrastructure failure")
+    address: str | None = setting(None, help="Ray cluster to join (default RAY_ADDRESS, else a local instance)")
+    num_cpus: int | None = setting(None, ge=1, help="CPUs of a local Ray instance (default: all)")
+    num_gpus: int | None = setting(None, ge=0, help="GPUs of a local Ray instance (default: all)")
+    scheduler: str = setting("none", choices=SCHEDULERS, help="asha: early stopping on per-epoch top1")
+    grace_period: int = setting(1, ge=1, help="asha: epochs before a trial may be stopped")
+    reduction_factor: float = setting(2.0, gt=1.0)
+    backend: str | None = setting(None, choices=("gloo", "nccl", None), help="workers_per_trial > 1 (default by device)")
 
 
 @dataclass(frozen=True)
 class TrackingSettings:
-    enabled: bool = _field(True, help="log the study to MLflow (parent run + one nested run per trial)")
-    uri: str | None = _field(None, help="tracking URI (default MLFLOW_TRACKING_URI, else sqlite in the study dir)")
-    experiment: str | None = _field(None)
+    enabled: bool = setting(True, help="log the study to MLflow (parent run + one nested run per trial)")
+    uri: str | None = setting(None, help="tracking URI (default MLFLOW_TRACKING_URI, else sqlite in the study dir)")
+    experiment: str | None = setting(None)
 
 
 @dataclass(frozen=True)
