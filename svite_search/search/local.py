@@ -6,6 +6,7 @@ objective is reported to Optuna, and the pruner's verdict ends the trial as PRUN
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from typing import Any
 
@@ -19,6 +20,7 @@ from .study import (
     INTERRUPTED,
     RETRY_ATTR,
     StudyHandle,
+    driver_gone,
     driver_id,
     queue_again,
     record_outcome,
@@ -40,6 +42,20 @@ def _pruning_reporter(trial: optuna.Trial, metric: str) -> Any:
     return report
 
 
+#: seconds between looks at the study while other drivers finish its last trials
+WAIT_FOR_OTHERS_S = 2.0
+
+
+def _running_elsewhere(study: optuna.Study) -> int:
+    """Trials another driver is running now (its process alive, or on another machine)."""
+    me = driver_id()
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if t.user_attrs.get(DRIVER_ATTR) not in (None, me) and not driver_gone(t.user_attrs.get(DRIVER_ATTR))
+    )
+
+
 def run_local(handle: StudyHandle, monitor: SearchMonitor) -> None:
     """Run trials until ``n_trials`` have finished, ``max_failures`` failed in this run, or (grid)
     the grid is exhausted."""
@@ -50,6 +66,12 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> None:
         counts = study_counts(study)
         if counts.finished >= spec.n_trials:
             break
+        if counts.finished + _running_elsewhere(study) >= spec.n_trials:
+            # Another live driver's trials would finish the study: wait for them rather than
+            # overshoot n_trials; run more only if one of them fails.
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(WAIT_FOR_OTHERS_S)
+            continue
         if failures >= spec.max_failures:
             log.warning("stopping: %d trials failed in this run (search.max_failures)", failures)
             break
