@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,8 +305,9 @@ class Trainer:
                 images, targets = self.mixup_fn(images, targets)
             with autocast:
                 loss = self.criterion(self.train_model(images), targets)
-            if not self._all_finite(loss):
-                raise NonFiniteLossError(f"training loss is {loss.item()} at epoch {epoch + 1}, step {self.state.step + 1}")
+            loss_value = loss.item()  # the step's one host sync for the loss
+            if not self._all_finite(loss_value):
+                raise NonFiniteLossError(f"training loss is {loss_value} at epoch {epoch + 1}, step {self.state.step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -326,22 +328,24 @@ class Trainer:
                 self._mask_ema()
             if self.scheduler is not None:
                 self.scheduler.step_update(num_updates=self.state.step)
-            total_loss += loss.item() * images.shape[0]
+            total_loss += loss_value * images.shape[0]
             seen += images.shape[0]
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss_value:.3f}")
         bar.close()
         if self.scheduler is not None:
             self.scheduler.step(epoch + 1)
         return total_loss / max(seen, 1)
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
+    def _all_finite(self, loss_value: float) -> bool:
         """Whether the loss is finite on every rank (all ranks must stop together, or the
         healthy ones would wait forever at the next gradient all-reduce)."""
-        finite = torch.isfinite(loss.detach()).to(torch.float32)
-        if self.distributed:
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        return bool(finite.item())
+        finite = math.isfinite(loss_value)
+        if not self.distributed:
+            return finite
+        flag = torch.tensor(float(finite), device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
