@@ -43,14 +43,14 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, UserInputError
-from ..sparse import DECAYS, PruneSchedule, masked_parameters, resolve_update_interval
+from ..sparse import DECAYS, OPTIMIZER_STATE_POLICIES, PruneSchedule, masked_parameters, resolve_update_interval
 from ._scores import HeadScoreCapture, neuron_growth_signal, neuron_magnitude
 from ._units import BlockLayout, BlockMask, block_layouts, random_block_masks, unwrap_model, vit_blocks
 
 log = logging.getLogger(__name__)
 
 NEURON_GROWTH = ("signal", "reference")
-OPTIMIZER_STATE = ("reset", "keep")
+OPTIMIZER_STATE = OPTIMIZER_STATE_POLICIES  # one list of policies for both engines
 
 
 @dataclass
