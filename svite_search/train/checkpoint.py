@@ -4,6 +4,13 @@ A checkpoint is written to a temporary file in the same directory and renamed ov
 so a crash mid-write leaves the previous checkpoint intact. RNG states are stored as tensors and
 plain Python values so the safe unpickler accepts them.
 
+RNG states are host data whatever the training device: ``torch.set_rng_state``,
+``Generator.set_state`` and ``Tensor.numpy`` accept only CPU ByteTensors, so a checkpoint
+loaded with ``map_location="cuda"`` would put them where they cannot be restored. The trainer
+loads checkpoints on the CPU (``load_state_dict`` copies weights and optimizer state to the
+parameters' device), and :func:`restore_rng_state` converts whatever it is given back to CPU
+bytes, so a checkpoint written on any device resumes on any other.
+
 Loading checks the archive's CRC-32 checksums first: ``torch.load`` reads tensor bytes without
 checking them, so a checkpoint damaged on disk would otherwise resume a run from garbage weights.
 """
@@ -65,14 +72,32 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore what :func:`capture_rng_state` captured, from tensors on any device or dtype.
+
+    CUDA generators are restored for the devices both the checkpoint and this process have (a
+    trial resumed under Ray may see fewer GPUs than the run that wrote the checkpoint)."""
+    torch.set_rng_state(rng_bytes(state["torch"]))
     random.setstate(_python_state_from_plain(state["python"]))
     np_state = state["numpy"]
+    keys = torch.as_tensor(np_state["keys"]).detach().to("cpu", torch.int64).numpy().astype(np.uint32)
     np.random.set_state(
-        ("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
+        ("MT19937", keys, int(np_state["pos"]), int(np_state["has_gauss"]), float(np_state["cached_gaussian"]))
     )
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda_states = state.get("cuda")
+    if cuda_states is not None and torch.cuda.is_available():
+        if isinstance(cuda_states, torch.Tensor):
+            cuda_states = [cuda_states]
+        for index, device_state in enumerate(list(cuda_states)[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(rng_bytes(device_state), index)
+
+
+def rng_bytes(state: Any) -> torch.Tensor:
+    """An RNG state as the contiguous CPU ByteTensor the generators accept, whatever device or
+    integer dtype it was loaded as (the values are bytes, so the cast is exact)."""
+    tensor = torch.as_tensor(state).detach()
+    if tensor.is_floating_point() or tensor.is_complex():
+        raise TypeError(f"RNG state must hold bytes, got a {tensor.dtype} tensor")
+    return tensor.to(device="cpu", dtype=torch.uint8).contiguous()
 
 
 def _python_state_to_plain(state: tuple) -> list:

@@ -263,7 +263,9 @@ class Trainer:
         path = self.checkpoint_path
         if path is None or not path.exists():
             return False
-        self.load_state(load_checkpoint(path, map_location=self.device), source=str(path))
+        # On the CPU: the RNG states must stay CPU ByteTensors, and load_state_dict copies the
+        # weights, optimizer and engine state to the parameters' device itself.
+        self.load_state(load_checkpoint(path, map_location="cpu"), source=str(path))
         log.info("resumed %s at epoch %d/%d", path, self.state.epoch, self.cfg.train.epochs)
         return True
 
