@@ -12,7 +12,7 @@ on GPU clusters is tested on any machine.
 * :func:`amp_settings`: mixed precision is on by default with CUDA; ``bfloat16`` where the
   device supports it (no gradient scaler needed: bf16 has fp32's range), else ``float16`` with
   a ``GradScaler`` whose gradients are unscaled before the engine reads them.
-* :func:`ddp_backend`: NCCL for GPU workers, gloo for CPU workers.
+* :func:`ddp_backend`: NCCL for workers with a GPU each, gloo for CPU or GPU-sharing workers.
 """
 from __future__ import annotations
 
@@ -126,13 +126,20 @@ def amp_settings(
     return AmpSettings(enabled=enabled, dtype=dtype, device_type=device.type)
 
 
-def ddp_backend(requested: str | None, *, use_gpu: bool) -> str:
-    """The ``torch.distributed`` backend of a data-parallel trial: NCCL only reduces CUDA
-    tensors and gloo's CUDA support is slow, so the default follows the workers' device."""
+def ddp_backend(requested: str | None, *, gpus_per_worker: float) -> str:
+    """The ``torch.distributed`` backend of a data-parallel trial.
+
+    NCCL only reduces CUDA tensors and refuses two ranks on one GPU ("duplicate GPU"), which is
+    what fractional ``gpus_per_trial`` gives several workers; gloo reduces CPU tensors (and CUDA
+    ones, slowly). So the default is NCCL for workers with a whole GPU each, else gloo.
+    """
+    whole_gpus = gpus_per_worker >= 1
     if requested is None:
-        return "nccl" if use_gpu else "gloo"
-    if requested == "nccl" and not use_gpu:
-        raise UserInputError("executor.backend: nccl needs GPU workers (set executor.gpus_per_trial > 0) or use gloo")
+        return "nccl" if whole_gpus else "gloo"
     if requested not in ("nccl", "gloo"):
         raise UserInputError(f"executor.backend: {requested!r} is not nccl or gloo")
+    if requested == "nccl" and not whole_gpus:
+        what = "GPU workers (set executor.gpus_per_trial >= 1)" if gpus_per_worker <= 0 else \
+            f"one whole GPU per worker (executor.gpus_per_trial is {gpus_per_worker})"
+        raise UserInputError(f"executor.backend: nccl needs {what}, or use gloo")
     return requested

@@ -71,11 +71,14 @@ def test_amp_is_bf16_where_supported_and_fp16_with_a_scaler_elsewhere() -> None:
 
 
 def test_ddp_backend_follows_the_workers_device() -> None:
-    assert ddp_backend(None, use_gpu=True) == "nccl"
-    assert ddp_backend(None, use_gpu=False) == "gloo"
-    assert ddp_backend("gloo", use_gpu=True) == "gloo"
+    assert ddp_backend(None, gpus_per_worker=1) == "nccl"
+    assert ddp_backend(None, gpus_per_worker=0) == "gloo"
+    assert ddp_backend(None, gpus_per_worker=0.5) == "gloo"  # NCCL refuses two ranks on one GPU
+    assert ddp_backend("gloo", gpus_per_worker=1) == "gloo"
     with pytest.raises(UserInputError, match="executor.backend: nccl needs GPU workers"):
-        ddp_backend("nccl", use_gpu=False)
+        ddp_backend("nccl", gpus_per_worker=0)
+    with pytest.raises(UserInputError, match="one whole GPU per worker"):
+        ddp_backend("nccl", gpus_per_worker=0.25)
 
 
 def _imagefolder(root: Path) -> None:
