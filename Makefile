@@ -43,8 +43,10 @@ test: setup
 bench: setup
 	$(PY) benchmarks/run_all.py
 
-gpu-check: setup
-	$(PY) benchmarks/gpu_check.py
+# No set-up step: a GPU image may have torch and timm but no network; the check runs what is installed.
+GPU_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -47,8 +47,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the suite's helpers live beside it
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+for _path in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]):
+    if str(_path) not in sys.path:  # the suite's helpers beside it; the package, even if not installed
+        sys.path.insert(0, str(_path))
 
 import benchkit as bk  # noqa: E402
 import timm  # noqa: E402
@@ -156,8 +157,9 @@ def gpu_tests(args: argparse.Namespace, device: torch.device, budget_s: float) -
                    "-p", "no:cacheprovider", f"--junitxml={junit}"]
         started = time.perf_counter()
         try:
+            path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
             proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=max(30, budget_s),
-                                  env={**bk.STUDY_ENV, **os.environ})
+                                  env={**bk.STUDY_ENV, **os.environ, "PYTHONPATH": path})
             timed_out = False
         except subprocess.TimeoutExpired:
             proc, timed_out = None, True
@@ -401,8 +403,10 @@ def inference(args: argparse.Namespace, device: torch.device, budget_s: float) -
 
 
 def study(args: argparse.Namespace, device: torch.device, budget_s: float) -> dict[str, Any]:
-    if not has("optuna"):
-        raise Skip("Optuna is not installed (pip install optuna): the search harness needs it")
+    missing = [m for m in ("optuna", "sklearn", "pandas", "matplotlib") if not has(m)]
+    if missing:
+        raise Skip(f"{', '.join(missing)} not installed (pip install svite-search): the search harness, "
+                   "the quickstart's digits and its report need them")
     from svite_search.search import load_spec, load_study, run_search
 
     tracking = has("mlflow") and not args.tiny  # tiny: the storage only, for speed
@@ -561,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "suite": {"command": command, "date": date, "wall_s": wall, "budget_s": args.budget_s, "degraded": degraded,
                   "device": str(device), "ran": names, "skipped": skipped, "machine": machine,
-                  "packages": {m: has(m) for m in ("pytest", "optuna", "mlflow", "ray")}},
+                  "packages": {m: has(m) for m in ("pytest", "optuna", "mlflow", "ray", "sklearn", "pandas")}},
         "parts": parts,
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,8 @@ METHODS = {
 def cfg(method: str, *, dtype: str = "auto", update_interval: int = 3, **train: Any):
     raw = {
         "name": "gpu",
-        "data": {"dataset": "digits", "batch_size": 64},
+        # synthetic: made by the project, so a bare GPU image (torch and timm) can run these
+        "data": {"dataset": "synthetic", "batch_size": 64, "synthetic_size": 640},
         "model": {"name": "vit_digits", "embed_dim": 64, "depth": 2, "num_heads": 4, "drop_rate": 0.1},
         "train": {"epochs": 2, "warmup_epochs": 0, "max_steps_per_epoch": 4, "seed": 7, "device": "cuda",
                   "amp_dtype": dtype, **train},
@@ -108,7 +109,7 @@ def test_slim_s2vite_model_equals_the_masked_model_on_cuda() -> None:
     slim = slim_model(trainer.model, trainer.components["s2vite"])  # verifies in fp32 on the GPU
     assert next(slim.parameters()).device.type == "cuda"
     assert check_same_outputs(trainer.model, slim) <= 1e-3
-    x = torch.randn(8, 1, 8, 8, device="cuda")
+    x = torch.randn(8, 3, 8, 8, device="cuda")
     trainer.model.eval()
     slim.eval()
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
