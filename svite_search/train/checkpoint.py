@@ -53,8 +53,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Every RNG a training run draws from, as safe-to-load values."""
+def capture_rng_state(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Every RNG a training run draws from, as safe-to-load values.
+
+    On CUDA only the training device's generator is saved: reading every visible GPU's state
+    (``get_rng_state_all``) would create a CUDA context, hundreds of MB, on each of them, and
+    a DDP worker under Ray Train sees all the GPUs of its node."""
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -66,16 +70,18 @@ def capture_rng_state() -> dict[str, Any]:
             "cached_gaussian": float(np_state[4]),
         },
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any], device: torch.device | str | None = None) -> None:
     """Restore what :func:`capture_rng_state` captured, from tensors on any device or dtype.
 
-    CUDA generators are restored for the devices both the checkpoint and this process have (a
-    trial resumed under Ray may see fewer GPUs than the run that wrote the checkpoint)."""
+    The saved CUDA generator state goes to the training ``device`` (a trial resumed under Ray
+    may run on another GPU, numbered 0 again). Older checkpoints hold a list with one state
+    per GPU; the training device's entry is used."""
     torch.set_rng_state(rng_bytes(state["torch"]))
     random.setstate(_python_state_from_plain(state["python"]))
     np_state = state["numpy"]
@@ -83,12 +89,13 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(
         ("MT19937", keys, int(np_state["pos"]), int(np_state["has_gauss"]), float(np_state["cached_gaussian"]))
     )
-    cuda_states = state.get("cuda")
-    if cuda_states is not None and torch.cuda.is_available():
-        if isinstance(cuda_states, torch.Tensor):
-            cuda_states = [cuda_states]
-        for index, device_state in enumerate(list(cuda_states)[: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(rng_bytes(device_state), index)
+    device = torch.device(device) if device is not None else None
+    saved = state.get("cuda")
+    if saved is not None and device is not None and device.type == "cuda":
+        if not isinstance(saved, torch.Tensor):  # a list, one per GPU
+            saved = list(saved)
+            saved = saved[device.index] if device.index is not None and device.index < len(saved) else saved[0]
+        torch.cuda.set_rng_state(rng_bytes(saved), device)
 
 
 def rng_bytes(state: Any) -> torch.Tensor:

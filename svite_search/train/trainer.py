@@ -197,7 +197,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "engine": {name: comp.state_dict() for name, comp in self.components.items()},
-            "rng": capture_rng_state(),
+            "rng": capture_rng_state(self.device),
             "history": self.state.history,
             "best_top1": self.state.best_top1,
             "best_epoch": self.state.best_epoch,
@@ -233,7 +233,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         for name, comp in self.components.items():
             comp.load_state_dict(state["engine"][name])
-        restore_rng_state(state["rng"])
+        restore_rng_state(state["rng"], self.device)
         self.state = RunState(
             epoch=int(state["epoch"]),
             step=int(state["step"]),

@@ -95,9 +95,19 @@ def test_cuda_rng_state_is_restored_from_a_checkpoint(tmp_path: Path) -> None:
     trainer.fit()
     saved = torch.cuda.get_rng_state()
     expected = torch.rand(4, device="cuda")
-    restore_rng_state(load_checkpoint(tmp_path / "last.pt", map_location="cuda")["rng"])  # the old crash
+    # loaded onto the GPU, as the trainer once did: the RNG tensors are CUDA ByteTensors now
+    restore_rng_state(load_checkpoint(tmp_path / "last.pt", map_location="cuda")["rng"], trainer.device)
     assert torch.equal(torch.cuda.get_rng_state(), saved)
     assert torch.equal(torch.rand(4, device="cuda"), expected)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_checkpoint_touches_no_other_gpu(tmp_path: Path) -> None:
+    """Saving every GPU's RNG state would create a CUDA context on each visible GPU."""
+    if torch._C._cuda_hasPrimaryContext(1):
+        pytest.skip("GPU 1 already has a context in this process")
+    Trainer(cfg("dense", epochs=1, device="cuda:0"), tmp_path, progress=False).fit()
+    assert not torch._C._cuda_hasPrimaryContext(1)
 
 
 def test_slim_s2vite_model_equals_the_masked_model_on_cuda() -> None:
