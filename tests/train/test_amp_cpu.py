@@ -112,3 +112,15 @@ def test_fp16_run_resumes_exactly_with_its_scaler_state(tmp_path: Path) -> None:
     assert resumed.state.history == straight.state.history
     for name, tensor in straight.model.state_dict().items():
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+
+
+def test_the_latency_objective_is_timed_under_the_runs_autocast() -> None:
+    from svite_search.search import spec_from_dict
+    from svite_search.search.objective import measure_latency_ms
+
+    spec = spec_from_dict({"name": "lat", "objectives": [{"metric": "latency_ms", "direction": "minimize"}],
+                           "search": {"latency": {"warmup": 0, "repeats": 1}}})
+    trainer = Trainer(cfg(amp=True, epochs=1, checkpoint=False), progress=False)
+    seen = _forward_dtypes(trainer)
+    assert measure_latency_ms(trainer, spec) > 0
+    assert seen == {torch.bfloat16}
