@@ -54,7 +54,10 @@ class LossWatch:
         packed = torch.cat([value, finite])
         event = None
         if packed.device.type == "cuda":
-            packed = packed.to("cpu", non_blocking=True)  # into pinned memory, asynchronously
+            # an asynchronous copy needs pinned host memory (into pageable memory it would wait)
+            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+            host.copy_(packed, non_blocking=True)
+            packed = host
             event = torch.cuda.Event()
             event.record()
         previous, self._pending = self._pending, _Pending(packed, event, step, batch)
