@@ -172,7 +172,13 @@ def test_latency_on_cuda_with_events_and_autocast() -> None:
     assert compare_latency(model, model, (256,), batch_size=8, warmup=1, repeats=3, timer="cuda_events").ratio_median > 0
 
 
-@pytest.mark.parametrize("method", ["dense", "svite"])
+@pytest.mark.parametrize("method", [
+    "dense",
+    "svite",
+    pytest.param("s2vite", marks=pytest.mark.xfail(
+        reason="S²ViTE re-masks with its CPU unit masks copied to the GPU at every step (pageable copies wait "
+               "for the stream); caching device copies of the masks would remove them", strict=False)),
+])
 def test_no_host_sync_on_the_training_hot_path(method: str) -> None:
     """After a warm-up epoch, an epoch of bf16 steps (no topology update due) queues its work
     without one synchronising CUDA call: the loss is read a step late from pinned memory."""
