@@ -57,3 +57,7 @@ def test_missing_packages_skip_their_part_with_the_reason(monkeypatch: pytest.Mo
     assert parts["study"]["status"] == "skipped" and "optuna not installed" in parts["study"]["reason"]
     assert parts["gpu_tests"]["status"] == "skipped" and "pytest is not installed" in parts["gpu_tests"]["reason"]
     assert "skipped: optuna not installed" in (tmp_path / "README.md").read_text()
+    # a rerun of one part keeps the other's last result
+    assert gpu_check.main(["--tiny", "--only", "gpu_tests", "--out-dir", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert list(again["parts"]) == ["gpu_tests", "study"] and again["suite"]["kept_from_earlier_run"]["parts"] == ["study"]
