@@ -8,7 +8,8 @@ engine components and every RNG, so a resumed run continues exactly.
 
 On CUDA (see :mod:`svite_search.train.device`) the loop trains in bf16 autocast where the GPU
 supports it, else fp16 with a gradient scaler whose gradients are unscaled before the engine
-reads them; copies from pinned host memory are asynchronous; the loss is read a step late so
+reads them (an iteration whose optimizer step the scaler skips for overflow skips the engine's
+step too, so the engine only ever reads finite gradients); copies from pinned host memory are asynchronous; the loss is read a step late so
 the host never waits for the GPU mid-step (:mod:`svite_search.train.loss_watch`); and
 ``train.compile`` runs the forward and backward through ``torch.compile`` (inductor).
 
