@@ -16,12 +16,13 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench clean help
+.PHONY: setup demo test bench gpu-check clean help
 
 help:
 	@echo "make demo   set up and run the quickstart study (digits, CPU, a few minutes)"
 	@echo "make test   set up and run the tests"
 	@echo "make bench  set up and run the benchmark suite (writes reports/benchmarks/)"
+	@echo "make gpu-check  on a CUDA machine: GPU tests + GPU benchmarks (writes reports/benchmarks/gpu/)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,11 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# No set-up step: a GPU image may have torch and timm but no network; the check runs what is installed.
+GPU_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,8 +13,9 @@ What lives here:
 * :func:`interleave`: time a baseline and any number of variants in rotating order, with CUDA
   synchronised around every timing; :class:`Timings` gives the ratios;
 * :class:`Spread`: median, quartiles, min, max of a sample;
-* :class:`TrainStep`: one training step as the trainer runs it (fp16 autocast and a gradient
-  scaler on CUDA, plain fp32 on CPU), so training benchmarks time what training does;
+* :class:`TrainStep`: one training step as the trainer runs it (on CUDA bf16 autocast where the
+  GPU supports it, else fp16 with a gradient scaler; plain fp32 on CPU), so training benchmarks
+  time what training does;
 * :func:`check`, :func:`table`, :func:`record`: the result record that ``run_all.py`` renders
   into ``reports/benchmarks/README.md``;
 * :func:`bench_main`: the command line every ``bench_*.py`` script shares.
@@ -250,13 +251,21 @@ def interleave(
     return Timings(seconds)
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The trainer's autocast dtype on ``device`` (bf16 where supported, else fp16)."""
+    from svite_search.train.device import amp_settings
+
+    return amp_settings(device, True).dtype
+
+
 def inference(model: nn.Module, batch: torch.Tensor, device: torch.device, *, amp: bool) -> Callable[[], Any]:
-    """One forward pass of ``model`` in eval mode without autograd (fp16 autocast on CUDA when
-    ``amp``): what serving a batch costs."""
+    """One forward pass of ``model`` in eval mode without autograd (the trainer's autocast on
+    CUDA when ``amp``): what serving a batch costs."""
     model.eval()
+    dtype = amp_dtype(device)
 
     def run() -> Any:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=amp):
             return model(batch)
 
     return run
@@ -270,8 +279,9 @@ def amp_default(device: torch.device, amp: bool | None) -> bool:
 class TrainStep:
     """One training iteration as :class:`svite_search.train.Trainer` runs it.
 
-    Forward under fp16 autocast and a scaled backward with the gradients unscaled before the
-    optimizer step when ``amp`` (the trainer's CUDA default), plain fp32 otherwise; then
+    Forward under the trainer's autocast when ``amp`` (its CUDA default: bf16 where supported,
+    else fp16 with a scaled backward, unscaled before the optimizer step), plain fp32
+    otherwise; then
     ``optimizer.step()`` and the engine's ``step()`` if there is one, timed on its own into
     :attr:`engine_seconds` (the precise figure of the engine's own cost).
     """
@@ -290,11 +300,12 @@ class TrainStep:
         self.model, self.optimizer, self.engine = model.train(), optimizer, engine
         self.images, self.targets, self.device = images, targets, device
         self.amp = amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.dtype = amp_dtype(device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.dtype == torch.float16 else None
         self.engine_seconds: list[float] = []
 
     def __call__(self) -> None:
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.amp):
             loss = F.cross_entropy(self.model(self.images), self.targets)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:

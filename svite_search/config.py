@@ -58,7 +58,8 @@ class DataConfig:
     val_fraction: float = setting(0.2, gt=0.0, lt=1.0, help="digits/synthetic: held-out share")
     batch_size: int = setting(64, ge=1, help="per-process training batch")
     eval_batch_size: int | None = setting(None, ge=1)
-    num_workers: int = setting(0, ge=0)
+    num_workers: int | None = setting(None, ge=0, help="loader processes; default: 0 for in-memory data "
+                                       "(digits, synthetic), else the run's CPUs - 1, at most 8")
     augment: str = setting("auto", choices=("auto", "none", "light", "deit"))
     randaug: str = setting("rand-m9-mstd0.5-inc1", help="timm auto_augment string (deit recipe)")
     reprob: float = setting(0.25, ge=0.0, le=1.0, help="random erasing probability (deit recipe)")
@@ -101,6 +102,9 @@ class TrainSection:
     cutmix: float = setting(0.0, ge=0.0, help="CutMix alpha (0 = off); DeiT: 1.0")
     clip_grad: float | None = setting(None, gt=0.0)
     amp: bool | None = setting(None, help="mixed precision; default: on when CUDA is used")
+    amp_dtype: str = setting("auto", choices=("auto", "bfloat16", "float16"),
+                             help="auto: bfloat16 where supported, else float16 with a gradient scaler")
+    compile: bool = setting(False, help="torch.compile (inductor) the training forward and backward")
     device: str = setting("auto", help="auto | cpu | cuda | cuda:N")
     seed: int = setting(0)
     ema: bool = setting(False, help="keep an EMA copy of the weights (masked too)")

@@ -65,3 +65,20 @@ def test_compare_latency_interleaves_and_pairs() -> None:
     assert result.time_saving == pytest.approx(1 - result.ratio_median)
     assert result.speedup == pytest.approx(1 / result.ratio_median)
     assert result.to_dict()["b"]["batch_size"] == 2
+
+
+def test_amp_runs_the_timed_passes_under_autocast() -> None:
+    model = Counting()
+    seen: set[torch.dtype] = set()
+    model.linear.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+    result = measure_latency(model, (8,), batch_size=2, warmup=1, repeats=2, amp=torch.bfloat16)
+    assert seen == {torch.bfloat16} and result.amp == "bfloat16" and result.timer == "wall"
+    assert next(model.parameters()).dtype == torch.float32  # the weights are left alone
+    assert compare_latency(Counting(), Counting(), (8,), warmup=0, repeats=1, amp=torch.bfloat16).a.amp == "bfloat16"
+
+
+def test_cuda_event_timing_needs_a_cuda_device() -> None:
+    with pytest.raises(UserInputError, match="cuda_events.*needs a CUDA device"):
+        measure_latency(Counting(), (8,), timer="cuda_events", device="cpu")
+    with pytest.raises(UserInputError, match="timer="):
+        compare_latency(Counting(), Counting(), (8,), timer="stopwatch")

@@ -8,6 +8,10 @@
 
 Real images use the DeiT recipe through ``timm.data.create_transform``; digits a light one.
 Missing or malformed paths raise :class:`DataPathError` naming the path.
+
+Loaders pin host memory when the run trains on CUDA (so the trainer's ``non_blocking`` copies
+overlap with compute) and size their worker processes from the CPUs the run may use (see
+:func:`default_num_workers`).
 """
 from __future__ import annotations
 
@@ -22,7 +26,12 @@ from ..errors import DataPathError
 from ._digits import DigitsDataset, SyntheticDataset, digits_split
 from ._images import cifar_datasets, imagefolder_datasets
 
-__all__ = ["DataBundle", "build_data", "DigitsDataset", "SyntheticDataset"]
+__all__ = ["DataBundle", "build_data", "default_num_workers", "DigitsDataset", "SyntheticDataset"]
+
+#: datasets held in memory as tensors: loader workers would only add start-up and IPC cost
+IN_MEMORY = ("digits", "synthetic")
+#: more decoding workers than this rarely feeds one GPU faster, and each costs memory
+MAX_WORKERS = 8
 
 
 @dataclass
@@ -82,6 +91,20 @@ def _datasets(cfg: DataConfig, img_size: int, in_chans: int, num_classes: int) -
     return imagefolder_datasets(cfg, img_size, augment)
 
 
+def default_num_workers(cfg: DataConfig, cpus: int) -> int:
+    """Loader worker processes when ``data.num_workers`` is not set.
+
+    ``cpus`` is what the run may use: under a search, ``executor.cpus_per_trial`` (the trial's
+    torch threads are set from it). In-memory datasets get none; image files get one worker per
+    CPU the training process leaves free, at most :data:`MAX_WORKERS`.
+    """
+    if cfg.num_workers is not None:
+        return cfg.num_workers
+    if cfg.dataset in IN_MEMORY:
+        return 0
+    return max(0, min(MAX_WORKERS, int(cpus) - 1))
+
+
 def build_data(
     cfg: DataConfig,
     *,
@@ -90,10 +113,13 @@ def build_data(
     num_classes: int,
     seed: int = 0,
     drop_last: bool = False,
+    pin_memory: bool = False,
+    cpus: int | None = None,
 ) -> DataBundle:
     """Build train/val loaders. Shuffling is seeded per epoch (call ``set_epoch`` on the sampler)
     so a resumed run sees exactly the batches an uninterrupted one would; under
-    ``torch.distributed`` each rank gets its shard."""
+    ``torch.distributed`` each rank gets its shard. ``pin_memory``: the run trains on CUDA;
+    ``cpus``: the CPUs the run may use (default: torch's intra-op threads)."""
     train_set, val_set = _datasets(cfg, img_size, in_chans, num_classes)
     if len(train_set) == 0:
         raise DataPathError(str(cfg.root or cfg.dataset), "the training split is empty")
@@ -107,14 +133,15 @@ def build_data(
     else:
         train_sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
     val_sampler = DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False) if distributed else None
-    persistent = cfg.num_workers > 0
+    workers = default_num_workers(cfg, torch.get_num_threads() if cpus is None else cpus)
+    persistent = workers > 0
     train = DataLoader(
         train_set,
         batch_size=cfg.batch_size,
         sampler=train_sampler,
-        num_workers=cfg.num_workers,
+        num_workers=workers,
         drop_last=drop_last,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin_memory,
         persistent_workers=persistent,
     )
     val = DataLoader(
@@ -122,8 +149,8 @@ def build_data(
         batch_size=cfg.eval_batch_size or cfg.batch_size * 2,
         sampler=val_sampler,
         shuffle=False,
-        num_workers=cfg.num_workers,
-        pin_memory=torch.cuda.is_available(),
+        num_workers=workers,
+        pin_memory=pin_memory,
         persistent_workers=persistent,
     )
     return DataBundle(train=train, val=val, num_classes=num_classes, in_chans=in_chans)

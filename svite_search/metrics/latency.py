@@ -3,8 +3,13 @@
 FLOPs only promise a speed-up; these helpers measure one. Every figure comes with what it was
 measured under (batch size, intra-op thread count, device), because a latency means nothing
 without them. Each measurement warms up first (allocator, kernel selection, caches), times
-single forward passes with ``time.perf_counter`` and synchronises CUDA around each one, and
-reports the median with the interquartile range as its spread.
+single forward passes, and reports the median with the interquartile range as its spread.
+
+Two clocks (``timer``): ``wall`` (default) is ``time.perf_counter`` with CUDA synchronised
+before and after each pass, what a caller waiting for the result sees, launch overhead included;
+``cuda_events`` records CUDA events around the pass on the current stream and reads the GPU's
+elapsed time, which leaves out the host's wait for the synchronisation. ``amp`` runs the passes
+under autocast in that dtype (how a GPU serves a model: bf16 or fp16, weights left in fp32).
 
 :func:`compare_latency` interleaves two models (A, B, A, B, ...) after warm-up, so drift in
 machine load or clock speed hits both alike, and summarises the per-pair ratio B/A: its median
@@ -44,6 +49,8 @@ class LatencyResult:
     batch_size: int
     threads: int
     device: str
+    timer: str = "wall"
+    amp: str | None = None  # autocast dtype of the passes, None for the model's own dtype
 
     @property
     def spread_s(self) -> float:
@@ -151,20 +158,46 @@ def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torc
     return torch.device(device)
 
 
-def _timer(device: torch.device):
+TIMERS = ("wall", "cuda_events")
+
+
+def _timer(device: torch.device, timer: str = "wall", amp: torch.dtype | None = None):
+    """A function timing one forward pass in seconds, with the clock ``timer`` names."""
+    if timer not in TIMERS:
+        raise UserInputError(f"timer={timer!r} is not one of {', '.join(TIMERS)}")
+    if timer == "cuda_events" and device.type != "cuda":
+        raise UserInputError(f"timer='cuda_events' needs a CUDA device, not {device}")
+
+    def forward(model: nn.Module, x: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            model(x)
+
+    if timer == "cuda_events":
+
+        def run_events(model: nn.Module, x: torch.Tensor) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            forward(model, x)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0
+
+        return run_events
+
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
 
     def run_once(model: nn.Module, x: torch.Tensor) -> float:
         sync(device)
         start = time.perf_counter()
-        model(x)
+        forward(model, x)
         sync(device)
         return time.perf_counter() - start
 
     return run_once
 
 
-def _result(times: list[float], *, warmup: int, batch_size: int, threads: int, device: torch.device) -> LatencyResult:
+def _result(times: list[float], *, warmup: int, batch_size: int, threads: int, device: torch.device,
+            timer: str = "wall", amp: torch.dtype | None = None) -> LatencyResult:
     return LatencyResult(
         median_s=statistics.median(times),
         q25_s=_quantile(times, 0.25),
@@ -176,6 +209,8 @@ def _result(times: list[float], *, warmup: int, batch_size: int, threads: int, d
         batch_size=batch_size,
         threads=threads,
         device=str(device),
+        timer=timer,
+        amp=str(amp).removeprefix("torch.") if amp is not None else None,
     )
 
 
@@ -195,13 +230,16 @@ def measure_latency(
     repeats: int = 10,
     device: str | torch.device | None = None,
     threads: int | None = None,
+    timer: str = "wall",
+    amp: torch.dtype | None = None,
 ) -> LatencyResult:
     """Median seconds per forward pass of ``model`` in eval mode without autograd.
 
     ``example`` is either one input batch (its first dimension is the batch size) or the shape
     of one sample, such as ``(3, 224, 224)``, from which a seeded random batch of
     ``batch_size`` (default 1) is drawn. ``device`` defaults to the model's; the model is moved
-    there. ``threads`` sets torch's intra-op threads for the measurement only.
+    there. ``threads`` sets torch's intra-op threads for the measurement only; ``timer`` and
+    ``amp`` as the module docstring says.
     """
     _check_counts(warmup, repeats)
     device = _resolve_device(model, device)
@@ -209,7 +247,7 @@ def measure_latency(
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     model = model.to(device)
     x = _make_input(example, batch_size, device, dtype)
-    run_once = _timer(device)
+    run_once = _timer(device, timer, amp)
     was_training = model.training
     model.eval()
     try:
@@ -219,7 +257,7 @@ def measure_latency(
             times = [run_once(model, x) for _ in range(repeats)]
     finally:
         model.train(was_training)
-    return _result(times, warmup=warmup, batch_size=int(x.shape[0]), threads=used, device=device)
+    return _result(times, warmup=warmup, batch_size=int(x.shape[0]), threads=used, device=device, timer=timer, amp=amp)
 
 
 def compare_latency(
@@ -232,6 +270,8 @@ def compare_latency(
     repeats: int = 10,
     device: str | torch.device | None = None,
     threads: int | None = None,
+    timer: str = "wall",
+    amp: torch.dtype | None = None,
 ) -> LatencyComparison:
     """Time A and B alternately on the same input and summarise the ratio B / A per pair.
 
@@ -245,7 +285,7 @@ def compare_latency(
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     model_a, model_b = model_a.to(device), model_b.to(device)
     x = _make_input(example, batch_size, device, dtype)
-    run_once = _timer(device)
+    run_once = _timer(device, timer, amp)
     flags = (model_a.training, model_b.training)
     model_a.eval()
     model_b.eval()
@@ -267,7 +307,7 @@ def compare_latency(
         model_a.train(flags[0])
         model_b.train(flags[1])
     ratios = [b / a for a, b in zip(times_a, times_b)]
-    common = dict(warmup=warmup, batch_size=int(x.shape[0]), threads=used, device=device)
+    common = dict(warmup=warmup, batch_size=int(x.shape[0]), threads=used, device=device, timer=timer, amp=amp)
     return LatencyComparison(
         a=_result(times_a, **common),
         b=_result(times_b, **common),

@@ -96,7 +96,8 @@ def _adopt_checkpoint(study_dir: Path, retry_of: int | None, run_dir: Path) -> N
 
 def measure_latency_ms(trainer: Any, spec: StudySpec) -> float:
     """Median milliseconds per forward pass of the trained model, as deployed: an S²ViTE model
-    is physically slimmed first (masked heads and neurons would still cost time)."""
+    is physically slimmed first (masked heads and neurons would still cost time), and passes run
+    under the run's autocast (bf16 or fp16 on a GPU), as a GPU would serve it."""
     from ..metrics.latency import measure_latency
     from ..models import model_input_size
 
@@ -113,6 +114,7 @@ def measure_latency_ms(trainer: Any, spec: StudySpec) -> float:
         warmup=settings.warmup,
         repeats=settings.repeats,
         threads=settings.threads,
+        amp=trainer.amp.dtype if trainer.amp.enabled else None,
     )
     return 1000.0 * result.median_s
 

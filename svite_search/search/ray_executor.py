@@ -155,6 +155,8 @@ def distributed_trial(config: dict[str, Any], context: TrialContext) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from ..train.device import ddp_backend
+
     info = config[TRIAL_KEY]
     spec = context.spec
     ex = spec.executor
@@ -166,7 +168,7 @@ def distributed_trial(config: dict[str, Any], context: TrialContext) -> None:
         train_loop_config={"context": context, "info": info},
         scaling_config=ScalingConfig(num_workers=ex.workers_per_trial, use_gpu=ex.gpus_per_trial > 0,
                                      resources_per_worker=worker_resources),
-        torch_config=TorchConfig(backend=ex.backend or ("nccl" if ex.gpus_per_trial > 0 else "gloo")),
+        torch_config=TorchConfig(backend=ddp_backend(ex.backend, gpus_per_worker=ex.gpus_per_trial)),
         run_config=RunConfig(name=f"trial-{info['number']}-{int(time.time())}",
                              storage_path=str(Path(context.study_dir).resolve() / RAY_DIR / "train"),
                              callbacks=[TuneReportCallback()]),

@@ -99,3 +99,18 @@ def build_components(
             shape=cfg.tokens.tau_decay,
         )
     return components
+
+
+def needs_eager_step(components: dict[str, EngineComponent]) -> bool:
+    """Whether the next forward/backward must run the eager model under ``train.compile``.
+
+    S²ViTE's head-score capture (armed only for the iteration before a topology update) hooks
+    ``attn.proj``'s input and registers a gradient hook on it from Python; a compiled graph
+    would not run those hooks the same way. Those iterations (one per ΔT) run eagerly; every
+    other step runs compiled.
+    """
+    for comp in components.values():
+        capture = getattr(comp, "_capture", None)
+        if capture is not None and bool(getattr(capture, "armed", False)):
+            return True
+    return False

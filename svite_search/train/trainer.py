@@ -6,6 +6,13 @@ iteration), label smoothing and Mixup/CutMix losses, the EMA. The loop is seeded
 bit-for-bit deterministic; a checkpoint after every epoch holds the model, optimizer, scheduler,
 engine components and every RNG, so a resumed run continues exactly.
 
+On CUDA (see :mod:`svite_search.train.device`) the loop trains in bf16 autocast where the GPU
+supports it, else fp16 with a gradient scaler whose gradients are unscaled before the engine
+reads them (an iteration whose optimizer step the scaler skips for overflow skips the engine's
+step too, so the engine only ever reads finite gradients); copies from pinned host memory are asynchronous; the loss is read a step late so
+the host never waits for the GPU mid-step (:mod:`svite_search.train.loss_watch`); and
+``train.compile`` runs the forward and backward through ``torch.compile`` (inductor).
+
 The trainer knows nothing about sparsity. It calls the engine components (see
 :mod:`svite_search.train.components`) after every optimizer step; the engine reads the dense
 gradient still in ``.grad`` at that point.
@@ -20,9 +27,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +38,7 @@ import torch.nn as nn
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import ModelEmaV3, accuracy
+from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig, config_from_dict, dump_config
@@ -46,7 +53,9 @@ from .checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
-from .components import EngineComponent, build_components, install_model_modules
+from .components import EngineComponent, build_components, install_model_modules, needs_eager_step
+from .device import amp_settings, resolve_device
+from .loss_watch import LossWatch
 from .summary import final_metrics
 
 log = logging.getLogger(__name__)
@@ -68,14 +77,7 @@ class RunState:
     best_top1: float = -1.0
     best_epoch: int = -1
     train_seconds: float = 0.0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"train.device: {name!r} requested but CUDA is not available")
-    return torch.device(name)
+    overflow_steps: int = 0  # fp16: iterations whose optimizer step the gradient scaler skipped
 
 
 def _distributed() -> tuple[bool, int, int]:
@@ -92,10 +94,10 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.distributed, self.rank, self.world = _distributed()
-        self.device = resolve_device(cfg.train.device)
-        if self.distributed and self.device.type == "cuda":
-            self.device = torch.device("cuda", torch.cuda.current_device())
-        self.amp = cfg.train.amp if cfg.train.amp is not None else self.device.type == "cuda"
+        self.device = resolve_device(cfg.train.device, distributed=self.distributed)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # NCCL, caching allocator and events use it
+        self.amp = amp_settings(self.device, cfg.train.amp, cfg.train.amp_dtype)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
 
@@ -124,6 +126,8 @@ class Trainer:
             num_classes=self.num_classes,
             seed=cfg.train.seed,
             drop_last=self.mixup_fn is not None,
+            pin_memory=self.device.type == "cuda",
+            cpus=cfg.train.threads or torch.get_num_threads(),
         )
         self.steps_per_epoch = len(self.data.train)
         if cfg.train.max_steps_per_epoch:
@@ -150,7 +154,7 @@ class Trainer:
                 step_on_epochs=False,
                 updates_per_epoch=self.steps_per_epoch,
             )
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.device.type == "cuda" else None
+        self.scaler = self.amp.scaler()
 
         self.components: dict[str, EngineComponent] = build_components(
             self.model, self.optimizer, cfg, total_steps=self.total_steps, selector=self.selector
@@ -161,6 +165,11 @@ class Trainer:
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        # The eager module stays: evaluation, and the steps an engine must see eagerly (S²ViTE's
+        # head-score capture hooks), run it; checkpoints hold its (unprefixed) state dict.
+        self.eager_train_model: nn.Module = self.train_model
+        if cfg.train.compile:
+            self.train_model = torch.compile(self.train_model)
 
         if self.mixup_fn is not None:
             self.criterion: nn.Module = SoftTargetCrossEntropy()
@@ -189,11 +198,12 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "engine": {name: comp.state_dict() for name, comp in self.components.items()},
-            "rng": capture_rng_state(),
+            "rng": capture_rng_state(self.device),
             "history": self.state.history,
             "best_top1": self.state.best_top1,
             "best_epoch": self.state.best_epoch,
             "train_seconds": self.state.train_seconds,
+            "overflow_steps": self.state.overflow_steps,
         }
 
     def save_checkpoint(self) -> None:
@@ -224,7 +234,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         for name, comp in self.components.items():
             comp.load_state_dict(state["engine"][name])
-        restore_rng_state(state["rng"])
+        restore_rng_state(state["rng"], self.device)
         self.state = RunState(
             epoch=int(state["epoch"]),
             step=int(state["step"]),
@@ -232,6 +242,7 @@ class Trainer:
             best_top1=float(state.get("best_top1", -1.0)),
             best_epoch=int(state.get("best_epoch", -1)),
             train_seconds=float(state.get("train_seconds", 0.0)),
+            overflow_steps=int(state.get("overflow_steps", 0)),
         )
 
     def _check_fits(self, state: dict[str, Any], source: str) -> None:
@@ -263,7 +274,9 @@ class Trainer:
         path = self.checkpoint_path
         if path is None or not path.exists():
             return False
-        self.load_state(load_checkpoint(path, map_location=self.device), source=str(path))
+        # On the CPU: the RNG states must stay CPU ByteTensors, and load_state_dict copies the
+        # weights, optimizer and engine state to the parameters' device itself.
+        self.load_state(load_checkpoint(path, map_location="cpu"), source=str(path))
         log.info("resumed %s at epoch %d/%d", path, self.state.epoch, self.cfg.train.epochs)
         return True
 
@@ -287,8 +300,7 @@ class Trainer:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         cfg = self.cfg.train
-        total_loss, seen = 0.0, 0
-        autocast = torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp and self.device.type == "cuda")
+        watch = LossWatch(self.device, distributed=self.distributed, on_non_finite=partial(self._non_finite, epoch))
         bar = tqdm(
             total=self.steps_per_epoch,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -303,11 +315,11 @@ class Trainer:
             targets = targets.to(self.device, non_blocking=True)
             if self.mixup_fn is not None:
                 images, targets = self.mixup_fn(images, targets)
-            with autocast:
-                loss = self.criterion(self.train_model(images), targets)
-            loss_value = loss.item()  # the step's one host sync for the loss
-            if not self._all_finite(loss_value):
-                raise NonFiniteLossError(f"training loss is {loss_value} at epoch {epoch + 1}, step {self.state.step + 1}")
+            model = self.eager_train_model if needs_eager_step(self.components) else self.train_model
+            with self.amp.autocast():
+                loss = self.criterion(model(images), targets)
+            # Reads the previous step's loss (long finished): no wait on the kernels just queued.
+            watch.push(loss, step=self.state.step + 1, batch=images.shape[0])
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -316,60 +328,62 @@ class Trainer:
                 loss.backward()
             if cfg.clip_grad is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+            stepped = True
             if self.scaler is not None:
-                self.scaler.step(self.optimizer)
+                scale = self.scaler.get_scale()
+                self.scaler.step(self.optimizer)  # skipped when the fp16 gradients overflowed
                 self.scaler.update()
+                stepped = self.scaler.get_scale() >= scale  # update() lowers the scale only after a skip
             else:
                 self.optimizer.step()
             self.state.step += 1
-            self._engine_step()
+            if stepped:
+                self._engine_step()  # the engine runs after every optimizer step, on finite gradients
+            else:
+                self.state.overflow_steps += 1
             if self.ema is not None:
                 self.ema.update(self.model, step=self.state.step)
                 self._mask_ema()
             if self.scheduler is not None:
                 self.scheduler.step_update(num_updates=self.state.step)
-            total_loss += loss_value * images.shape[0]
-            seen += images.shape[0]
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}")
+            if watch.reads:
+                bar.set_postfix(loss=f"{watch.last:.3f}", refresh=False)
+        mean_loss = watch.flush()  # before the checkpoint: a non-finite last step stops here
         bar.close()
         if self.scheduler is not None:
             self.scheduler.step(epoch + 1)
-        return total_loss / max(seen, 1)
+        return mean_loss
 
-    def _all_finite(self, loss_value: float) -> bool:
-        """Whether the loss is finite on every rank (all ranks must stop together, or the
-        healthy ones would wait forever at the next gradient all-reduce)."""
-        finite = math.isfinite(loss_value)
-        if not self.distributed:
-            return finite
-        flag = torch.tensor(float(finite), device=self.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        return bool(flag.item())
+    def _non_finite(self, epoch: int, value: float, step: int) -> None:
+        """The loss was NaN or infinite on some rank (the flag is reduced over ranks, so all
+        stop together rather than leave the healthy ones waiting at the next all-reduce)."""
+        raise NonFiniteLossError(f"training loss is {value} at epoch {epoch + 1}, step {step}")
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
         model = model or self.model
         was_training = model.training
         model.eval()
-        correct1 = correct5 = loss_sum = 0.0
-        count = 0
         topk = (1, 5) if self.num_classes >= 5 else (1,)
+        # correct top-1, correct top-5, loss sum, count: summed on the device, read once
+        totals = torch.zeros(4, dtype=torch.float64, device=self.device)
         for images, targets in self.data.val:
             images = images.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp and self.device.type == "cuda"):
+            with self.amp.autocast():
                 logits = model(images)
-            loss_sum += self.eval_criterion(logits.float(), targets).item() * images.shape[0]
-            accs = accuracy(logits, targets, topk=topk)
-            correct1 += accs[0].item() * images.shape[0] / 100.0
-            if len(accs) > 1:
-                correct5 += accs[1].item() * images.shape[0] / 100.0
-            count += images.shape[0]
+            logits = logits.float()
+            hits = logits.topk(max(topk), dim=1).indices.eq(targets.unsqueeze(1))
+            batch = torch.stack([
+                hits[:, :1].any(1).sum(),
+                hits[:, : topk[-1]].any(1).sum() if len(topk) > 1 else hits.new_zeros((), dtype=torch.long),
+            ]).double()
+            loss = self.eval_criterion(logits, targets).double() * images.shape[0]
+            totals += torch.cat([batch, loss.reshape(1), totals.new_tensor([images.shape[0]])])
         if self.distributed:
-            totals = torch.tensor([correct1, correct5, loss_sum, count], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(totals)
-            correct1, correct5, loss_sum, count = totals.tolist()
+        correct1, correct5, loss_sum, count = totals.tolist()
         model.train(was_training)
         result = {"top1": 100.0 * correct1 / max(count, 1), "val_loss": loss_sum / max(count, 1)}
         if len(topk) > 1:
@@ -421,6 +435,8 @@ class Trainer:
                 metrics.update({f"ema_{k}": v for k, v in self.evaluate(self.ema.module).items()})
             metrics["lr"] = self.optimizer.param_groups[0]["lr"]
             metrics.update(self.engine_stats())
+            if self.scaler is not None:
+                metrics["amp_overflow_steps"] = self.state.overflow_steps
             self.state.epoch = epoch + 1
             if metrics["top1"] > self.state.best_top1:
                 self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch + 1
@@ -454,7 +470,8 @@ def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
             flat[prefix] = node
 
     walk("", cfg_dict)
-    for volatile in ("name", "tracking.enabled", "tracking.uri", "tracking.experiment", "train.device", "train.threads", "data.num_workers"):
+    for volatile in ("name", "tracking.enabled", "tracking.uri", "tracking.experiment", "train.device", "train.threads",
+                     "train.compile", "data.num_workers"):
         flat.pop(volatile, None)
     return flat
 
