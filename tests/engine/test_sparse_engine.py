@@ -350,3 +350,58 @@ def test_a_compiled_model_keeps_the_plain_names() -> None:
     compiled = torch.compile(model)  # only wrapped here, never run: names must be the inner ones
     sparsifier = SViTE(compiled, None, SViTEConfig(density=0.5, total_steps=10))
     assert set(sparsifier.masks) == set(masked_parameters(model))
+
+
+# ---------------------------------------------------------------------------- tied weights, finiteness
+
+
+def tied_vit() -> nn.Module:
+    """A tiny ViT whose two blocks share one ``mlp.fc1`` weight (one storage, two Linear layers)."""
+    model = tiny_vit()
+    model.blocks[1].mlp.fc1.weight = model.blocks[0].mlp.fc1.weight
+    return model
+
+
+def test_a_tied_weight_gets_one_mask() -> None:
+    model = tied_vit()
+    names = list(masked_parameters(model))
+    assert "blocks.0.mlp.fc1.weight" in names and "blocks.1.mlp.fc1.weight" not in names
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    config = SViTEConfig(density=0.5, distribution="uniform", total_steps=12, update_interval=3)
+    sparsifier = SViTE(model, optimizer, config)
+    shared = model.blocks[0].mlp.fc1.weight
+    mask = sparsifier.masks["blocks.0.mlp.fc1.weight"]
+    for step, batch in enumerate(batches(6), start=1):
+        train_step(model, optimizer, sparsifier, batch)
+        assert int(mask.count_nonzero()) == shared.numel() // 2
+        assert not bool(shared[mask == 0].any())
+        if step % 3 != 0:  # (grown weights are exactly 0 right after an update)
+            # the density its one mask says, not the product of two masks' (0.25)
+            assert int(shared.count_nonzero()) == int(mask.count_nonzero())
+    assert sparsifier.updates == 2
+    assert sparsifier.stats()["density"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_a_weight_sharing_storage_under_another_parameter_gets_one_mask() -> None:
+    """Tying by storage (two Parameter objects over one tensor's memory) counts as one weight."""
+    model = tiny_vit()
+    first = model.blocks[0].mlp.fc1
+    model.blocks[1].mlp.fc1.weight = nn.Parameter(first.weight.data)  # same storage, new Parameter
+    names = list(masked_parameters(model))
+    assert "blocks.1.mlp.fc1.weight" not in names
+
+
+@pytest.mark.parametrize("where", ["blocks.0.mlp.fc1.bias", "blocks.1.norm1.weight", "cls_token", "pos_embed"])
+def test_a_non_finite_gradient_outside_the_masked_weights_skips_the_update(where: str) -> None:
+    """The optimizer step applies every parameter's gradient: one NaN anywhere (a bias, a norm,
+    the class token) means the step was not a real one, so the topology must not follow it."""
+    model = tiny_vit()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sparsifier = SViTE(model, optimizer, SViTEConfig(density=0.5, total_steps=10, update_interval=1))
+    images, targets = batches(1)[0]
+    F.cross_entropy(model(images), targets).backward()
+    dict(model.named_parameters())[where].grad.view(-1)[0] = float("nan")
+    before = masks_snapshot(sparsifier)
+    sparsifier.step()  # step 1 is an update iteration
+    assert sparsifier.updates == 0 and sparsifier.skipped_updates == 1
+    assert all(torch.equal(before[n], m.bool()) for n, m in sparsifier.masks.items())

@@ -241,8 +241,10 @@ class SViTE:
         """Prune and grow every sparse layer once; return False when skipped.
 
         Uses the weights after this step's optimizer update and the dense gradients still in
-        ``.grad``. Skipped (and counted in ``skipped_updates``) when a gradient is missing or
-        not finite, e.g. an overflowing mixed-precision step.
+        ``.grad``. Skipped (and counted in ``skipped_updates``) when a masked weight has no
+        gradient, or when any parameter's gradient (the masked weights' that the update reads
+        and every other that the optimizer step applied) is not finite, e.g. an overflowing
+        mixed-precision step.
         """
         self._follow_parameters()
         grads = [self.params[n].grad for n in self._sparse_names]
@@ -250,7 +252,9 @@ class SViTE:
             self.skipped_updates += 1
             log.warning("step %d: topology update skipped: a masked weight has no gradient", self.step_count)
             return False
-        checked = [p.grad for p in self.params.values() if p.grad is not None]  # dense layers too
+        # Every gradient the optimizer step applied (biases, norms, tokens, dense layers), not only
+        # the masked weights' that the update reads: one NaN anywhere means the step was not real.
+        checked = [p.grad for p in self.model.parameters() if p.grad is not None]
         if checked and not bool(torch.stack([torch.isfinite(g).all() for g in checked]).all()):
             self.skipped_updates += 1
             log.warning("step %d: topology update skipped: gradients are not finite", self.step_count)
