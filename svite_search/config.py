@@ -127,6 +127,9 @@ class SparsityConfig:
     optimizer_state: str | None = setting(None, choices=("reset", "keep"), help="default per preset")
     head_density: float = setting(0.7, gt=0.0, le=1.0, help="s2vite: share of heads kept")
     mlp_density: float = setting(0.6, gt=0.0, le=1.0, help="s2vite: share of MLP neurons kept")
+    head_growth: str | None = setting(
+        None, choices=("explore", "reference", "frozen"), help="s2vite: head exploration; default per preset"
+    )
 
 
 @dataclass

@@ -85,6 +85,7 @@ def build_components(
                 head_density=sp.head_density,
                 mlp_density=sp.mlp_density,
                 neuron_growth="reference" if reference else "signal",
+                head_growth=sp.head_growth or ("reference" if reference else "explore"),
                 **schedule,
             ),
         )

@@ -16,9 +16,29 @@ The component holds one boolean head set and one neuron set per block beside the
 Each ``step()`` (after ``optimizer.step()``) re-applies the masks, so a pruned unit never comes
 back to life between updates. On update iterations of the shared schedule it prunes, per
 block, ``ceil(dr · active)`` heads with the lowest Taylor importance and as many neurons with the
-lowest weight magnitude, then grows the same numbers with the highest growth signal (units
-pruned in the same update are candidates). Newly grown weights start at zero; a unit pruned and
-regrown keeps its weights.
+lowest weight magnitude, then grows the same numbers with the highest growth signal. Newly
+grown weights start at zero; a unit pruned and regrown keeps its weights.
+
+Head exploration (``head_growth``). The head growth signal is ``R_h = mean_b Σ|∂L/∂A_h|``, the
+gradient reaching the head's output (see :mod:`._scores`). An active head and an inactive one
+do not compete on equal terms under any first-order signal: an inactive head outputs the
+constant ``b_v``, so its gradient is ``proj[:, h]ᵀ δ`` through ``proj`` columns that have not
+been trained to carry anything, while a head pruned a moment ago still has trained q/k/v rows
+and ``proj`` columns. Measured on the digits study (4 blocks of 4 heads, 2 kept, 11 updates),
+not one update ranked an inactive head above the head just pruned, whether the signal was
+``R_h``, the dense gradient of the head's q/k/v rows, of its v rows, or either divided by the
+norm of its ``proj`` columns: the pruned heads were always the ones regrown, and the head sets
+never moved (the neurons' defect of the authors' code, for heads).
+
+* ``"explore"`` (default): the heads pruned in an update are not candidates for regrowth in that
+  update (unless too few other inactive heads are left). The freed slots go to the inactive
+  heads with the highest ``R_h``, which ranks them by how well their output direction lines
+  up with the gradient at the block output. Every update with a head to prune therefore swaps
+  heads, and ``heads_fired`` grows. Neurons need no such rule: their signal already explores.
+* ``"reference"``: the heads pruned in an update compete with the inactive ones (the authors'
+  rule); the head sets stay as initialised in practice.
+* ``"frozen"``: the initial head sets are kept for the whole run (neurons still explore): the
+  baseline of an ablation of head exploration.
 
 Example, a plain training loop::
 
@@ -50,6 +70,7 @@ from ._units import BlockLayout, BlockMask, block_layouts, random_block_masks, u
 log = logging.getLogger(__name__)
 
 NEURON_GROWTH = ("signal", "reference")
+HEAD_GROWTH = ("explore", "reference", "frozen")
 OPTIMIZER_STATE = OPTIMIZER_STATE_POLICIES  # one list of policies for both engines
 
 
@@ -72,6 +93,7 @@ class S2ViTEConfig:
     t_end: float = 0.8
     optimizer_state: str = "reset"
     neuron_growth: str = "signal"
+    head_growth: str = "explore"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,6 +108,10 @@ class S2ViTEConfig:
         if self.optimizer_state not in OPTIMIZER_STATE:
             raise ConfigError(
                 "sparsity.optimizer_state", f"{self.optimizer_state!r} is not one of reset, keep"
+            )
+        if self.head_growth not in HEAD_GROWTH:
+            raise ConfigError(
+                "sparsity.head_growth", f"{self.head_growth!r} is not one of {', '.join(HEAD_GROWTH)}"
             )
         if self.neuron_growth not in NEURON_GROWTH:
             raise ConfigError(
@@ -314,8 +340,14 @@ class S2ViTE:
         rate = self.schedule.prune_rate(self.step_count)
         changed_heads = changed_neurons = 0
         masks = []
+        head_growth = self.config.head_growth
         for i, mask in enumerate(self.masks):
-            heads, new_heads = prune_and_grow(mask.heads, taylor[i], growth[i], rate)
+            if head_growth == "frozen":
+                heads, new_heads = mask.heads.clone(), 0
+            else:
+                heads, new_heads = prune_and_grow(
+                    mask.heads, taylor[i], growth[i], rate, regrow_pruned=head_growth == "reference"
+                )
             neurons, new_neurons = prune_and_grow(mask.neurons, magnitude[i], signal[i], rate)
             masks.append(BlockMask(heads, neurons))
             self.fired[i] = BlockMask(self.fired[i].heads | heads, self.fired[i].neurons | neurons)
@@ -346,15 +378,22 @@ class S2ViTE:
 
 
 def prune_and_grow(
-    active: torch.Tensor, importance: torch.Tensor, growth: torch.Tensor, rate: float
+    active: torch.Tensor,
+    importance: torch.Tensor,
+    growth: torch.Tensor,
+    rate: float,
+    *,
+    regrow_pruned: bool = True,
 ) -> tuple[torch.Tensor, int]:
     """One prune-then-grow step over the units of one block.
 
     Deactivates ``r = ceil(rate · active)`` (at least 1) active units with the lowest
-    ``importance``, then activates the ``r`` inactive units (those just pruned included) with
-    the highest ``growth``; ties go to the lower index. Returns the new mask and how many
-    units are active now that were not before. A block whose units are all active (density 1)
-    or none is left alone, so the count of active units never changes.
+    ``importance``, then activates ``r`` inactive units with the highest ``growth``; ties go to
+    the lower index. With ``regrow_pruned`` the units just pruned are candidates like any other;
+    without it they come after every unit that was inactive before the update, so they return
+    only when too few of those are left. Returns the new mask and how many units are active now
+    that were not before. A block whose units are all active (density 1) or none is left alone,
+    so the count of active units never changes.
     """
     n_active = int(active.sum())
     total = active.numel()
@@ -367,7 +406,13 @@ def prune_and_grow(
     after_prune = active.clone()
     after_prune[pruned] = False
     grow_key = torch.where(after_prune, -inf, growth.float())
-    grown = torch.argsort(grow_key, descending=True, stable=True)[:r]
+    if regrow_pruned:
+        grown = torch.argsort(grow_key, descending=True, stable=True)[:r]
+    else:
+        was_inactive = ~active
+        order = torch.argsort(grow_key, descending=True, stable=True)
+        order = torch.cat([order[was_inactive[order]], order[~was_inactive[order]]])
+        grown = order[:r]
     new = after_prune.clone()
     new[grown] = True
     return new, int((new & ~active).sum())
