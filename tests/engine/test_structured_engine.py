@@ -354,3 +354,22 @@ def test_prune_and_grow_without_regrowing_the_pruned_units() -> None:
     # too few other inactive units: the best pruned one fills the last slot
     explored, changed = prune_and_grow(active, importance, growth, 1.0, regrow_pruned=False)
     assert explored.tolist() == [True, False, False, True, True] and changed == 2
+
+
+@pytest.mark.parametrize("where", ["blocks.0.attn.proj.bias", "blocks.1.norm2.weight", "cls_token", "head.weight"])
+def test_update_is_skipped_when_any_parameter_gradient_is_not_finite(where: str) -> None:
+    """The update reads head scores and MLP gradients, but the optimizer step applied every
+    parameter's gradient: a NaN in any of them (a bias the scores never see) skips the update."""
+    model, optimizer, engine = build("signal")
+    for step in range(1, 3):
+        train_step(model, optimizer, engine, step)
+    before = engine.unit_masks()
+    x, y = batch(3)
+    loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    dict(model.named_parameters())[where].grad.view(-1)[0] = float("nan")
+    engine.step()  # step 3 is an update iteration
+    assert engine.stats()["skipped_updates"] == 1 and engine.stats()["updates"] == 0
+    for a, b in zip(before, engine.unit_masks()):
+        assert torch.equal(a.heads, b.heads) and torch.equal(a.neurons, b.neurons)

@@ -330,12 +330,14 @@ class S2ViTE:
         blocks = vit_blocks(self.model)
         magnitude = [neuron_magnitude(b.mlp) for b in blocks]
         signal = [neuron_growth_signal(b.mlp, include_fc1=reference) for b in blocks]
-        finite = all(
-            bool(torch.isfinite(t).all()) for t in (*taylor, *growth, *magnitude, *signal)
-        )
+        # What the update reads (scores, MLP weights and gradients) and every gradient the
+        # optimizer step applied: one non-finite value anywhere means the step was not real.
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        checked = (*taylor, *growth, *magnitude, *signal, *grads)
+        finite = bool(torch.stack([torch.isfinite(t).all().cpu() for t in checked]).all())
         if not finite:
             self.skipped_updates += 1
-            log.warning("S²ViTE: skipped the update at step %d (non-finite scores)", self.step_count)
+            log.warning("S²ViTE: skipped the update at step %d (non-finite scores or gradients)", self.step_count)
             return
         rate = self.schedule.prune_rate(self.step_count)
         changed_heads = changed_neurons = 0
