@@ -129,8 +129,9 @@ def test_reference_neuron_sets_never_change() -> None:
     assert engine.stats()["neurons_fired"] == 0.5
 
 
-def test_grown_units_start_at_zero_with_fresh_optimizer_state() -> None:
-    model, optimizer, engine = build("signal")
+@pytest.mark.parametrize("policy", ["reset", "calibrated"])
+def test_grown_units_start_at_zero_with_fresh_optimizer_state(policy: str) -> None:
+    model, optimizer, engine = build("signal", optimizer_state=policy)
     for step in range(1, 6):
         train_step(model, optimizer, engine, step)
     before = engine.unit_masks()
@@ -142,10 +143,26 @@ def test_grown_units_start_at_zero_with_fresh_optimizer_state() -> None:
         grown_any |= bool(grown.any())
         state = optimizer.state[block.mlp.fc2.weight]
         assert bool((block.mlp.fc2.weight[:, grown] == 0).all())
-        assert bool((state["exp_avg"][:, grown] == 0).all()) and bool((state["exp_avg_sq"][:, grown] == 0).all())
+        assert bool((state["exp_avg"][:, grown] == 0).all())
+        if policy == "reset":
+            assert bool((state["exp_avg_sq"][:, grown] == 0).all())
+        else:  # the second moment starts at the mean over the neurons kept in this fc2
+            kept = new.neurons & old.neurons
+            layer_mean = state["exp_avg_sq"][:, kept].mean()
+            assert torch.allclose(state["exp_avg_sq"][:, grown], layer_mean.expand_as(state["exp_avg_sq"][:, grown]))
+        assert bool((state["exp_avg_sq"][:, ~new.neurons] == 0).all())
         assert bool((state["exp_avg"][:, ~new.neurons] == 0).all())
         qkv_state = optimizer.state[block.attn.qkv.weight]["exp_avg"].view(3, HEADS, HEAD_DIM, -1)
         assert bool((qkv_state[:, ~new.heads] == 0).all())
+        new_heads, kept_heads = new.heads & ~old.heads, new.heads & old.heads
+        assert bool(new_heads.any())  # heads explore: one swapped in every block
+        qkv_sq = optimizer.state[block.attn.qkv.weight]["exp_avg_sq"].view(3, HEADS, HEAD_DIM, -1)
+        assert bool((qkv_state[:, new_heads] == 0).all())
+        if policy == "reset":
+            assert bool((qkv_sq[:, new_heads] == 0).all())
+        else:
+            want = qkv_sq[:, kept_heads].mean().expand_as(qkv_sq[:, new_heads])
+            assert torch.allclose(qkv_sq[:, new_heads], want)
     assert grown_any
 
 

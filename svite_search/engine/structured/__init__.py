@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 from ._scores import HeadScoreCapture, neuron_growth_signal, neuron_magnitude
-from ._structured import HEAD_GROWTH, NEURON_GROWTH, OPTIMIZER_STATE, S2ViTE, S2ViTEConfig, prune_and_grow
+from ._structured import DEFAULT_HEAD_GROWTH, HEAD_GROWTH, NEURON_GROWTH, OPTIMIZER_STATE, S2ViTE, S2ViTEConfig, prune_and_grow
 from ._units import (
     BlockLayout,
     BlockMask,
@@ -44,6 +44,7 @@ __all__ = [
     "BlockLayout",
     "BlockMask",
     "HeadScoreCapture",
+    "DEFAULT_HEAD_GROWTH",
     "HEAD_GROWTH",
     "NEURON_GROWTH",
     "OPTIMIZER_STATE",

@@ -63,7 +63,16 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, UserInputError
-from ..sparse import DECAYS, OPTIMIZER_STATE_POLICIES, PruneSchedule, masked_parameters, resolve_update_interval
+from ..sparse import (
+    DECAYS,
+    DEFAULT_OPTIMIZER_STATE,
+    OPTIMIZER_STATE_POLICIES,
+    RESETTING_POLICIES,
+    PruneSchedule,
+    calibrate_second_moment,
+    masked_parameters,
+    resolve_update_interval,
+)
 from ._scores import HeadScoreCapture, neuron_growth_signal, neuron_magnitude
 from ._units import BlockLayout, BlockMask, block_layouts, random_block_masks, unwrap_model, vit_blocks
 
@@ -71,6 +80,7 @@ log = logging.getLogger(__name__)
 
 NEURON_GROWTH = ("signal", "reference")
 HEAD_GROWTH = ("explore", "reference", "frozen")
+DEFAULT_HEAD_GROWTH = "explore"  # the default preset's rule; "reference" is the authors'
 OPTIMIZER_STATE = OPTIMIZER_STATE_POLICIES  # one list of policies for both engines
 
 
@@ -91,9 +101,9 @@ class S2ViTEConfig:
     prune_rate_min: float = 0.005
     decay: str = "cosine"
     t_end: float = 0.8
-    optimizer_state: str = "reset"
+    optimizer_state: str = DEFAULT_OPTIMIZER_STATE
     neuron_growth: str = "signal"
-    head_growth: str = "explore"
+    head_growth: str = DEFAULT_HEAD_GROWTH
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -107,7 +117,7 @@ class S2ViTEConfig:
             raise ConfigError("sparsity.decay", f"{self.decay!r} is not one of {', '.join(DECAYS)}")
         if self.optimizer_state not in OPTIMIZER_STATE:
             raise ConfigError(
-                "sparsity.optimizer_state", f"{self.optimizer_state!r} is not one of reset, keep"
+                "sparsity.optimizer_state", f"{self.optimizer_state!r} is not one of {', '.join(OPTIMIZER_STATE)}"
             )
         if self.head_growth not in HEAD_GROWTH:
             raise ConfigError(
@@ -170,12 +180,16 @@ class S2ViTE:
             before = [m.clone() for m in self.masks]
             self._update()
         self._apply(self.model)
-        if self.config.optimizer_state == "reset":
-            # Inactive positions keep zero state; a unit grown now starts from fresh moments.
+        if self.config.optimizer_state in RESETTING_POLICIES:
+            # Inactive positions keep zero state; a unit grown now starts from fresh moments
+            # (``calibrated``: its second moment from the layer's surviving units).
             keep = self.masks if before is None else [
                 BlockMask(b.heads & a.heads, b.neurons & a.neurons) for b, a in zip(before, self.masks)
             ]
             self._zero_inactive_state(keep)
+            if before is not None and self.config.optimizer_state == "calibrated":
+                grown = [BlockMask(a.heads & ~b.heads, a.neurons & ~b.neurons) for b, a in zip(before, self.masks)]
+                self._calibrate_grown_state(keep, grown)
         self._arm_for(self.step_count + 1)
 
     def state_dict(self) -> dict[str, Any]:
@@ -303,7 +317,7 @@ class S2ViTE:
     @torch.no_grad()
     def _zero_inactive_state(self, keep: list[BlockMask]) -> None:
         """Zero the optimizer state (Adam moments, momentum) outside ``keep``."""
-        if self.optimizer is None or self.config.optimizer_state != "reset":
+        if self.optimizer is None or self.config.optimizer_state not in RESETTING_POLICIES:
             return
         views = self._current_views(self.model) if keep is self.masks else self._views(self.model, keep)
         for param, mask in views:
@@ -313,6 +327,16 @@ class S2ViTE:
             for value in state.values():
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
                     value.masked_fill_(~mask, 0.0)
+
+    @torch.no_grad()
+    def _calibrate_grown_state(self, keep: list[BlockMask], grown: list[BlockMask]) -> None:
+        """Second moment of the units grown now: the mean over the units kept in the same tensor."""
+        if self.optimizer is None:
+            return
+        for (param, kept), (_, new) in zip(self._views(self.model, keep), self._views(self.model, grown)):
+            state = self.optimizer.state.get(param)
+            if state:
+                calibrate_second_moment(state, new, kept)
 
     # -- topology updates ----------------------------------------------------------------------
 
