@@ -381,6 +381,8 @@ def test_a_tied_weight_gets_one_mask() -> None:
             assert int(shared.count_nonzero()) == int(mask.count_nonzero())
     assert sparsifier.updates == 2
     assert sparsifier.stats()["density"] == pytest.approx(0.5, abs=1e-3)
+    densities = sparsifier.layer_densities()  # both layers compute with the half-dense weight
+    assert densities["blocks.1.mlp.fc1.weight"] == densities["blocks.0.mlp.fc1.weight"] == 0.5
 
 
 def test_a_weight_sharing_storage_under_another_parameter_gets_one_mask() -> None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from ._distributions import DISTRIBUTIONS, check_density, check_distribution, layer_counts, layer_densities
 from ._schedule import DECAYS, PAPER_UPDATES_PER_RUN, PruneSchedule, count_updates, prune_rate, resolve_update_interval
-from ._targets import DENSE_MODULE_NAMES, masked_parameters, unwrap
+from ._targets import DENSE_MODULE_NAMES, masked_parameters, tied_weight_names, unwrap
 from ._unstructured import DEFAULT_OPTIMIZER_STATE, OPTIMIZER_STATE_POLICIES, RESETTING_POLICIES, SViTE, SViTEConfig, calibrate_second_moment
 
 __all__ = [
@@ -61,5 +61,6 @@ __all__ = [
     "masked_parameters",
     "prune_rate",
     "resolve_update_interval",
+    "tied_weight_names",
     "unwrap",
 ]

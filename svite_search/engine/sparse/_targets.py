@@ -60,10 +60,20 @@ def masked_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
         list(masked_parameters(model))[:3]
         # ['patch_embed.proj.weight', 'blocks.0.attn.qkv.weight', 'blocks.0.attn.proj.weight']
     """
+    return _masked_and_tied(model)[0]
+
+
+def tied_weight_names(model: nn.Module) -> dict[str, str]:
+    """Other names of masked weights (a weight tied into a second layer) -> the masked name."""
+    return _masked_and_tied(model)[1]
+
+
+def _masked_and_tied(model: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, str]]:
     model = unwrap(model)
     dense_prefixes: list[str] = []
     targets: dict[str, nn.Parameter] = {}
-    seen_ids: set[int] = set()
+    aliases: dict[str, str] = {}
+    seen_ids: dict[int, str] = {}
     seen_storage: dict[tuple, tuple[str, nn.Parameter]] = {}
     for name, module in model.named_modules():
         if any(name == p or name.startswith(p + ".") for p in dense_prefixes):
@@ -73,9 +83,12 @@ def masked_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
             continue
         if isinstance(module, MASKED_LAYER_TYPES):
             weight = module.weight
-            if not isinstance(weight, nn.Parameter) or weight.dim() < 2 or id(weight) in seen_ids:
+            if not isinstance(weight, nn.Parameter) or weight.dim() < 2:
                 continue
             qualified = f"{name}.weight" if name else "weight"
+            if id(weight) in seen_ids:
+                aliases[qualified] = seen_ids[id(weight)]  # the same Parameter in two layers
+                continue
             key = _storage_key(weight)
             if key is not None and key in seen_storage:
                 first, other = seen_storage[key]
@@ -83,10 +96,11 @@ def masked_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
                     weight.shape, weight.stride(), weight.storage_offset()
                 )
                 if same_view:
-                    continue  # tied by memory: the first name's mask covers it
+                    aliases[qualified] = first  # tied by memory: the first name's mask covers it
+                    continue
                 raise ValueError(f"{qualified} overlaps the memory of {first} with another shape: cannot mask both")
-            seen_ids.add(id(weight))
+            seen_ids[id(weight)] = qualified
             if key is not None:
                 seen_storage[key] = (qualified, weight)
             targets[qualified] = weight
-    return targets
+    return targets, aliases

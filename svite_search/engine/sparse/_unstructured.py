@@ -45,7 +45,7 @@ import torch.nn as nn
 from ...errors import ConfigError
 from ._distributions import check_density, check_distribution, layer_counts, layer_densities
 from ._schedule import PruneSchedule, resolve_update_interval
-from ._targets import masked_parameters, unwrap
+from ._targets import masked_parameters, tied_weight_names, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ class SViTE:
         self.optimizer = optimizer
         self.schedule = config.schedule()
         self.params: dict[str, nn.Parameter] = masked_parameters(self.model)
+        self._tied: dict[str, str] = tied_weight_names(self.model)
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no Linear or Conv2d weights to mask")
         shapes = {name: tuple(p.shape) for name, p in self.params.items()}
@@ -345,8 +346,11 @@ class SViTE:
     # ------------------------------------------------------------------ read-outs
 
     def layer_densities(self) -> dict[str, float]:
-        """Current density of every masked weight, by parameter name."""
-        return {name: self._counts[name] / p.numel() for name, p in self.params.items()}
+        """Current density of every masked weight, by parameter name; a weight tied into
+        several layers is listed under each of their names (for per-layer MACs)."""
+        out = {name: self._counts[name] / p.numel() for name, p in self.params.items()}
+        out.update({alias: out[name] for alias, name in self._tied.items()})
+        return out
 
     def stats(self) -> dict[str, float]:
         """Global ``density`` and ``fired`` fraction of the masked weights, ``updates``, and counts.
