@@ -81,3 +81,12 @@ def test_masks_read_back_from_zeroed_weights() -> None:
 def test_non_vit_is_a_user_error() -> None:
     with pytest.raises(UserInputError, match="blocks"):
         block_layouts(torch.nn.Linear(3, 3))
+
+
+def test_budgets_round_float_products_as_the_comment_says() -> None:
+    """The products the budget's epsilon exists for fall just below the integer in floating
+    point; the budget is the integer."""
+    from svite_search.engine.structured import unit_budget
+
+    assert 90 * 0.7 < 63 and 100 * 0.29 < 29
+    assert unit_budget(90, 0.7) == 63 and unit_budget(100, 0.29) == 29
