@@ -24,8 +24,8 @@ gradient reaching the head's output (see :mod:`._scores`). An active head and an
 do not compete on equal terms under any first-order signal: an inactive head outputs the
 constant ``b_v``, so its gradient is ``proj[:, h]ᵀ δ`` through ``proj`` columns that have not
 been trained to carry anything, while a head pruned a moment ago still has trained q/k/v rows
-and ``proj`` columns. Measured on the digits study (4 blocks of 4 heads, 2 kept, 11 updates),
-not one update ranked an inactive head above the head just pruned, whether the signal was
+and ``proj`` columns. Measured on the digits study (4 blocks of 4 heads, 2 kept, 11 updates,
+seed 0), not one update ranked an inactive head above the head just pruned, whether the signal was
 ``R_h``, the dense gradient of the head's q/k/v rows, of its v rows, or either divided by the
 norm of its ``proj`` columns: the pruned heads were always the ones regrown, and the head sets
 never moved (the neurons' defect of the authors' code, for heads).
@@ -89,7 +89,11 @@ class S2ViTEConfig:
     """Settings of one S²ViTE run (field names follow the ``sparsity`` section of a run config).
 
     ``update_interval`` (ΔT in iterations) or ``updates_per_run`` sets the update cadence; with
-    neither, the paper's cadence of about 80 updates per run is used.
+    neither, the paper's cadence of about 80 updates per run is used. ``head_growth`` is the
+    head exploration rule (``explore`` | ``reference`` | ``frozen``, see the module docstring),
+    ``neuron_growth`` the neuron masking (``signal`` | ``reference``), ``optimizer_state`` the
+    state of grown units (``calibrated`` | ``reset`` | ``keep``, as in
+    :class:`~svite_search.engine.sparse.SViTEConfig`).
     """
 
     total_steps: int
