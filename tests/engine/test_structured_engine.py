@@ -390,3 +390,24 @@ def test_update_is_skipped_when_any_parameter_gradient_is_not_finite(where: str)
     assert engine.stats()["skipped_updates"] == 1 and engine.stats()["updates"] == 0
     for a, b in zip(before, engine.unit_masks()):
         assert torch.equal(a.heads, b.heads) and torch.equal(a.neurons, b.neurons)
+
+
+@pytest.mark.parametrize(
+    "preset, sparsity, head_growth, optimizer_state",
+    [
+        ("default", {}, "explore", "calibrated"),
+        ("reference", {}, "reference", "keep"),
+        ("default", {"head_growth": "frozen", "optimizer_state": "reset"}, "frozen", "reset"),
+    ],
+)
+def test_run_config_reaches_the_engine(preset: str, sparsity: dict, head_growth: str, optimizer_state: str) -> None:
+    """``sparsity.head_growth`` and ``sparsity.optimizer_state`` of a run config, and their
+    per-preset defaults, are what the S²ViTE component is built with."""
+    from svite_search.config import config_from_dict
+    from svite_search.train.components import build_components
+
+    cfg = config_from_dict({"method": "s2vite", "preset": preset, "sparsity": sparsity})
+    model = tiny_vit()
+    optimizer = torch.optim.AdamW(model.parameters())
+    engine = build_components(model, optimizer, cfg, total_steps=10, selector=None)["s2vite"]
+    assert (engine.config.head_growth, engine.config.optimizer_state) == (head_growth, optimizer_state)
