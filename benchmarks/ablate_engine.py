@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/ablate_engine.py                      # everything, about 9 CPU minutes
     python benchmarks/ablate_engine.py --only heads         # one part
+    python benchmarks/ablate_engine.py --only heads --reuse # ... reusing runs already recorded
     python benchmarks/ablate_engine.py --seeds 0 --epochs 3 --out-dir /tmp/abl   # a smoke run
 """
 from __future__ import annotations
@@ -209,7 +210,7 @@ def render(results: dict[str, Any]) -> str:
                 f"| {name} | {len(arm['seeds'])} | {_fmt(s, 'top1')} | {_fmt(s, 'top1_best')} | "
                 f"{_fmt(s, 'heads_fired', 3)} | {_fmt(s, 'neurons_fired', 3)} | {_fmt(s, 'fired', 3)} |"
             )
-        lines += ["", section.get("reading", ""), ""]
+        lines += ["", reading(part, section), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -233,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override the study's 30 epochs (smoke runs)")
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the runs results.json already holds for the same settings and seed"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -240,12 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     results["machine"] = machine("cpu")
     cache: dict[tuple, dict[str, Any]] = {}
+    if args.reuse:
+        for part in ("optimizer_state", "heads"):
+            section = results.get(part) or {}
+            for arm in section.get("arms", {}).values():
+                for seed, row in zip(arm["seeds"], arm["runs"]):
+                    overrides = arm["overrides"] + [f"train.seed={seed}"]
+                    cache[tuple(sorted(overrides)) + (args.epochs,)] = row
     for part in args.only or PARTS:
         if part == "first_steps":
             results[part] = first_steps()
         else:
             section = {"arms": run_arms(part, args.seeds, args.epochs, cache), "epochs": args.epochs or 30}
-            section["reading"] = reading(part, section)
             results[part] = section
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(results, indent=2) + "\n")

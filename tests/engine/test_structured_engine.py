@@ -395,9 +395,9 @@ def test_update_is_skipped_when_any_parameter_gradient_is_not_finite(where: str)
 @pytest.mark.parametrize(
     "preset, sparsity, head_growth, optimizer_state",
     [
-        ("default", {}, "explore", "calibrated"),
+        ("default", {}, "explore", "reset"),
         ("reference", {}, "reference", "keep"),
-        ("default", {"head_growth": "frozen", "optimizer_state": "reset"}, "frozen", "reset"),
+        ("default", {"head_growth": "frozen", "optimizer_state": "calibrated"}, "frozen", "calibrated"),
     ],
 )
 def test_run_config_reaches_the_engine(preset: str, sparsity: dict, head_growth: str, optimizer_state: str) -> None:

@@ -92,7 +92,7 @@ class S2ViTEConfig:
     neither, the paper's cadence of about 80 updates per run is used. ``head_growth`` is the
     head exploration rule (``explore`` | ``reference`` | ``frozen``, see the module docstring),
     ``neuron_growth`` the neuron masking (``signal`` | ``reference``), ``optimizer_state`` the
-    state of grown units (``calibrated`` | ``reset`` | ``keep``, as in
+    state of grown units (``reset`` | ``calibrated`` | ``keep``, as in
     :class:`~svite_search.engine.sparse.SViTEConfig`).
     """
 
