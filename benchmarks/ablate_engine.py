@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override the study's 30 epochs (smoke runs)")
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    parser.add_argument("--render-only", action="store_true", help="rewrite README.md from results.json, run nothing")
     parser.add_argument(
         "--reuse", action="store_true", help="reuse the runs results.json already holds for the same settings and seed"
     )
@@ -242,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / "results.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    results["machine"] = machine("cpu")
+    if args.render_only:
+        args.only = []
+    else:
+        results["machine"] = machine("cpu")
     cache: dict[tuple, dict[str, Any]] = {}
     if args.reuse:
         for part in ("optimizer_state", "heads"):
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 for seed, row in zip(arm["seeds"], arm["runs"]):
                     overrides = arm["overrides"] + [f"train.seed={seed}"]
                     cache[tuple(sorted(overrides)) + (args.epochs,)] = row
-    for part in args.only or PARTS:
+    for part in PARTS if args.only is None else args.only:
         if part == "first_steps":
             results[part] = first_steps()
         else:

@@ -106,20 +106,21 @@ class SViTEConfig:
     ``SViTEConfig.reference(...)`` gives the authors' code's behaviour.
 
     Optimizer-state policies and Adam's shared step count. torch's Adam keeps one ``step`` per
-    parameter tensor, so a weight grown at step ``t`` shares the bias correction of its layer:
-    ``1 - β^t ≈ 1``. With zeroed moments its first update is
+    parameter tensor, so a weight grown at step ``t`` shares the bias correction of its layer,
+    ``1 - β^t``, which is ≈ 1 late in a run. With zeroed moments its first update is then
     ``lr · (1-β1)·g / sqrt((1-β2)·g²) = lr · (1-β1)/sqrt(1-β2)``, 3.16 · lr at the default
-    betas, and it grows to about 5 · lr over the next few steps, where a fresh Adam's first
-    step is ``lr`` (early in a run the bias correction shrinks it: 0.64 · lr at step 40, 2.5 · lr
-    at step 1000). Measured on a tiny ViT late in a run, the median first step of a grown weight
-    is 3.16 · lr, about 9 times what the layer's established weights take. ``calibrated`` zeroes
-    the first moment but starts the second one at the layer's mean, so a grown weight's first
-    steps are ``lr · (1-β1)·g / sqrt(v̄)``: 0.24 · lr in the same measurement, close to its
-    neighbours' steps. ``reset`` stays the default because it trained better: on digits
-    (3 seeds, same budget) its mean top-1 was higher than ``calibrated``'s and ``keep``'s for
-    both SViTE and S²ViTE. A likely reason: a weight grown from zero is pruned again at the next
-    update unless its magnitude catches up, and the larger first steps give it that chance.
-    ``calibrated`` is there for runs where those first steps destabilise training.
+    betas (and up to about 5 · lr over the next steps while the gradient keeps its sign), where
+    a fresh Adam's first step is ``lr``. Earlier in a run the bias correction shrinks it: 0.64 ·
+    lr at step 40, 2.5 · lr at step 1000. Measured on a tiny ViT, the median first step of a
+    grown weight under ``reset`` is about 9 times that of the layer's established weights at
+    every stage. ``calibrated`` zeroes the first moment but starts the second at the layer's
+    mean, so a grown weight's first steps are ``lr · (1-β1)·g / sqrt(v̄)``: 0.24 · lr late in a
+    run in the same measurement, close to its neighbours' 0.35 · lr. ``reset`` stays the
+    default because it trained better: on digits (3 seeds, same budget) its mean top-1 was
+    higher than ``calibrated``'s and ``keep``'s for both SViTE and S²ViTE. One possible reason,
+    not measured: a weight grown from zero is pruned again at the next update unless its
+    magnitude catches up, and larger first steps give it that chance. ``calibrated`` is there
+    for runs where those first steps destabilise training.
     """
 
     density: float = 0.5
