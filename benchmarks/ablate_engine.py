@@ -173,7 +173,7 @@ def render(results: dict[str, Any]) -> str:
         "30 epochs, batch 64, AdamW at lr 2e-3, one torch thread, density 0.5 (SViTE) or 2 of 4 heads and",
         "half the MLP neurons (S²ViTE), an update every 50 iterations (11 updates). Runs differ only in",
         "the settings named and the seed (S²ViTE runs explore heads unless the arm says otherwise; the",
-        "head arms use the default optimizer state, `reset`; the exact settings of every arm are in",
+        f"head arms use the default optimizer state, `{DEFAULT_OPTIMIZER_STATE}`; the exact settings of every arm are in",
         "`results.json`). Top-1 is the final epoch's, on the 360-image validation split,",
         "as mean ± sd over the seeds; on 360 images one image is 0.28 points.",
         "",
