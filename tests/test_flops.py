@@ -18,7 +18,7 @@ def tiny_vit() -> nn.Module:
 
 
 def deit_formula(depth: int, dim: int, mlp: int, tokens: int, patches: int, patch_macs: int, classes: int) -> int:
-    """METHOD.md section 6, written out independently of the implementation."""
+    """The DeiT MACs formula, written out independently of the implementation."""
     block = tokens * (3 * dim * dim + dim * dim + 2 * dim * mlp) + 2 * tokens * tokens * dim
     return depth * block + patches * patch_macs + dim * classes
 
