@@ -124,9 +124,14 @@ class SparsityConfig:
     prune_rate_min: float = setting(0.005, ge=0.0, le=1.0)
     decay: str = setting("cosine", choices=DECAYS)
     t_end: float = setting(0.8, gt=0.0, le=1.0, help="share of training with topology updates")
-    optimizer_state: str | None = setting(None, choices=("reset", "keep"), help="default per preset")
+    optimizer_state: str | None = setting(
+        None, choices=("reset", "calibrated", "keep"), help="state of grown weights; default per preset"
+    )
     head_density: float = setting(0.7, gt=0.0, le=1.0, help="s2vite: share of heads kept")
     mlp_density: float = setting(0.6, gt=0.0, le=1.0, help="s2vite: share of MLP neurons kept")
+    head_growth: str | None = setting(
+        None, choices=("explore", "reference", "frozen"), help="s2vite: head exploration; default per preset"
+    )
 
 
 @dataclass

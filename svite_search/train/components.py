@@ -55,7 +55,9 @@ def build_components(
     components: dict[str, EngineComponent] = {}
     sp = cfg.sparsity
     reference = cfg.preset == "reference"
-    optimizer_state = sp.optimizer_state or ("keep" if reference else "reset")
+    from ..engine.sparse import DEFAULT_OPTIMIZER_STATE
+
+    optimizer_state = sp.optimizer_state or ("keep" if reference else DEFAULT_OPTIMIZER_STATE)
     schedule = dict(
         total_steps=total_steps,
         update_interval=sp.update_interval if sp.updates_per_run is None else None,
@@ -76,7 +78,7 @@ def build_components(
             SViTEConfig(density=sp.density, distribution=sp.distribution, exact_counts=not reference, **schedule),
         )
     elif cfg.method == "s2vite":
-        from ..engine.structured import S2ViTE, S2ViTEConfig
+        from ..engine.structured import DEFAULT_HEAD_GROWTH, S2ViTE, S2ViTEConfig
 
         components["s2vite"] = S2ViTE(
             model,
@@ -85,6 +87,7 @@ def build_components(
                 head_density=sp.head_density,
                 mlp_density=sp.mlp_density,
                 neuron_growth="reference" if reference else "signal",
+                head_growth=sp.head_growth or ("reference" if reference else DEFAULT_HEAD_GROWTH),
                 **schedule,
             ),
         )

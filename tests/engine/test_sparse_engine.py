@@ -167,7 +167,8 @@ def test_no_pruned_weight_is_nonzero_after_any_step(make_optimizer, policy: str)
 def test_adam_moments_are_zero_at_grown_and_inactive_positions_under_reset() -> None:
     model = tiny_vit()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    sparsifier = SViTE(model, optimizer, SViTEConfig(density=0.4, total_steps=20, update_interval=5))
+    config = SViTEConfig(density=0.4, total_steps=20, update_interval=5, optimizer_state="reset")
+    sparsifier = SViTE(model, optimizer, config)
     params = dict(model.named_parameters())
     for step, batch in enumerate(batches(10), start=1):
         before = masks_snapshot(sparsifier)
@@ -350,3 +351,127 @@ def test_a_compiled_model_keeps_the_plain_names() -> None:
     compiled = torch.compile(model)  # only wrapped here, never run: names must be the inner ones
     sparsifier = SViTE(compiled, None, SViTEConfig(density=0.5, total_steps=10))
     assert set(sparsifier.masks) == set(masked_parameters(model))
+
+
+# ---------------------------------------------------------------------------- tied weights, finiteness
+
+
+def tied_vit() -> nn.Module:
+    """A tiny ViT whose two blocks share one ``mlp.fc1`` weight (one storage, two Linear layers)."""
+    model = tiny_vit()
+    model.blocks[1].mlp.fc1.weight = model.blocks[0].mlp.fc1.weight
+    return model
+
+
+def test_a_tied_weight_gets_one_mask() -> None:
+    model = tied_vit()
+    names = list(masked_parameters(model))
+    assert "blocks.0.mlp.fc1.weight" in names and "blocks.1.mlp.fc1.weight" not in names
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    config = SViTEConfig(density=0.5, distribution="uniform", total_steps=12, update_interval=3)
+    sparsifier = SViTE(model, optimizer, config)
+    shared = model.blocks[0].mlp.fc1.weight
+    mask = sparsifier.masks["blocks.0.mlp.fc1.weight"]
+    for step, batch in enumerate(batches(6), start=1):
+        train_step(model, optimizer, sparsifier, batch)
+        assert int(mask.count_nonzero()) == shared.numel() // 2
+        assert not bool(shared[mask == 0].any())
+        if step % 3 != 0:  # (grown weights are exactly 0 right after an update)
+            # the density its one mask says, not the product of two masks' (0.25)
+            assert int(shared.count_nonzero()) == int(mask.count_nonzero())
+    assert sparsifier.updates == 2
+    assert sparsifier.stats()["density"] == pytest.approx(0.5, abs=1e-3)
+    densities = sparsifier.layer_densities()  # both layers compute with the half-dense weight
+    assert densities["blocks.1.mlp.fc1.weight"] == densities["blocks.0.mlp.fc1.weight"] == 0.5
+
+
+def test_a_weight_sharing_storage_under_another_parameter_gets_one_mask() -> None:
+    """Tying by storage (two Parameter objects over one tensor's memory) counts as one weight."""
+    model = tiny_vit()
+    first = model.blocks[0].mlp.fc1
+    model.blocks[1].mlp.fc1.weight = nn.Parameter(first.weight.data)  # same storage, new Parameter
+    names = list(masked_parameters(model))
+    assert "blocks.1.mlp.fc1.weight" not in names
+
+
+@pytest.mark.parametrize("where", ["blocks.0.mlp.fc1.bias", "blocks.1.norm1.weight", "cls_token", "pos_embed"])
+def test_a_non_finite_gradient_outside_the_masked_weights_skips_the_update(where: str) -> None:
+    """The optimizer step applies every parameter's gradient: one NaN anywhere (a bias, a norm,
+    the class token) means the step was not a real one, so the topology must not follow it."""
+    model = tiny_vit()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sparsifier = SViTE(model, optimizer, SViTEConfig(density=0.5, total_steps=10, update_interval=1))
+    images, targets = batches(1)[0]
+    F.cross_entropy(model(images), targets).backward()
+    dict(model.named_parameters())[where].grad.view(-1)[0] = float("nan")
+    before = masks_snapshot(sparsifier)
+    sparsifier.step()  # step 1 is an update iteration
+    assert sparsifier.updates == 0 and sparsifier.skipped_updates == 1
+    assert all(torch.equal(before[n], m.bool()) for n, m in sparsifier.masks.items())
+
+
+# ---------------------------------------------------------------------------- first steps of grown weights
+
+
+def grown_weight_steps(
+    policy: str, steps: int = 3, lr: float = 1e-3, late: int = 20_000
+) -> tuple[list[float], list[float]]:
+    """Median |Δw| / lr of the weights grown at an update, and of the layer's surviving active
+    weights, over the ``steps`` optimizer steps after it (Adam, betas (0.9, 0.999)). The update comes after 40 real steps; Adam's step
+    count is then moved on by ``late`` steps, as in a long run, where bias correction is ≈ 1."""
+    torch.manual_seed(0)
+    model = tiny_vit()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    config = SViTEConfig(density=0.5, total_steps=100, update_interval=40, optimizer_state=policy)
+    sparsifier = SViTE(model, optimizer, config)
+    data = batches(40 + steps)
+    name = "blocks.0.mlp.fc1.weight"
+    weight = dict(model.named_parameters())[name]
+    for batch in data[:39]:
+        train_step(model, optimizer, sparsifier, batch)
+    for state in optimizer.state.values():
+        state["step"] += late
+    before = sparsifier.masks[name].bool().clone()
+    train_step(model, optimizer, sparsifier, data[39])  # step 40: an update
+    grown = sparsifier.masks[name].bool() & ~before
+    survivors = sparsifier.masks[name].bool() & before
+    assert int(grown.sum()) > 50
+    sizes: tuple[list[float], list[float]] = ([], [])
+    previous = weight.detach().clone()
+    for batch in data[40:]:
+        train_step(model, optimizer, sparsifier, batch)
+        now = weight.detach().clone()
+        for out, where in zip(sizes, (grown, survivors)):
+            out.append(float((now - previous)[where].abs().median()) / lr)
+        previous = now
+    return sizes
+
+
+def test_reset_gives_grown_weights_oversized_first_steps_and_calibrated_does_not() -> None:
+    """Zeroed Adam moments with the layer's bias correction (its ``step`` is shared by the whole
+    tensor) make a grown weight's first step (1-β1)/sqrt(1-β2) = 3.16 lr, rising after; a fresh
+    Adam's first step is lr. ``calibrated`` starts the second moment at the layer's mean."""
+    reset, established = grown_weight_steps("reset")
+    calibrated, _ = grown_weight_steps("calibrated")
+    assert reset[0] == pytest.approx(0.1 / math.sqrt(0.001), rel=0.02)
+    assert min(reset) > 5 * max(established)  # far beyond what the layer's weights take
+    assert max(calibrated) <= 1.0  # never more than a fresh Adam's first step (lr)
+    assert max(calibrated) <= 2 * max(established)  # a normal step for this layer
+
+
+def test_calibrated_sets_the_grown_second_moment_from_the_layer() -> None:
+    model = tiny_vit()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sparsifier = SViTE(model, optimizer, SViTEConfig(density=0.4, total_steps=20, update_interval=5, optimizer_state="calibrated"))
+    params = dict(model.named_parameters())
+    for step, batch in enumerate(batches(5), start=1):
+        before = masks_snapshot(sparsifier)
+        train_step(model, optimizer, sparsifier, batch)
+    for name, mask in sparsifier.masks.items():
+        if sparsifier.layer_densities()[name] == 1.0:
+            continue
+        state = optimizer.state[params[name]]
+        grown, kept = mask.bool() & ~before[name], mask.bool() & before[name]
+        assert not bool(state["exp_avg"][grown].any())  # first moment starts at zero
+        assert torch.allclose(state["exp_avg_sq"][grown], state["exp_avg_sq"][kept].mean().expand(int(grown.sum())))
+        assert not bool(state["exp_avg_sq"][mask == 0].any())  # inactive state stays at zero

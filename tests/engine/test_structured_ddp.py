@@ -2,10 +2,16 @@
 
 Two CPU processes (gloo) see different data, so their local head scores differ; the component
 all-reduces the head score sums and counts, and DDP all-reduces the MLP gradients, so every
-prune-and-grow decision is the same on both ranks.
+prune-and-grow decision is the same on both ranks. The set-up is hard on purpose (8 heads of
+which 4 are kept, an update after every step, 15 updates): without the all-reduce of the head
+scores the ranks choose different heads within a few updates.
+
+The second test goes through the trainer's own DDP path (its data sharding, its DDP wrapper,
+its engine components) on the digits data.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -14,7 +20,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 WORLD_SIZE = 2
-STEPS = 12
+STEPS = 19  # updates after steps 1..15 (ΔT = 1, t < 0.8 · 19 = 15.2)
+UPDATES = 15
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
@@ -29,14 +36,13 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     try:
         torch.manual_seed(100 + rank)  # different initial weights; DDP broadcasts rank 0's
-        model = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, num_classes=5)
+        model = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=8, num_classes=5)
         ddp = DistributedDataParallel(model)
         optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-2)
-        engine = S2ViTE(
-            ddp, optimizer, S2ViTEConfig(total_steps=STEPS, head_density=0.5, mlp_density=0.5, update_interval=2, seed=7)
-        )
+        config = S2ViTEConfig(total_steps=STEPS, head_density=0.5, mlp_density=0.5, update_interval=1, seed=7)
+        engine = S2ViTE(ddp, optimizer, config)
         data = torch.Generator().manual_seed(rank)  # different data on each rank
-        local_scores = []
+        local_scores, heads_after_update = [], []
         for step in range(1, STEPS + 1):
             images = torch.randn(4, 3, 16, 16, generator=data)
             targets = torch.randint(0, 5, (4,), generator=data)
@@ -44,17 +50,22 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if engine.schedule.is_update_step(step):
+            update = engine.schedule.is_update_step(step)
+            if update:
                 local_scores.append(torch.cat([t.clone() for t in engine._capture._taylor]))
             engine.step()
+            if update:
+                heads_after_update.append(torch.stack([m.heads for m in engine.unit_masks()]))
         torch.save(
             {
                 "heads": [m.heads for m in engine.unit_masks()],
                 "neurons": [m.neurons for m in engine.unit_masks()],
+                "heads_after_update": heads_after_update,
                 "local_scores": local_scores,
                 "weights": {n: p.detach().clone() for n, p in model.named_parameters()},
                 "updates": engine.updates,
-                "fired": engine.stats()["neurons_fired"],
+                "heads_fired": engine.stats()["heads_fired"],
+                "neurons_fired": engine.stats()["neurons_fired"],
             },
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
@@ -67,10 +78,67 @@ def test_unit_sets_agree_on_all_ranks() -> None:
         init_file = os.path.join(tmp, "rendezvous")
         mp.spawn(_worker, args=(init_file, tmp), nprocs=WORLD_SIZE, join=True)
         first, second = (torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=True) for r in range(WORLD_SIZE))
-    assert first["updates"] == second["updates"] == 4  # steps 2, 4, 6, 8 (< 0.8 · 12)
-    assert any(not torch.allclose(a, b) for a, b in zip(first["local_scores"], second["local_scores"]))
+    assert first["updates"] == second["updates"] == UPDATES
+    # the ranks' own scores differ at every update: only the all-reduce makes them agree
+    assert all(not torch.allclose(a, b) for a, b in zip(first["local_scores"], second["local_scores"]))
+    for update, (a, b) in enumerate(zip(first["heads_after_update"], second["heads_after_update"]), start=1):
+        assert torch.equal(a, b), f"head sets differ between ranks after update {update}"
     for a, b in zip(first["heads"] + first["neurons"], second["heads"] + second["neurons"]):
         assert torch.equal(a, b)
     for name, weight in first["weights"].items():
         assert torch.equal(weight, second["weights"][name]), name
-    assert first["fired"] > 0.5  # neuron sets moved, identically on both ranks
+    # head and neuron sets moved, identically on both ranks
+    assert first["heads_fired"] > 0.5 and first["neurons_fired"] > 0.5
+
+
+def _trainer_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import svite_search  # noqa: F401
+    from svite_search.config import config_from_dict
+    from svite_search.train.trainer import Trainer
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        cfg = config_from_dict(
+            {
+                "method": "s2vite",
+                "data": {"dataset": "digits", "batch_size": 16},
+                "model": {"name": "vit_digits"},
+                "train": {"epochs": 1, "max_steps_per_epoch": 10, "lr": 2e-3, "warmup_epochs": 0,
+                          "device": "cpu", "threads": 1, "checkpoint": False, "seed": 3},
+                "sparsity": {"update_interval": 1, "head_density": 0.5, "mlp_density": 0.5},
+            }
+        )
+        trainer = Trainer(cfg, None, progress=False)
+        assert trainer.distributed and isinstance(trainer.train_model, torch.nn.parallel.DistributedDataParallel)
+        first_batch = next(iter(trainer.data.train))[1]
+        trainer.fit(resume=False)
+        engine = trainer.components["s2vite"]
+        torch.save(
+            {
+                "first_targets": first_batch,
+                "heads": [m.heads for m in engine.unit_masks()],
+                "neurons": [m.neurons for m in engine.unit_masks()],
+                "weights": {n: p.detach().clone() for n, p in trainer.model.named_parameters()},
+                "stats": json.dumps(engine.stats()),
+            },
+            os.path.join(out_dir, f"trainer{rank}.pt"),
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_trainers_ddp_path_keeps_ranks_identical() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.join(tmp, "rendezvous")
+        mp.spawn(_trainer_worker, args=(init_file, tmp), nprocs=WORLD_SIZE, join=True)
+        first, second = (torch.load(os.path.join(tmp, f"trainer{r}.pt"), weights_only=True) for r in range(WORLD_SIZE))
+    assert not torch.equal(first["first_targets"], second["first_targets"])  # each rank has its shard
+    stats = json.loads(first["stats"])
+    assert stats == json.loads(second["stats"])
+    assert stats["updates"] == 7  # steps 1..7 (< 0.8 · 10)
+    assert stats["heads_fired"] > 0.5  # heads explored, identically on both ranks
+    for a, b in zip(first["heads"] + first["neurons"], second["heads"] + second["neurons"]):
+        assert torch.equal(a, b)
+    for name, weight in first["weights"].items():
+        assert torch.equal(weight, second["weights"][name]), name

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import io
 
 import pytest
@@ -128,8 +129,9 @@ def test_reference_neuron_sets_never_change() -> None:
     assert engine.stats()["neurons_fired"] == 0.5
 
 
-def test_grown_units_start_at_zero_with_fresh_optimizer_state() -> None:
-    model, optimizer, engine = build("signal")
+@pytest.mark.parametrize("policy", ["reset", "calibrated"])
+def test_grown_units_start_at_zero_with_fresh_optimizer_state(policy: str) -> None:
+    model, optimizer, engine = build("signal", optimizer_state=policy)
     for step in range(1, 6):
         train_step(model, optimizer, engine, step)
     before = engine.unit_masks()
@@ -141,10 +143,26 @@ def test_grown_units_start_at_zero_with_fresh_optimizer_state() -> None:
         grown_any |= bool(grown.any())
         state = optimizer.state[block.mlp.fc2.weight]
         assert bool((block.mlp.fc2.weight[:, grown] == 0).all())
-        assert bool((state["exp_avg"][:, grown] == 0).all()) and bool((state["exp_avg_sq"][:, grown] == 0).all())
+        assert bool((state["exp_avg"][:, grown] == 0).all())
+        if policy == "reset":
+            assert bool((state["exp_avg_sq"][:, grown] == 0).all())
+        else:  # the second moment starts at the mean over the neurons kept in this fc2
+            kept = new.neurons & old.neurons
+            layer_mean = state["exp_avg_sq"][:, kept].mean()
+            assert torch.allclose(state["exp_avg_sq"][:, grown], layer_mean.expand_as(state["exp_avg_sq"][:, grown]))
+        assert bool((state["exp_avg_sq"][:, ~new.neurons] == 0).all())
         assert bool((state["exp_avg"][:, ~new.neurons] == 0).all())
         qkv_state = optimizer.state[block.attn.qkv.weight]["exp_avg"].view(3, HEADS, HEAD_DIM, -1)
         assert bool((qkv_state[:, ~new.heads] == 0).all())
+        new_heads, kept_heads = new.heads & ~old.heads, new.heads & old.heads
+        assert bool(new_heads.any())  # heads explore: one swapped in every block
+        qkv_sq = optimizer.state[block.attn.qkv.weight]["exp_avg_sq"].view(3, HEADS, HEAD_DIM, -1)
+        assert bool((qkv_state[:, new_heads] == 0).all())
+        if policy == "reset":
+            assert bool((qkv_sq[:, new_heads] == 0).all())
+        else:
+            want = qkv_sq[:, kept_heads].mean().expand_as(qkv_sq[:, new_heads])
+            assert torch.allclose(qkv_sq[:, new_heads], want)
     assert grown_any
 
 
@@ -264,3 +282,132 @@ def test_state_of_another_model_is_refused() -> None:
 def test_bad_config_names_the_field(field: str, value) -> None:
     with pytest.raises(ConfigError, match=field):
         S2ViTEConfig(total_steps=10, **{field: value})
+
+
+# ---------------------------------------------------------------------------- head exploration
+
+
+def _brute_force_heads(
+    active: torch.Tensor, taylor: torch.Tensor, growth: torch.Tensor, r: int, *, regrow_pruned: bool = False
+) -> torch.Tensor:
+    """The rules written out by enumeration: prune the r-subset of active heads with the least
+    total Taylor importance, grow the r-subset with the largest total growth signal of the heads
+    inactive before the update ("explore") or of those and the ones just pruned ("reference")."""
+    from itertools import combinations
+
+    on = active.nonzero().flatten().tolist()
+    off = (~active).nonzero().flatten().tolist()
+    assert len(off) >= r
+    pruned = min(combinations(on, r), key=lambda s: float(taylor[list(s)].sum()))
+    candidates = off + list(pruned) if regrow_pruned else off
+    grown = max(combinations(candidates, r), key=lambda s: float(growth[list(s)].sum()))
+    new = active.clone()
+    new[list(pruned)] = False
+    new[list(grown)] = True
+    return new
+
+
+def _updates_against_brute_force(head_growth: str | None) -> tuple[S2ViTE, int, list]:
+    """Train 19 steps (9 updates); check every update's head sets by enumeration."""
+    extra = {} if head_growth is None else {"head_growth": head_growth}
+    model, optimizer, engine = build("signal", total=24, interval=2, **extra)
+    checked, swaps = 0, []
+    for step in range(1, 20):
+        if not engine.schedule.is_update_step(step):
+            train_step(model, optimizer, engine, step)
+            continue
+        x, y = batch(step)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        taylor, growth = engine._capture.scores()  # what the update will read
+        r = math.ceil(engine.schedule.prune_rate(step) * 2)
+        before = engine.unit_masks()
+        engine.step()
+        reference = head_growth == "reference"
+        for i, (old, new) in enumerate(zip(before, engine.unit_masks())):
+            assert len(set(taylor[i].tolist())) == HEADS and len(set(growth[i].tolist())) == HEADS  # no ties
+            want = _brute_force_heads(old.heads, taylor[i], growth[i], r, regrow_pruned=reference)
+            assert torch.equal(new.heads, want)
+            swaps.append(not torch.equal(new.heads, old.heads))
+            checked += 1
+    assert checked == 2 * 9  # updates at 2, 4, ..., 18 (< 0.8 · 24), two blocks
+    return engine, checked, swaps
+
+
+def test_head_sets_change_by_default_and_the_grown_heads_rank_first() -> None:
+    engine, _, swaps = _updates_against_brute_force(None)
+    assert all(swaps)  # every update swaps a head in every block
+    assert engine.config.head_growth == "explore"
+    assert engine.stats()["heads_fired"] == 1.0  # every head was active at some point
+    assert engine.stats()["heads_kept"] == 4  # budgets hold
+
+
+def test_reference_head_growth_lets_the_pruned_heads_compete() -> None:
+    engine, _, swaps = _updates_against_brute_force("reference")
+    assert not all(swaps)  # pruned heads win some updates back (on digits: every one of them)
+
+
+def test_frozen_heads_keep_their_initial_sets_while_neurons_explore() -> None:
+    model, optimizer, engine = build("signal", total=24, interval=2, head_growth="frozen")
+    initial = engine.unit_masks()
+    for step in range(1, 20):
+        train_step(model, optimizer, engine, step)
+        for a, b in zip(initial, engine.unit_masks()):
+            assert torch.equal(a.heads, b.heads)
+    assert engine.updates == 9
+    assert engine.stats()["heads_fired"] == 0.5 and engine.stats()["neurons_fired"] > 0.5
+
+
+def test_prune_and_grow_without_regrowing_the_pruned_units() -> None:
+    active = torch.tensor([True, True, True, False, False])
+    importance = torch.tensor([0.1, 5.0, 0.2, 0.0, 0.0])  # prune units 0 and 2 (r = ceil(0.5 · 3))
+    growth = torch.tensor([9.0, 0.0, 8.0, 1.0, 0.5])  # the pruned ones rank first
+    regrown, changed = prune_and_grow(active, importance, growth, 0.5)
+    assert regrown.tolist() == [True, True, True, False, False] and changed == 0
+    explored, changed = prune_and_grow(active, importance, growth, 0.5, regrow_pruned=False)
+    assert explored.tolist() == [False, True, False, True, True] and changed == 2
+    # too few other inactive units: the best pruned one fills the last slot
+    explored, changed = prune_and_grow(active, importance, growth, 1.0, regrow_pruned=False)
+    assert explored.tolist() == [True, False, False, True, True] and changed == 2
+
+
+@pytest.mark.parametrize("where", ["blocks.0.attn.proj.bias", "blocks.1.norm2.weight", "cls_token", "head.weight"])
+def test_update_is_skipped_when_any_parameter_gradient_is_not_finite(where: str) -> None:
+    """The update reads head scores and MLP gradients, but the optimizer step applied every
+    parameter's gradient: a NaN in any of them (a bias the scores never see) skips the update."""
+    model, optimizer, engine = build("signal")
+    for step in range(1, 3):
+        train_step(model, optimizer, engine, step)
+    before = engine.unit_masks()
+    x, y = batch(3)
+    loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    dict(model.named_parameters())[where].grad.view(-1)[0] = float("nan")
+    engine.step()  # step 3 is an update iteration
+    assert engine.stats()["skipped_updates"] == 1 and engine.stats()["updates"] == 0
+    for a, b in zip(before, engine.unit_masks()):
+        assert torch.equal(a.heads, b.heads) and torch.equal(a.neurons, b.neurons)
+
+
+@pytest.mark.parametrize(
+    "preset, sparsity, head_growth, optimizer_state",
+    [
+        ("default", {}, "explore", "reset"),
+        ("reference", {}, "reference", "keep"),
+        ("default", {"head_growth": "frozen", "optimizer_state": "calibrated"}, "frozen", "calibrated"),
+    ],
+)
+def test_run_config_reaches_the_engine(preset: str, sparsity: dict, head_growth: str, optimizer_state: str) -> None:
+    """``sparsity.head_growth`` and ``sparsity.optimizer_state`` of a run config, and their
+    per-preset defaults, are what the S²ViTE component is built with."""
+    from svite_search.config import config_from_dict
+    from svite_search.train.components import build_components
+
+    cfg = config_from_dict({"method": "s2vite", "preset": preset, "sparsity": sparsity})
+    model = tiny_vit()
+    optimizer = torch.optim.AdamW(model.parameters())
+    engine = build_components(model, optimizer, cfg, total_steps=10, selector=None)["s2vite"]
+    assert (engine.config.head_growth, engine.config.optimizer_state) == (head_growth, optimizer_state)

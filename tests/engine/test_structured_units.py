@@ -27,7 +27,8 @@ def tiny_vit(**kw) -> VisionTransformer:
         (6, 0.7, 4),  # DeiT-Small heads at 0.7
         (1536, 0.6, 921),  # DeiT-Small neurons at 0.6
         (6, 0.5, 3),
-        (10, 0.7, 7),  # 7.000000000000001
+        (10, 0.7, 7),
+        (90, 0.7, 63),  # 62.99999999999999 in floating point
         (100, 0.29, 29),  # 28.999999999999996 in floating point
         (6, 0.1, 1),  # never fewer than one unit
         (6, 1.0, 6),
@@ -81,3 +82,12 @@ def test_masks_read_back_from_zeroed_weights() -> None:
 def test_non_vit_is_a_user_error() -> None:
     with pytest.raises(UserInputError, match="blocks"):
         block_layouts(torch.nn.Linear(3, 3))
+
+
+def test_budgets_round_float_products_as_the_comment_says() -> None:
+    """The products the budget's epsilon exists for fall just below the integer in floating
+    point; the budget is the integer."""
+    from svite_search.engine.structured import unit_budget
+
+    assert 90 * 0.7 < 63 and 100 * 0.29 < 29
+    assert unit_budget(90, 0.7) == 63 and unit_budget(100, 0.29) == 29

@@ -38,18 +38,21 @@ from __future__ import annotations
 
 from ._distributions import DISTRIBUTIONS, check_density, check_distribution, layer_counts, layer_densities
 from ._schedule import DECAYS, PAPER_UPDATES_PER_RUN, PruneSchedule, count_updates, prune_rate, resolve_update_interval
-from ._targets import DENSE_MODULE_NAMES, masked_parameters, unwrap
-from ._unstructured import OPTIMIZER_STATE_POLICIES, SViTE, SViTEConfig
+from ._targets import DENSE_MODULE_NAMES, masked_parameters, tied_weight_names, unwrap
+from ._unstructured import DEFAULT_OPTIMIZER_STATE, OPTIMIZER_STATE_POLICIES, RESETTING_POLICIES, SViTE, SViTEConfig, calibrate_second_moment
 
 __all__ = [
     "DECAYS",
+    "DEFAULT_OPTIMIZER_STATE",
     "DENSE_MODULE_NAMES",
     "DISTRIBUTIONS",
     "OPTIMIZER_STATE_POLICIES",
     "PAPER_UPDATES_PER_RUN",
     "PruneSchedule",
+    "RESETTING_POLICIES",
     "SViTE",
     "SViTEConfig",
+    "calibrate_second_moment",
     "check_density",
     "check_distribution",
     "count_updates",
@@ -58,5 +61,6 @@ __all__ = [
     "masked_parameters",
     "prune_rate",
     "resolve_update_interval",
+    "tied_weight_names",
     "unwrap",
 ]

@@ -3,7 +3,8 @@
 * :class:`S2ViTE` / :class:`S2ViTEConfig`: the engine component. It keeps ``int(H · head_density)``
   heads and ``int(M · mlp_density)`` MLP neurons active per block and explores which ones on the
   schedule shared with SViTE (heads pruned by first-order Taylor importance and grown by
-  gradient magnitude, neurons pruned by weight magnitude and grown by gradient).
+  gradient magnitude, neurons pruned by weight magnitude and grown by gradient). By default a
+  head pruned in an update is not regrown in it (``head_growth="explore"``), so head sets move.
 * :func:`slim_model`, :func:`save_slim`, :func:`load_slim`: turn the masked model into a
   genuinely smaller timm ViT that computes the same outputs, and store it with its architecture.
 
@@ -17,7 +18,7 @@ Example::
 from __future__ import annotations
 
 from ._scores import HeadScoreCapture, neuron_growth_signal, neuron_magnitude
-from ._structured import NEURON_GROWTH, OPTIMIZER_STATE, S2ViTE, S2ViTEConfig, prune_and_grow
+from ._structured import DEFAULT_HEAD_GROWTH, HEAD_GROWTH, NEURON_GROWTH, OPTIMIZER_STATE, S2ViTE, S2ViTEConfig, prune_and_grow
 from ._units import (
     BlockLayout,
     BlockMask,
@@ -43,6 +44,8 @@ __all__ = [
     "BlockLayout",
     "BlockMask",
     "HeadScoreCapture",
+    "DEFAULT_HEAD_GROWTH",
+    "HEAD_GROWTH",
     "NEURON_GROWTH",
     "OPTIMIZER_STATE",
     "S2ViTE",

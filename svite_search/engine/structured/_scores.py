@@ -1,6 +1,6 @@
 """Importance and growth scores of heads and neurons.
 
-Heads (METHOD.md section 3). ``A`` is the per-head attention output, attention · V, shape
+Heads. ``A`` is the per-head attention output, attention · V, shape
 B × N × H × d_h. It is exactly the input of ``attn.proj`` viewed per head, so it is captured by a
 forward pre-hook on ``proj``, which works whether timm runs fused SDPA attention or the explicit
 softmax. With ``G = ∂L/∂A``:

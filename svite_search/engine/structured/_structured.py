@@ -16,9 +16,29 @@ The component holds one boolean head set and one neuron set per block beside the
 Each ``step()`` (after ``optimizer.step()``) re-applies the masks, so a pruned unit never comes
 back to life between updates. On update iterations of the shared schedule it prunes, per
 block, ``ceil(dr · active)`` heads with the lowest Taylor importance and as many neurons with the
-lowest weight magnitude, then grows the same numbers with the highest growth signal (units
-pruned in the same update are candidates). Newly grown weights start at zero; a unit pruned and
-regrown keeps its weights.
+lowest weight magnitude, then grows the same numbers with the highest growth signal. Newly
+grown weights start at zero; a unit pruned and regrown keeps its weights.
+
+Head exploration (``head_growth``). The head growth signal is ``R_h = mean_b Σ|∂L/∂A_h|``, the
+gradient reaching the head's output (see :mod:`._scores`). An active head and an inactive one
+do not compete on equal terms under any first-order signal: an inactive head outputs the
+constant ``b_v``, so its gradient is ``proj[:, h]ᵀ δ`` through ``proj`` columns that have not
+been trained to carry anything, while a head pruned a moment ago still has trained q/k/v rows
+and ``proj`` columns. Measured on the digits study (4 blocks of 4 heads, 2 kept, 11 updates,
+seed 0), not one update ranked an inactive head above the head just pruned, whether the signal was
+``R_h``, the dense gradient of the head's q/k/v rows, of its v rows, or either divided by the
+norm of its ``proj`` columns: the pruned heads were always the ones regrown, and the head sets
+never moved (the neurons' defect of the authors' code, for heads).
+
+* ``"explore"`` (default): the heads pruned in an update are not candidates for regrowth in that
+  update (unless too few other inactive heads are left). The freed slots go to the inactive
+  heads with the highest ``R_h``, which ranks them by how well their output direction lines
+  up with the gradient at the block output. Every update with a head to prune therefore swaps
+  heads, and ``heads_fired`` grows. Neurons need no such rule: their signal already explores.
+* ``"reference"``: the heads pruned in an update compete with the inactive ones (the authors'
+  rule); the head sets stay as initialised in practice.
+* ``"frozen"``: the initial head sets are kept for the whole run (neurons still explore): the
+  baseline of an ablation of head exploration.
 
 Example, a plain training loop::
 
@@ -43,13 +63,24 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, UserInputError
-from ..sparse import DECAYS, OPTIMIZER_STATE_POLICIES, PruneSchedule, masked_parameters, resolve_update_interval
+from ..sparse import (
+    DECAYS,
+    DEFAULT_OPTIMIZER_STATE,
+    OPTIMIZER_STATE_POLICIES,
+    RESETTING_POLICIES,
+    PruneSchedule,
+    calibrate_second_moment,
+    masked_parameters,
+    resolve_update_interval,
+)
 from ._scores import HeadScoreCapture, neuron_growth_signal, neuron_magnitude
 from ._units import BlockLayout, BlockMask, block_layouts, random_block_masks, unwrap_model, vit_blocks
 
 log = logging.getLogger(__name__)
 
 NEURON_GROWTH = ("signal", "reference")
+HEAD_GROWTH = ("explore", "reference", "frozen")
+DEFAULT_HEAD_GROWTH = "explore"  # the default preset's rule; "reference" is the authors'
 OPTIMIZER_STATE = OPTIMIZER_STATE_POLICIES  # one list of policies for both engines
 
 
@@ -58,7 +89,11 @@ class S2ViTEConfig:
     """Settings of one S²ViTE run (field names follow the ``sparsity`` section of a run config).
 
     ``update_interval`` (ΔT in iterations) or ``updates_per_run`` sets the update cadence; with
-    neither, the paper's cadence of about 80 updates per run is used.
+    neither, the paper's cadence of about 80 updates per run is used. ``head_growth`` is the
+    head exploration rule (``explore`` | ``reference`` | ``frozen``, see the module docstring),
+    ``neuron_growth`` the neuron masking (``signal`` | ``reference``), ``optimizer_state`` the
+    state of grown units (``reset`` | ``calibrated`` | ``keep``, as in
+    :class:`~svite_search.engine.sparse.SViTEConfig`).
     """
 
     total_steps: int
@@ -70,8 +105,9 @@ class S2ViTEConfig:
     prune_rate_min: float = 0.005
     decay: str = "cosine"
     t_end: float = 0.8
-    optimizer_state: str = "reset"
+    optimizer_state: str = DEFAULT_OPTIMIZER_STATE
     neuron_growth: str = "signal"
+    head_growth: str = DEFAULT_HEAD_GROWTH
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,7 +121,11 @@ class S2ViTEConfig:
             raise ConfigError("sparsity.decay", f"{self.decay!r} is not one of {', '.join(DECAYS)}")
         if self.optimizer_state not in OPTIMIZER_STATE:
             raise ConfigError(
-                "sparsity.optimizer_state", f"{self.optimizer_state!r} is not one of reset, keep"
+                "sparsity.optimizer_state", f"{self.optimizer_state!r} is not one of {', '.join(OPTIMIZER_STATE)}"
+            )
+        if self.head_growth not in HEAD_GROWTH:
+            raise ConfigError(
+                "sparsity.head_growth", f"{self.head_growth!r} is not one of {', '.join(HEAD_GROWTH)}"
             )
         if self.neuron_growth not in NEURON_GROWTH:
             raise ConfigError(
@@ -144,12 +184,16 @@ class S2ViTE:
             before = [m.clone() for m in self.masks]
             self._update()
         self._apply(self.model)
-        if self.config.optimizer_state == "reset":
-            # Inactive positions keep zero state; a unit grown now starts from fresh moments.
+        if self.config.optimizer_state in RESETTING_POLICIES:
+            # Inactive positions keep zero state; a unit grown now starts from fresh moments
+            # (``calibrated``: its second moment from the layer's surviving units).
             keep = self.masks if before is None else [
                 BlockMask(b.heads & a.heads, b.neurons & a.neurons) for b, a in zip(before, self.masks)
             ]
             self._zero_inactive_state(keep)
+            if before is not None and self.config.optimizer_state == "calibrated":
+                grown = [BlockMask(a.heads & ~b.heads, a.neurons & ~b.neurons) for b, a in zip(before, self.masks)]
+                self._calibrate_grown_state(keep, grown)
         self._arm_for(self.step_count + 1)
 
     def state_dict(self) -> dict[str, Any]:
@@ -277,7 +321,7 @@ class S2ViTE:
     @torch.no_grad()
     def _zero_inactive_state(self, keep: list[BlockMask]) -> None:
         """Zero the optimizer state (Adam moments, momentum) outside ``keep``."""
-        if self.optimizer is None or self.config.optimizer_state != "reset":
+        if self.optimizer is None or self.config.optimizer_state not in RESETTING_POLICIES:
             return
         views = self._current_views(self.model) if keep is self.masks else self._views(self.model, keep)
         for param, mask in views:
@@ -287,6 +331,16 @@ class S2ViTE:
             for value in state.values():
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
                     value.masked_fill_(~mask, 0.0)
+
+    @torch.no_grad()
+    def _calibrate_grown_state(self, keep: list[BlockMask], grown: list[BlockMask]) -> None:
+        """Second moment of the units grown now: the mean over the units kept in the same tensor."""
+        if self.optimizer is None:
+            return
+        for (param, kept), (_, new) in zip(self._views(self.model, keep), self._views(self.model, grown)):
+            state = self.optimizer.state.get(param)
+            if state:
+                calibrate_second_moment(state, new, kept)
 
     # -- topology updates ----------------------------------------------------------------------
 
@@ -304,18 +358,26 @@ class S2ViTE:
         blocks = vit_blocks(self.model)
         magnitude = [neuron_magnitude(b.mlp) for b in blocks]
         signal = [neuron_growth_signal(b.mlp, include_fc1=reference) for b in blocks]
-        finite = all(
-            bool(torch.isfinite(t).all()) for t in (*taylor, *growth, *magnitude, *signal)
-        )
+        # What the update reads (scores, MLP weights and gradients) and every gradient the
+        # optimizer step applied: one non-finite value anywhere means the step was not real.
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        checked = (*taylor, *growth, *magnitude, *signal, *grads)
+        finite = bool(torch.stack([torch.isfinite(t).all().cpu() for t in checked]).all())
         if not finite:
             self.skipped_updates += 1
-            log.warning("S²ViTE: skipped the update at step %d (non-finite scores)", self.step_count)
+            log.warning("S²ViTE: skipped the update at step %d (non-finite scores or gradients)", self.step_count)
             return
         rate = self.schedule.prune_rate(self.step_count)
         changed_heads = changed_neurons = 0
         masks = []
+        head_growth = self.config.head_growth
         for i, mask in enumerate(self.masks):
-            heads, new_heads = prune_and_grow(mask.heads, taylor[i], growth[i], rate)
+            if head_growth == "frozen":
+                heads, new_heads = mask.heads.clone(), 0
+            else:
+                heads, new_heads = prune_and_grow(
+                    mask.heads, taylor[i], growth[i], rate, regrow_pruned=head_growth == "reference"
+                )
             neurons, new_neurons = prune_and_grow(mask.neurons, magnitude[i], signal[i], rate)
             masks.append(BlockMask(heads, neurons))
             self.fired[i] = BlockMask(self.fired[i].heads | heads, self.fired[i].neurons | neurons)
@@ -346,15 +408,22 @@ class S2ViTE:
 
 
 def prune_and_grow(
-    active: torch.Tensor, importance: torch.Tensor, growth: torch.Tensor, rate: float
+    active: torch.Tensor,
+    importance: torch.Tensor,
+    growth: torch.Tensor,
+    rate: float,
+    *,
+    regrow_pruned: bool = True,
 ) -> tuple[torch.Tensor, int]:
     """One prune-then-grow step over the units of one block.
 
     Deactivates ``r = ceil(rate · active)`` (at least 1) active units with the lowest
-    ``importance``, then activates the ``r`` inactive units (those just pruned included) with
-    the highest ``growth``; ties go to the lower index. Returns the new mask and how many
-    units are active now that were not before. A block whose units are all active (density 1)
-    or none is left alone, so the count of active units never changes.
+    ``importance``, then activates ``r`` inactive units with the highest ``growth``; ties go to
+    the lower index. With ``regrow_pruned`` the units just pruned are candidates like any other;
+    without it they come after every unit that was inactive before the update, so they return
+    only when too few of those are left. Returns the new mask and how many units are active now
+    that were not before. A block whose units are all active (density 1) or none is left alone,
+    so the count of active units never changes.
     """
     n_active = int(active.sum())
     total = active.numel()
@@ -367,7 +436,13 @@ def prune_and_grow(
     after_prune = active.clone()
     after_prune[pruned] = False
     grow_key = torch.where(after_prune, -inf, growth.float())
-    grown = torch.argsort(grow_key, descending=True, stable=True)[:r]
+    if regrow_pruned:
+        grown = torch.argsort(grow_key, descending=True, stable=True)[:r]
+    else:
+        was_inactive = ~active
+        order = torch.argsort(grow_key, descending=True, stable=True)
+        order = torch.cat([order[was_inactive[order]], order[~was_inactive[order]]])
+        grown = order[:r]
     new = after_prune.clone()
     new[grown] = True
     return new, int((new & ~active).sum())

@@ -21,8 +21,8 @@ from torch import nn
 from ...errors import UserInputError
 from ..sparse._targets import unwrap as unwrap_model  # one definition of "the model inside wrappers"
 
-#: Added before flooring a budget, so that 10 · 0.7 = 7.000000000000001 and 100 · 0.29 =
-#: 28.999999999999996 both give the count a person would write down.
+#: Added before flooring a budget, so that 90 · 0.7 = 62.99999999999999 and 100 · 0.29 =
+#: 28.999999999999996 give the counts a person would write down (63 and 29), not one less.
 _BUDGET_EPS = 1e-9
 
 
