@@ -12,11 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import timm
 import torch.nn as nn
 
-from ..config import ModelConfig
-from ..errors import ConfigError
+from .._torchvision_guard import ensure_torchvision
+
+ensure_torchvision()  # before timm, which imports torchvision
+
+import timm  # noqa: E402
+
+from ..config import ModelConfig  # noqa: E402
+from ..errors import ConfigError  # noqa: E402
 
 
 @dataclass(frozen=True)

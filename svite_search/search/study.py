@@ -40,7 +40,7 @@ from ..errors import UserInputError
 from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome
 from .space import initial_queue
 from .spec import StudySpec, spec_from_dict
-from ..train.checkpoint import atomic_write_text
+from .._io import atomic_write_text  # not via ..train: reading a study needs no torch
 
 log = logging.getLogger(__name__)
 
