@@ -13,16 +13,35 @@ import logging
 import sys
 import threading
 import time
-from typing import IO, Any, Mapping
+from typing import IO, Any, Mapping, Sequence
 
 import optuna
+from optuna.trial import TrialState
 
 from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome
 from .space import trial_config_dict
 from .spec import StudySpec
-from .study import pareto_front, study_counts
+from .._pareto import IncrementalFront
+from .study import study_counts
 
 log = logging.getLogger(__name__)
+
+
+def _minimised(values: Sequence[float], directions: Sequence[str]) -> tuple[float, ...]:
+    return tuple(-float(v) if d == "maximize" else float(v) for v, d in zip(values, directions))
+
+
+def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return all(float(c) <= 0 for c in trial.constraints)
+
+
+def study_front(study: optuna.Study, directions: Sequence[str], constrained: bool) -> IncrementalFront:
+    """The front of the trials already in ``study`` (one pass), to continue incrementally."""
+    front = IncrementalFront(len(directions))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.values and (not constrained or _feasible(t)):
+            front.add(_minimised(t.values, directions), t.number)
+    return front
 
 
 class SearchMonitor:
@@ -36,9 +55,9 @@ class SearchMonitor:
         self._lock = threading.RLock()
         self._running: dict[int, int | None] = {}  # trial number -> Optuna trial id
         self._last_epoch: dict[int, int] = {}
-        self.pareto_size = 0
         self.finished_now = {COMPLETE: 0, FAIL: 0, PRUNED: 0}
         self._counts = study_counts(study)
+        self._front = study_front(study, spec.directions, bool(spec.constraints))
         self._started = time.perf_counter()
         self._shown = False
 
@@ -66,13 +85,26 @@ class SearchMonitor:
             self.finished_now[outcome.state] = self.finished_now.get(outcome.state, 0) + 1
             self.tracker.trial_finished(outcome.number, outcome.state, outcome.result, outcome.error)
             self._counts = study_counts(self.study)
-            self.pareto_size = len(pareto_front(self.study))
+            if outcome.state == COMPLETE and outcome.values and self._is_feasible(outcome):
+                self._front.add(_minimised(outcome.values, self.spec.directions), outcome.number)
             if outcome.state == COMPLETE:
                 shown = "  ".join(f"{m} {v:.4g}" for m, v in zip(self.spec.metrics, outcome.values or []))
                 note = f"#{outcome.number} {shown}"
             else:
                 note = f"#{outcome.number} {outcome.state.lower()}: {outcome.error or ''}"[:120]
             self._draw(note, final=not self.live)
+
+    @property
+    def pareto_size(self) -> int:
+        """Trials on the Pareto front (feasible ones under constraints), kept incrementally."""
+        return len(self._front)
+
+    def _is_feasible(self, outcome: TrialOutcome) -> bool:
+        for constraint in self.spec.constraints:
+            value = outcome.attrs.get(constraint.metric)
+            if value is None or constraint.violation(float(value)) > 0:
+                return False
+        return True
 
     def running_trial_ids(self) -> list[int]:
         with self._lock:
