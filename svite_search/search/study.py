@@ -372,12 +372,36 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
             pass
         else:
             with _create_scoped_session(backend.scoped_session, True) as session:
-                for key, value in attrs.items():
-                    write(session, TrialUserAttributeModel, trial._trial_id, key, value)
+                if not _upsert_user_attrs(backend, session, TrialUserAttributeModel, trial._trial_id, attrs):
+                    for key, value in attrs.items():
+                        write(session, TrialUserAttributeModel, trial._trial_id, key, value)
             trial._cached_frozen_trial.user_attrs.update(attrs)
             return
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+
+
+def _upsert_user_attrs(backend: Any, session: Any, model: Any, trial_id: int, attrs: dict[str, Any]) -> bool:
+    """All attributes as one multi-row upsert (sqlite, PostgreSQL), after the same "is the trial
+    still running" check Optuna makes; False where the dialect has no such statement."""
+    name = backend.engine.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return False
+    from optuna.storages._rdb.models import TrialModel
+
+    row = TrialModel.find_or_raise_by_id(trial_id, session)
+    backend.check_trial_is_updatable(trial_id, row.state)
+    statement = insert(model).values(
+        [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
+    )
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[model.trial_id, model.key], set_={"value_json": statement.excluded.value_json}
+    ))
+    return True
 
 
 def record_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, spec: StudySpec) -> None:
