@@ -91,9 +91,10 @@ def run_cli(args: list[str]) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     info = bk.machine("cpu")
     started = time.perf_counter()
-    n_trials = 200 if args.tiny else args.trials
-    early, late = (100, n_trials) if n_trials >= 200 else (n_trials // 2, n_trials)
-    rounds = 2 if args.tiny else args.rounds
+    n_trials = 30 if args.tiny else args.trials
+    window = min(WINDOW, max(2, n_trials // 4))
+    early, late = (100, n_trials) if n_trials >= 200 else (n_trials // 3, n_trials)
+    rounds = 1 if args.tiny else args.rounds
     bindir = Path(sys.executable).parent
     svite, optuna_cli = str(bindir / "svite-search"), str(bindir / "optuna")
     with bk.environment(bk.STUDY_ENV, remove=["MLFLOW_TRACKING_URI", "SVITE_STORAGE_URL", "OPTUNA_STORAGE"]), \
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         local_executor.run_trial = instant
         try:
             small_dir = Path(tmp) / "small"
-            run_search(spec_from_dict(study_dict("driver-small", 20)), small_dir, live=False)
+            run_search(spec_from_dict(study_dict("driver-small", 5 if args.tiny else 20)), small_dir, live=False)
             instant.calls.clear()
             big_dir = Path(tmp) / "big"
             with bk.stopwatch() as elapsed:
@@ -114,8 +115,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if summary["trials_complete"] != n_trials:
             raise RuntimeError(f"the scaling study did not complete: {summary}")
         gaps = per_trial_gaps(instant.calls)
-        early_cost = bk.Spread.of(gaps[max(0, early - WINDOW // 2): early + WINDOW // 2])
-        late_cost = bk.Spread.of(gaps[late - 1 - WINDOW: late - 1])
+        early_cost = bk.Spread.of(gaps[max(0, early - window // 2): early + window // 2])
+        late_cost = bk.Spread.of(gaps[max(0, late - 1 - window): late - 1])
         whole = bk.Spread.of(gaps)
         loop_s = instant.calls[-1] - instant.calls[0]
         per_trial_total = study_wall / n_trials  # with storage set-up, the MLflow drain and the report
@@ -126,14 +127,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "optuna --help": lambda: run_cli([optuna_cli, "--help"]),
                 "svite-search --help": lambda: run_cli([svite, "--help"]),
-                "svite-search report (20 trials)": lambda: run_cli([svite, "report", str(small_dir), "--out", str(report_small)]),
+                "svite-search report (small study)": lambda: run_cli([svite, "report", str(small_dir), "--out", str(report_small)]),
             },
-            warmup=1, repeats=rounds, device=bk.torch.device("cpu"),
+            warmup=0 if args.tiny else 1, repeats=rounds, device=bk.torch.device("cpu"),
         )
         big_report = bk.Spread.of([run_cli([svite, "report", str(big_dir), "--out", str(report_big)]) for _ in range(1 if args.tiny else 2)])
         shutil.rmtree(report_big, ignore_errors=True)
     help_ratio = timings.ratio("svite-search --help")
-    report_ratio = timings.ratio("svite-search report (20 trials)")
+    report_ratio = timings.ratio("svite-search report (small study)")
     scaling = late_cost.median / early_cost.median
     checks = [
         bk.check("`svite-search --help` start-up over `optuna --help` (fresh processes)", help_ratio.median,
@@ -161,8 +162,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   for name in timings.seconds]),
         bk.table(f"A {n_trials}-trial study of instant trials (local executor, sqlite storage, MLflow on)",
                  ["figure", "value"],
-                 [[f"per-trial driver cost, trials {max(1, early - WINDOW // 2)}–{early + WINDOW // 2}", bk.with_iqr(early_cost, lambda v: f"{1000 * v:.1f}") + " ms"],
-                  [f"per-trial driver cost, trials {late - WINDOW}–{late}", bk.with_iqr(late_cost, lambda v: f"{1000 * v:.1f}") + " ms"],
+                 [[f"per-trial driver cost, trials {max(1, early - window // 2)}–{early + window // 2}", bk.with_iqr(early_cost, lambda v: f"{1000 * v:.1f}") + " ms"],
+                  [f"per-trial driver cost, trials {max(1, late - window)}–{late}", bk.with_iqr(late_cost, lambda v: f"{1000 * v:.1f}") + " ms"],
                   ["per-trial driver cost, all trials", bk.with_iqr(whole, lambda v: f"{1000 * v:.1f}") + " ms"],
                   ["driver loop, first to last trial", bk.secs(loop_s, 1)],
                   ["whole study (storage, loop, MLflow drain, report)", bk.secs(study_wall, 1)],
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         checks=checks,
         tables=tables,
         notes=notes,
-        settings={"trials": n_trials, "rounds": rounds, "window": WINDOW, "sampler": "random"},
+        settings={"trials": n_trials, "rounds": rounds, "window": window, "sampler": "random"},
         machine_info=info,
         tiny=args.tiny,
         wall_s=time.perf_counter() - started,

@@ -111,3 +111,78 @@ def test_a_trials_attributes_are_written_in_one_commit(tmp_path) -> None:
     assert stored.user_attrs == attrs
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         set_user_attrs(trial, {"late": 1})  # a finished trial refuses, as set_user_attr does
+
+
+def test_a_model_built_again_from_the_same_seed_is_a_bit_identical_copy() -> None:
+    import torch
+
+    import svite_search.models as models
+    from svite_search.config import ModelConfig
+
+    cfg = ModelConfig(name="vit_micro")
+    models._TEMPLATES.clear()
+    torch.manual_seed(3)
+    fresh = models.build_model(cfg, num_classes=10)
+    after_fresh = torch.rand(4)
+    torch.manual_seed(3)
+    again = models.build_model(cfg, num_classes=10)  # from the template
+    after_again = torch.rand(4)
+    assert len(models._TEMPLATES) == 1
+    assert again is not fresh and all(a is not b for a, b in zip(again.parameters(), fresh.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), again.state_dict().values()))
+    assert torch.equal(after_fresh, after_again)  # the random stream continues as after a fresh build
+    torch.manual_seed(4)
+    other = models.build_model(cfg, num_classes=10)  # another seed: new weights, not the template
+    assert not torch.equal(other.state_dict()["head.weight"], fresh.state_dict()["head.weight"])
+    with torch.no_grad():
+        again.head.weight.add_(1.0)  # training a copy leaves the template alone
+    torch.manual_seed(3)
+    assert torch.equal(models.build_model(cfg, num_classes=10).head.weight, fresh.head.weight)
+
+
+def test_the_digits_split_is_the_same_every_time_and_callers_get_their_own_copy() -> None:
+    from svite_search.data._digits import digits_split
+
+    train, val = digits_split(0.2, 0)
+    train[:] = -1
+    again_train, again_val = digits_split(0.2, 0)
+    assert (again_train >= 0).all() and len(again_train) + len(again_val) == 1797
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_the_monitors_front_is_the_studys_best_trials_after_every_trial(tmp_path, constrained: bool) -> None:
+    import io
+
+    from svite_search.search import spec_from_dict
+    from svite_search.search.objective import COMPLETE, FAIL, TrialOutcome
+    from svite_search.search.progress import SearchMonitor
+    from svite_search.search.study import pareto_front, record_outcome
+    from svite_search.tracking.study import NullStudyTracker
+
+    raw = {
+        "name": "front", "method": "svite", "data": {"dataset": "synthetic"}, "model": {"name": "vit_micro"},
+        "train": {"epochs": 1, "warmup_epochs": 0}, "sparsity": {"density": {"low": 0.1, "high": 0.9}},
+        "objectives": [{"metric": "top1", "direction": "maximize"}, {"metric": "gmacs", "direction": "minimize"}],
+        "search": {"n_trials": 40, "sampler": "random", "seed": 0}, "executor": {"kind": "local"},
+    }
+    if constrained:
+        raw["constraints"] = ["gmacs <= 0.5"]
+    spec = spec_from_dict(raw)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", directions=spec.directions)
+    rng = random.Random(1)
+    for number in range(5):  # trials already in the study when the monitor starts (a resume)
+        trial = study.ask()
+        values = [float(rng.randint(0, 9)), rng.randint(0, 9) / 10]
+        record_outcome(study, trial, TrialOutcome(trial.number, COMPLETE, values=values,
+                                                  attrs={"top1": values[0], "gmacs": values[1]}), spec)
+    monitor = SearchMonitor(spec, study, NullStudyTracker(), live=False, stream=io.StringIO())
+    assert monitor.pareto_size == len(pareto_front(study))
+    for _ in range(35):
+        trial = study.ask()
+        values = [float(rng.randint(0, 9)), rng.randint(0, 9) / 10]  # ties and equal points are common
+        state = FAIL if rng.random() < 0.1 else COMPLETE
+        outcome = TrialOutcome(trial.number, state, values=values if state == COMPLETE else None,
+                               attrs={"top1": values[0], "gmacs": values[1]}, error=None if state == COMPLETE else "x")
+        record_outcome(study, trial, outcome, spec)
+        monitor.finished(outcome)
+        assert monitor.pareto_size == len(pareto_front(study))
