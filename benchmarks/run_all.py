@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, tuple[str, bool, bool]] = {
     "tokens": ("bench_tokens.py", True, False),
     "harness": ("bench_harness.py", False, True),
     "concurrency": ("bench_concurrency.py", False, True),
+    "startup": ("bench_startup.py", False, False),
     "driver": ("bench_driver.py", False, False),
     "peers": ("bench_peers.py", True, False),
 }
