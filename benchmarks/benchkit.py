@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import svite_search  # noqa: F401  (torchvision import guard before timm)
+import svite_search.models  # noqa: F401  (the torchvision import guard, before timm)
 import timm
 import torch
 import torch.nn.functional as F

@@ -39,6 +39,9 @@ BENCHMARKS: dict[str, tuple[str, bool, bool]] = {
     "tokens": ("bench_tokens.py", True, False),
     "harness": ("bench_harness.py", False, True),
     "concurrency": ("bench_concurrency.py", False, True),
+    "startup": ("bench_startup.py", False, False),
+    "driver": ("bench_driver.py", False, False),
+    "peers": ("bench_peers.py", True, False),
 }
 #: the environment `make` gives every command (quiet telemetry, no display)
 ENV_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0", "MPLBACKEND": "Agg",

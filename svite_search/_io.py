@@ -3,7 +3,8 @@
 Every file svite-search writes (checkpoints, slim models, configs, results, study files) goes to
 a temporary file beside its target and is renamed over it, so a crash or a kill leaves either the
 old version or the new one, whole. Used by the trainer and by the engine's slim export alike;
-imports only the standard library, torch and the error types.
+imports only the standard library and the error types (torch only inside :func:`atomic_torch_save`, so
+the text writers serve commands that never load torch).
 """
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from .errors import UserInputError
 
@@ -71,6 +70,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file, then rename over ``path``."""
+    import torch
+
     tmp = new_temp_file(path)
     try:
         torch.save(obj, tmp)

@@ -11,7 +11,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import svite_search  # noqa: E402,F401  (runs the torchvision import guard first)
+import svite_search.models  # noqa: E402,F401  (runs the torchvision import guard before timm)
 
 torch.set_num_threads(1)
 

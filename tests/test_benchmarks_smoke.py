@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-MODEL_BENCHMARKS = ("engine_overhead", "topology_update", "slim", "tokens")
-STUDY_BENCHMARKS = ("harness", "concurrency")
+MODEL_BENCHMARKS = ("engine_overhead", "topology_update", "slim", "tokens", "peers")
+STUDY_BENCHMARKS = ("harness", "concurrency", "startup", "driver")
 
 
 @pytest.fixture(scope="module")

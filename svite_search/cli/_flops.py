@@ -48,6 +48,9 @@ def add_parser(subparsers: Any, name: str, help: str) -> argparse.ArgumentParser
 
 def resolve_model(name: str, *, img_size: int | None = None, num_classes: int | None = None) -> tuple[str, dict[str, Any]]:
     """``(timm name, create_model kwargs)`` for a preset or timm model name; unknown -> exit 2."""
+    from .._torchvision_guard import ensure_torchvision
+
+    ensure_torchvision()
     import timm
 
     from ..models import PRESETS

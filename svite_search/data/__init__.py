@@ -127,6 +127,9 @@ def build_data(
     world = torch.distributed.get_world_size() if distributed else 1
     rank = torch.distributed.get_rank() if distributed else 0
     if cfg.repeated_aug > 0:
+        from .._torchvision_guard import ensure_torchvision
+
+        ensure_torchvision()
         from timm.data.distributed_sampler import RepeatAugSampler
 
         train_sampler: Sampler = RepeatAugSampler(train_set, num_replicas=world, rank=rank, num_repeats=cfg.repeated_aug)

@@ -23,7 +23,14 @@ def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def digits_split(val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded, stratified train/val indices into the 1,797 digits."""
+    """Seeded, stratified train/val indices into the 1,797 digits (computed once per
+    ``(val_fraction, seed)`` in a process: every trial of a study asks for the same split)."""
+    train_idx, val_idx = _digits_split(float(val_fraction), int(seed))
+    return train_idx.copy(), val_idx.copy()
+
+
+@lru_cache(maxsize=8)
+def _digits_split(val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     _, labels = _digits_arrays()

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from timm.data import create_transform
 from torch.utils.data import Dataset
 
-from ..config import DataConfig
-from ..errors import DataPathError
+from .._torchvision_guard import ensure_torchvision
+
+ensure_torchvision()  # before timm, which imports torchvision
+
+from timm.data import create_transform  # noqa: E402
+
+from ..config import DataConfig  # noqa: E402
+from ..errors import DataPathError  # noqa: E402
 
 _IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 

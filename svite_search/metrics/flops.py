@@ -230,6 +230,9 @@ def vit_macs(
 
 def meta_model(model_name: str, **create_kwargs: Any) -> nn.Module:
     """A timm model built on the ``meta`` device: shapes only, no weights, no memory."""
+    from .._torchvision_guard import ensure_torchvision
+
+    ensure_torchvision()
     import timm
 
     if not timm.is_model(model_name):

@@ -9,14 +9,23 @@ Example::
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import timm
+import torch
 import torch.nn as nn
 
-from ..config import ModelConfig
-from ..errors import ConfigError
+from .._torchvision_guard import ensure_torchvision
+
+ensure_torchvision()  # before timm, which imports torchvision
+
+import timm  # noqa: E402
+
+from ..config import ModelConfig  # noqa: E402
+from ..errors import ConfigError  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -76,15 +85,44 @@ def model_kwargs(cfg: ModelConfig, *, num_classes: int | None = None, in_chans: 
     return base, kwargs
 
 
+#: freshly initialised models, by (timm name, kwargs, torch RNG state before the build), with the
+#: RNG state after it: see :func:`build_model`
+_TEMPLATES: "OrderedDict[tuple[Any, ...], tuple[nn.Module, torch.Tensor]]" = OrderedDict()
+_MAX_TEMPLATES = 4
+
+
+def _template_key(base: str, kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    rng = hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()
+    return base, repr(sorted(kwargs.items())), str(torch.get_default_dtype()), rng
+
+
 def build_model(cfg: ModelConfig, *, num_classes: int | None = None, in_chans: int | None = None) -> nn.Module:
-    """Create the timm model described by ``cfg`` (random init unless ``cfg.pretrained``)."""
+    """Create the timm model described by ``cfg`` (random init unless ``cfg.pretrained``).
+
+    A search builds the same model from the same seed in trial after trial, and timm's weight
+    initialisation is most of a small model's set-up (truncated normals on every layer). So a
+    randomly initialised model is kept as a template, keyed by its arguments and the torch RNG
+    state it was drawn from; a later build from the same state returns a copy and leaves the RNG
+    where the build would have: the same weights and the same random stream after it as a fresh
+    build, bit for bit.
+    """
     base, kwargs = model_kwargs(cfg, num_classes=num_classes, in_chans=in_chans)
+    key = None if cfg.pretrained else _template_key(base, kwargs)
+    if key is not None and key in _TEMPLATES:
+        template, rng_after = _TEMPLATES[key]
+        _TEMPLATES.move_to_end(key)
+        torch.set_rng_state(rng_after)
+        return copy.deepcopy(template)
     try:
         model = timm.create_model(base, pretrained=cfg.pretrained, **kwargs)
     except (TypeError, ValueError, AssertionError) as err:
         raise ConfigError("model", f"cannot build {cfg.name!r} with {kwargs}: {err}") from None
     if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
         raise ConfigError("model.name", f"{cfg.name!r} is not a ViT (no blocks/patch_embed)")
+    if key is not None:
+        _TEMPLATES[key] = (copy.deepcopy(model), torch.get_rng_state())
+        while len(_TEMPLATES) > _MAX_TEMPLATES:
+            _TEMPLATES.popitem(last=False)
     return model
 
 

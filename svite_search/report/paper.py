@@ -84,6 +84,9 @@ class Setting:
 
 def _model_args(model: str, num_classes: int | None) -> tuple[str, dict[str, Any]]:
     """(timm name, create kwargs) of a preset or timm model, with the head's classes."""
+    from .._torchvision_guard import ensure_torchvision
+
+    ensure_torchvision()
     import timm
 
     from ..models import PRESETS

@@ -13,16 +13,41 @@ import logging
 import sys
 import threading
 import time
-from typing import IO, Any, Mapping
+from typing import IO, Any, Mapping, Sequence
 
 import optuna
+from optuna.trial import TrialState
 
 from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome
 from .space import trial_config_dict
 from .spec import StudySpec
-from .study import pareto_front, study_counts
+from .._pareto import IncrementalFront
+from .study import Counts, study_counts
 
 log = logging.getLogger(__name__)
+
+#: seconds between the status line's recounts of the study's trials in the storage (between
+#: them, the monitor counts the trials it sees finish itself)
+RECOUNT_S = 5.0
+
+
+def _minimised(values: Sequence[float], directions: Sequence[str]) -> tuple[float, ...]:
+    return tuple(-float(v) if d == "maximize" else float(v) for v, d in zip(values, directions))
+
+
+def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    constraints = trial.constraints  # a dict by name in Optuna 5, a list before
+    values = constraints.values() if isinstance(constraints, dict) else constraints
+    return all(float(c) <= 0 for c in values)
+
+
+def study_front(study: optuna.Study, directions: Sequence[str], constrained: bool) -> IncrementalFront:
+    """The front of the trials already in ``study`` (one pass), to continue incrementally."""
+    front = IncrementalFront(len(directions))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.values and (not constrained or _feasible(t)):
+            front.add(_minimised(t.values, directions), t.number)
+    return front
 
 
 class SearchMonitor:
@@ -36,9 +61,10 @@ class SearchMonitor:
         self._lock = threading.RLock()
         self._running: dict[int, int | None] = {}  # trial number -> Optuna trial id
         self._last_epoch: dict[int, int] = {}
-        self.pareto_size = 0
         self.finished_now = {COMPLETE: 0, FAIL: 0, PRUNED: 0}
         self._counts = study_counts(study)
+        self._counted_at = time.perf_counter()
+        self._front = study_front(study, spec.directions, bool(spec.constraints))
         self._started = time.perf_counter()
         self._shown = False
 
@@ -65,14 +91,39 @@ class SearchMonitor:
             self._running.pop(outcome.number, None)
             self.finished_now[outcome.state] = self.finished_now.get(outcome.state, 0) + 1
             self.tracker.trial_finished(outcome.number, outcome.state, outcome.result, outcome.error)
-            self._counts = study_counts(self.study)
-            self.pareto_size = len(pareto_front(self.study))
+            self._count(outcome.state)
+            if outcome.state == COMPLETE and outcome.values and self._is_feasible(outcome):
+                self._front.add(_minimised(outcome.values, self.spec.directions), outcome.number)
             if outcome.state == COMPLETE:
                 shown = "  ".join(f"{m} {v:.4g}" for m, v in zip(self.spec.metrics, outcome.values or []))
                 note = f"#{outcome.number} {shown}"
             else:
                 note = f"#{outcome.number} {outcome.state.lower()}: {outcome.error or ''}"[:120]
             self._draw(note, final=not self.live)
+
+    def _count(self, state: str) -> None:
+        """Keep the status line's counts: the finished trial added at once, and a recount from
+        the storage (which also sees other drivers' trials) at most every :data:`RECOUNT_S`.
+        Recounting after every trial would read the whole study per trial, O(n^2) in all."""
+        now = time.perf_counter()
+        if now - self._counted_at >= RECOUNT_S:
+            self._counts, self._counted_at = study_counts(self.study), now
+            return
+        c = self._counts
+        self._counts = Counts(complete=c.complete + (state == COMPLETE), pruned=c.pruned + (state == PRUNED),
+                              failed=c.failed + (state == FAIL), running=max(0, c.running - 1), waiting=c.waiting)
+
+    @property
+    def pareto_size(self) -> int:
+        """Trials on the Pareto front (feasible ones under constraints), kept incrementally."""
+        return len(self._front)
+
+    def _is_feasible(self, outcome: TrialOutcome) -> bool:
+        for constraint in self.spec.constraints:
+            value = outcome.attrs.get(constraint.metric)
+            if value is None or constraint.violation(float(value)) > 0:
+                return False
+        return True
 
     def running_trial_ids(self) -> list[int]:
         with self._lock:

@@ -111,7 +111,9 @@ def _set_threads(spec: StudySpec) -> None:
 
 def ray_trial(config: dict[str, Any], context: TrialContext) -> None:
     """A Tune function trainable: one trial in one process."""
-    import svite_search  # noqa: F401  (the torchvision import guard, before timm)
+    from .._torchvision_guard import ensure_torchvision
+
+    ensure_torchvision()  # before timm (the trial imports it)
 
     info = config[TRIAL_KEY]
     spec = context.spec
@@ -131,7 +133,9 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker of a distributed trial (the process group is set up by Ray Train)."""
     import ray.train
 
-    import svite_search  # noqa: F401
+    from .._torchvision_guard import ensure_torchvision
+
+    ensure_torchvision()
 
     context: TrialContext = loop_config["context"]
     info = loop_config["info"]

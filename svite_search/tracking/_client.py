@@ -11,8 +11,13 @@ fast and do not need it installed.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import shutil
+import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -77,7 +82,8 @@ def default_artifact_location(study_dir: str | Path, tracking_uri: str) -> str |
 
 
 def make_client(tracking_uri: str) -> Any:
-    """An ``MlflowClient`` for ``tracking_uri`` (creating a sqlite store runs its migrations)."""
+    """An ``MlflowClient`` for ``tracking_uri``. A new sqlite store starts as a copy of an empty
+    store made once per MLflow version (see :func:`_new_sqlite_store`)."""
     from mlflow import MlflowClient
 
     if not tracking_uri.startswith("sqlite:///"):
@@ -89,6 +95,78 @@ def make_client(tracking_uri: str) -> Any:
     # A new sqlite store is created by running its migrations; two processes doing that at once
     # collide ("table already exists"). One at a time, under a lock beside the database.
     with FileLock(str(db_path) + ".lock", timeout=600):
+        if not db_path.exists():
+            _new_sqlite_store(db_path)
         client = retry(lambda: MlflowClient(tracking_uri=tracking_uri), what="open the MLflow store")
         retry(lambda: client.search_experiments(max_results=1), what="create the MLflow store")
     return client
+
+
+#: where the empty template stores live (one per MLflow version); SVITE_CACHE_DIR overrides
+CACHE_ENV = "SVITE_CACHE_DIR"
+
+
+def _cache_dir() -> Path:
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "svite-search"
+
+
+def _template_store() -> Path | None:
+    """An empty, fully migrated MLflow sqlite store for this MLflow version, made on first use.
+
+    Why: MLflow creates a sqlite store by running its whole migration history (some 4-5 s),
+    and every study has a store of its own. The migrations' result is the same each time, so
+    it is made once and copied. ``None`` when the cache cannot be written (then the store is
+    created the usual way).
+    """
+    import mlflow
+    from filelock import FileLock
+
+    directory = _cache_dir()
+    template = directory / f"mlflow-{mlflow.__version__}-empty.db"
+    if template.is_file():
+        return template
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(template) + ".lock", timeout=600):
+            if template.is_file():
+                return template
+            from mlflow import MlflowClient
+
+            with tempfile.TemporaryDirectory(dir=directory) as tmp:
+                fresh = Path(tmp) / "empty.db"
+                client = MlflowClient(tracking_uri=f"sqlite:///{fresh}")
+                client.search_experiments(max_results=1)  # runs the migrations
+                del client
+                os.replace(fresh, template)
+        return template
+    except OSError as err:
+        log.debug("no MLflow template store (%s): creating the store directly", err)
+        return None
+
+
+def _new_sqlite_store(db_path: Path) -> None:
+    """Create the sqlite store ``db_path`` as a copy of the template store; the Default
+    experiment's artifact location is set as MLflow would set it here (``./mlruns/0`` under the
+    working directory). Copied beside the target, then renamed: never a half-written store."""
+    template = _template_store()
+    if template is None:
+        return
+    tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(template, tmp)
+        with contextlib.closing(sqlite3.connect(tmp)) as db, db:
+            now = int(time.time() * 1000)
+            db.execute(
+                "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                "WHERE experiment_id = 0",
+                (os.path.abspath(os.path.join("mlruns", "0")), now, now),
+            )
+        os.replace(tmp, db_path)
+    except (OSError, sqlite3.Error) as err:
+        log.debug("could not copy the MLflow template store (%s): creating the store directly", err)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -182,13 +182,16 @@ class StudyTracker:
         for i in range(0, len(todo), _BATCH):
             self.client.log_batch(run_id, params=todo[i : i + _BATCH])
 
-    def _log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> bool:
-        from mlflow.entities import Metric
+    def _log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int,
+                     tags: Mapping[str, str] | None = None) -> bool:
+        """Metrics (and tags) in as few ``log_batch`` calls as MLflow's limits allow: one, as a rule."""
+        from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
         todo = [Metric(metric_key(k), v, now, step) for k, v in numeric_metrics(dict(metrics)).items()]
-        for i in range(0, len(todo), 1000):
-            self.client.log_batch(run_id, metrics=todo[i : i + 1000])
+        run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for i in range(0, max(len(todo), 1 if run_tags else 0), 1000):
+            self.client.log_batch(run_id, metrics=todo[i : i + 1000], tags=run_tags if i == 0 else [])
         return True
 
     def _search(self, filter_string: str) -> list[Any]:
@@ -340,22 +343,19 @@ class StudyTracker:
         history = [e for e in result.get("history") or [] if isinstance(e, Mapping)]
         last = history[-1] if history and int(history[-1].get("epoch", -1)) == step else {}
         fresh = {k: v for k, v in final.items() if k not in last or last[k] != v}  # no second point per step
-        self._safe(lambda: self._log_metrics(run_id, fresh, step), f"trial {number} final metrics")
         if final:
             self._safe(lambda: self.client.log_text(run_id, _json(result), "result.json"), "log result.json")
         summary = density_summary(final, self.study_dir / "trials" / str(number))
         if summary:
             self._safe(lambda: self.client.log_text(run_id, _json(summary), "density.json"), "log density.json")
-            extra = {f"layer_density_{k[:3]}": summary[k] for k in ("min_layer", "max_layer") if k in summary}
-            if extra:
-                self._safe(lambda: self._log_metrics(run_id, extra, step), "log layer density")
+            fresh.update({f"layer_density_{k[:3]}": summary[k] for k in ("min_layer", "max_layer") if k in summary})
         tags = {TAG_STATE: name}
         if name == "FAIL":
             tags[TAG_ERROR] = (error or "failed (no reason given)")[:5000]
         elif name == "PRUNED":
             tags[TAG_PRUNED] = (error or "stopped early by the pruner or scheduler")[:5000]
-        for key, value in tags.items():
-            self._safe(lambda k=key, v=value: self.client.set_tag(run_id, k, v), "tag trial")
+        # final metrics, layer densities and state tags in one call (one store transaction)
+        self._safe(lambda: self._log_metrics(run_id, fresh, step, tags=tags), f"trial {number} final metrics and tags")
         status = RUN_STATUS.get(name, "FAILED")
         self._safe(lambda: self.client.set_terminated(run_id, status=status), f"end trial {number}")
 
@@ -391,8 +391,9 @@ class StudyTracker:
 
 
 def make_study_tracker(study_dir: str | Path, study_name: str, spec: Mapping[str, Any] | None = None,
-                       tracking_uri: str | None = None, enabled: bool | None = None) -> StudyTracker | NullStudyTracker:
-    """The tracker a study asks for: a :class:`StudyTracker` unless ``enabled`` (default: the
+                       tracking_uri: str | None = None, enabled: bool | None = None) -> Any:
+    """The tracker a study asks for: a :class:`StudyTracker`, its per-trial writes made on a
+    background thread (:class:`.background.BackgroundTracker`), unless ``enabled`` (default: the
     spec's ``tracking.enabled``, else on) is false or MLflow is not installed (then a warning
     and a :class:`NullStudyTracker`)."""
     tracking = (spec or {}).get("tracking")
@@ -405,4 +406,6 @@ def make_study_tracker(study_dir: str | Path, study_name: str, spec: Mapping[str
     except ImportError:
         log.warning("MLflow is not installed (pip install 'svite-search[mlflow]'): the study is not tracked")
         return NullStudyTracker()
-    return StudyTracker(study_dir, study_name, spec, tracking_uri)
+    from .background import BackgroundTracker
+
+    return BackgroundTracker(StudyTracker(study_dir, study_name, spec, tracking_uri))

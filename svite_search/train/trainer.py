@@ -35,6 +35,11 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+
+from .._torchvision_guard import ensure_torchvision
+
+ensure_torchvision()  # before timm, which imports torchvision
+
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2

@@ -19,7 +19,7 @@ STEPS = 12
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    import svite_search  # noqa: F401  (torchvision guard before timm)
+    import svite_search.models  # noqa: F401  (the torchvision import guard, before timm)
     import timm
     import torch.nn.functional as F
     from torch.nn.parallel import DistributedDataParallel

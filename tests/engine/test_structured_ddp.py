@@ -25,7 +25,7 @@ UPDATES = 15
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    import svite_search  # noqa: F401  (torchvision guard before timm)
+    import svite_search.models  # noqa: F401  (the torchvision import guard, before timm)
     import torch.nn.functional as F
     from timm.models.vision_transformer import VisionTransformer
     from torch.nn.parallel import DistributedDataParallel

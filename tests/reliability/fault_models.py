@@ -32,7 +32,7 @@ import time
 import weakref
 from typing import Any
 
-import svite_search  # noqa: F401  (the torchvision import guard runs before timm)
+import svite_search.models  # noqa: F401  (the torchvision import guard runs before timm)
 import torch
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer

@@ -32,7 +32,7 @@ from reliability_support import CRASH_SPEC, TRAIN_CONFIG, cli_env, write_yaml
 WRITER = r"""
 import sys
 from pathlib import Path
-import svite_search
+import svite_search.models  # the torchvision import guard, before timm
 import timm, torch
 from svite_search.engine.structured import save_slim
 from svite_search.train.checkpoint import atomic_torch_save

@@ -42,9 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..._torchvision_guard import ensure_torchvision
 from ...errors import UserInputError
 from ..._io import atomic_torch_save, check_archive
 from ._units import BlockMask, check_block_masks, masks_from_weights, unwrap_model, vit_blocks
+
+ensure_torchvision()  # the timm imports below (in functions) import torchvision
 
 FORMAT = "svite-search/slim-vit"
 FORMAT_VERSION = 1
