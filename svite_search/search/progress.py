@@ -36,6 +36,7 @@ class SearchMonitor:
         self._lock = threading.RLock()
         self._running: dict[int, int | None] = {}  # trial number -> Optuna trial id
         self._last_epoch: dict[int, int] = {}
+        self._top1_so_far: dict[int, list[float]] = {}
         self.pareto_size = 0
         self.finished_now = {COMPLETE: 0, FAIL: 0, PRUNED: 0}
         self._counts = study_counts(study)
@@ -58,7 +59,25 @@ class SearchMonitor:
                 return  # a retried trial repeating epochs already logged
             self._last_epoch[number] = epoch
             self.tracker.trial_epoch(number, dict(metrics))
+            self._record_epoch(number, epoch, metrics)
             self._draw(f"#{number} epoch {epoch} top1 {metrics.get('top1', float('nan')):.1f}")
+
+    def _record_epoch(self, number: int, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Keep the running trial's progress in the Optuna storage: ``svite-search status`` reads
+        it from any machine, and optuna-dashboard lists ``top1_history`` with the trial's
+        attributes while it runs (multi-objective trials cannot ``report()``)."""
+        trial_id = self._running.get(number)
+        top1 = metrics.get("top1")
+        if trial_id is None or not isinstance(top1, (int, float)):
+            return
+        history = self._top1_so_far.setdefault(number, [])
+        history.append(round(float(top1), 4))
+        try:
+            trial = optuna.trial.Trial(self.study, trial_id)
+            trial.set_user_attr("epoch", epoch)
+            trial.set_user_attr("top1_history", list(history))
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            pass  # finished meanwhile: its final attributes say more
 
     def finished(self, outcome: TrialOutcome) -> None:
         with self._lock:
