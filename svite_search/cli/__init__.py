@@ -69,6 +69,25 @@ def _version() -> str:
         return __version__
 
 
+#: Library loggers whose routine messages a first run does not need (``-v`` shows them): MLflow
+#: creating its tables, Ray announcing the token authentication of the local instance it starts
+#: (the token is kept in ~/.ray/auth_token) and that it started, Tune's timing hints and
+#: where it wrote its experiment state.
+QUIET_LOGGERS: dict[str, int] = {
+    "mlflow.store.db.utils": logging.WARNING,
+    "alembic": logging.WARNING,
+    "ray._private.authentication.authentication_token_setup": logging.ERROR,
+    "ray._private.worker": logging.WARNING,
+    "ray.tune.utils.util": logging.ERROR,
+    "ray.tune.tune": logging.WARNING,
+}
+
+
+def _quiet_libraries() -> None:
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="svite-search",
@@ -97,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        _quiet_libraries()
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
