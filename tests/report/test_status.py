@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import optuna
+import pandas as pd
+
 from svite_search.cli import main
 from svite_search.report.status import estimate_eta, study_status
 
@@ -56,6 +59,12 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+def _storage_of(study_dir: Path) -> str:
+    from svite_search.report._study import load_study_dir
+
+    return load_study_dir(study_dir)[0]._storage
+
+
 @pytest.fixture()
 def running_study(tmp_path: Path, request: pytest.FixtureRequest):
     """``(study_dir, driver process)``; param ``shared``: the study lives in a database outside
@@ -86,6 +95,9 @@ def test_status_of_a_study_another_process_is_running(running_study, capsys: pyt
     (trial,) = info["running"]
     assert (trial["number"], trial["epoch"], trial["epochs"], trial["top1"]) == (1, 2, 4, 72.5)
     assert trial["driver_gone"] is False
+    # what optuna-dashboard lists among the running trial's user attributes
+    stored = optuna.load_study(study_name="watched", storage=_storage_of(study_dir)).trials[1].user_attrs
+    assert stored["top1_history"] == [61.25, 72.5] and stored["epoch"] == 2
     assert info["eta_s"] is not None and info["eta_s"] > 0
     assert [f["number"] for f in info["front"]] == [0]
 
@@ -104,6 +116,12 @@ def test_status_of_a_study_another_process_is_running(running_study, capsys: pyt
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert final["state"] == "stopped" and final["counts"]["complete"] == 2 and final["running"] == []
     assert final["eta_s"] is not None  # one trial left at the mean time
+
+    from svite_search.report import write_report
+
+    write_report(study_dir)
+    curves = pd.read_csv(study_dir / "report" / "trials.csv")["top1_history"].tolist()
+    assert json.loads(curves[0]) == [80.0, 95.0] and json.loads(curves[1]) == [61.25, 72.5]
 
     assert main(["list", str(study_dir.parent.parent), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["studies"]
