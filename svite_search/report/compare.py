@@ -227,9 +227,13 @@ def compare_markdown(studies: list[dict[str, Any]], result: dict[str, Any], file
 def compare_studies(study_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
     """Write the comparison of ``study_dirs`` into ``out_dir``; returns :func:`comparison`'s dict
     with ``out_dir`` and ``files``. Each file is written beside its final name, then renamed."""
-    studies = load_studies(study_dirs)
-    result = comparison(studies)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out}: is a file, not a directory")
+    studies = load_studies(study_dirs)
+    if not any(len(_complete(s["frame"], [o.metric for o in s["objectives"]])) for s in studies):
+        raise UserInputError("compare: none of the studies has a completed trial yet")
+    result = comparison(studies)
     out.mkdir(parents=True, exist_ok=True)
     title = "Pareto fronts: " + " vs ".join(s["label"] for s in studies)
     files = ["compare.png", "compare.html", "fronts.csv", "compare.md"]

@@ -68,3 +68,6 @@ def test_compare_refuses_what_would_not_compare(tmp_path: Path, capsys: pytest.C
     assert "objectives" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+    (tmp_path / "file").write_text("")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
