@@ -42,9 +42,9 @@ import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
-#: README lines not run, and why: the test suite itself, the benchmarks (minutes), a package
+#: README lines not run, and why: the test suite itself, the benchmarks (minutes), the GPU check, a package
 #: download and a web server that runs until stopped.
-NOT_RUN = {"make test": "the suite itself", "make bench": "minutes of benchmarks",
+NOT_RUN = {"make test": "the suite itself", "make bench": "minutes of benchmarks", "make gpu-check": "a CUDA GPU",
            ".venv/bin/pip install mlflow": "a download", ".venv/bin/mlflow ui": "a server"}
 #: Appended to every training command so the examples run in seconds: one optimiser step per
 #: epoch (the epochs, and so each example's spec, stay the README's) and one trial per study.
