@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -388,10 +389,15 @@ def paper_rows(models: Sequence[str] | None = None, runs: Sequence[str | Path] =
                 "our_runs": len(part),
                 "our_recipe": names[recipe],
                 "our_recipe_values": json.loads(recipe),
-                "our_run_dirs": [_shown_path(r.path, roots) for r in part],
+                "our_run_dirs": sorted((_shown_path(r.path, roots) for r in part), key=_natural),
                 "our_macs_saving_pct": None if saving is None else 100.0 * saving,
             })
     return rows
+
+
+def _natural(text: str) -> list[Any]:
+    """Sort key that puts ``trials/2`` before ``trials/15``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def _shown_path(path: str, roots: Sequence[Path]) -> str:
@@ -425,7 +431,8 @@ def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
            "with one recipe (n runs, differing only in the seed; the runs are listed under each table), one row "
            "per recipe.", ""]
     sources: list[str] = []
-    recipes = {r["our_recipe"] for r in rows if r.get("our_recipe")}
+    cells = [(r["label"], r["setting"]) for r in rows if r.get("our_recipe")]
+    split = len(cells) != len(set(cells))  # some setting ran with more than one recipe: name them
     for label in dict.fromkeys(r["label"] for r in rows):
         part = [r for r in rows if r["label"] == label]
         dense = part[0]["dense_gmacs"]
@@ -440,9 +447,9 @@ def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             if r["our_runs"]:
                 spread = f" ± {r['our_top1_sd']:.2f}" if r.get("our_top1_sd") is not None else ""
                 ours = f"{_cell(r['our_top1'])}{spread} (n={r['our_runs']})"
-                runs_lines.append(f"- {r['setting']}" + (f" [{r['our_recipe']}]" if len(recipes) > 1 else "")
+                runs_lines.append(f"- {r['setting']}" + (f" [{r['our_recipe']}]" if split else "")
                                   + ": " + ", ".join(f"`{d}`" for d in r.get("our_run_dirs") or []))
-            setting = r["setting"] + (f" [{r['our_recipe']}]" if len(recipes) > 1 and r.get("our_recipe") else "")
+            setting = r["setting"] + (f" [{r['our_recipe']}]" if split and r.get("our_recipe") else "")
             paper_saving = f" (paper: {r['paper_flops_saving_pct']:.2f})" if r["paper_flops_saving_pct"] is not None else ""
             body.append([setting, _cell(r["gmacs"] * factor, 3), f"{r['macs_saving_pct']:.2f}{paper_saving}",
                          _cell(r["paper_top1"]) + mark, ours])
@@ -451,7 +458,7 @@ def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
                                 "our top-1 (%), mean ± sd (n)"], body), ""]
         if runs_lines:
             out += ["Runs in each of our cells:", ""] + runs_lines + [""]
-    if len(recipes) > 1:
+    if split:
         differences = recipe_differences({r["our_recipe"]: r["our_recipe_values"] for r in rows if r.get("our_recipe")})
         out += ["## Recipes", "", "Runs pool only within one recipe (everything but the setting and the seed); "
                 "the recipes here differ in:", ""]
