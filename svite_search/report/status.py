@@ -162,14 +162,14 @@ def format_status(info: Mapping[str, Any]) -> str:
         epoch = f"epoch {r['epoch']}/{r['epochs']}" if r["epochs"] else f"epoch {r['epoch']}"
         top1 = f"top1 {r['top1']:.2f}" if r["top1"] is not None else "top1 —"
         gone = "  (its driver is gone: rerun the search to resume it)" if r["driver_gone"] else ""
-        lines.append(f"  running #{r['number']:<4} {r['variant']:<8} {epoch:<12} {top1:<11} "
+        lines.append(f"  running #{r['number']:<4} {r['variant']:<12} {epoch:<12} {top1:<11} "
                      f"{format_duration(r['elapsed_s'])}  {r['settings']}{gone}")
     if info["front"]:
         metrics = [o["metric"] for o in info["objectives"]]
         lines.append(f"front  {len(info['front'])} trials")
         for f in info["front"]:
             values = "  ".join(f"{m} {f['values'][m]:.4g}" for m in metrics)
-            lines.append(f"  #{f['number']:<4} {f['variant']:<8} {values}  {f['settings']}")
+            lines.append(f"  #{f['number']:<4} {f['variant']:<12} {values}  {f['settings']}")
     return "\n".join(lines)
 
 
