@@ -29,7 +29,8 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints/cpu.txt | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	@# -qq: errors still show; setuptools' editable-install notice (a warning) does not
+	$(PY) -m pip install -qq $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 setup: $(STAMP)

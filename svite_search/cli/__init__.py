@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-slim": ("_export_slim", "physically slim an S²ViTE checkpoint into a smaller ViT"),
     "paper-table": ("_paper_table", "the paper's sparsity tables beside our FLOPs and runs"),
     "demo": ("_demo", "run the quickstart study and say where its report is"),
+    "compare": ("_compare", "overlay the Pareto fronts of several studies, with a shared hypervolume"),
+    "status": ("_status", "where a study stands: trial states, running trials' epochs, ETA, the front"),
+    "list": ("_list", "the study directories under a folder, with their state"),
 }
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -55,6 +58,36 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("svite-search")
+    except PackageNotFoundError:  # a source tree that was not installed
+        from .. import __version__
+
+        return __version__
+
+
+#: Library loggers whose routine messages a first run does not need (``-v`` shows them): MLflow
+#: creating its tables, Ray announcing the token authentication of the local instance it starts
+#: (the token is kept in ~/.ray/auth_token) and that it started, Tune's timing hints and
+#: where it wrote its experiment state.
+QUIET_LOGGERS: dict[str, int] = {
+    "mlflow.store.db.utils": logging.WARNING,
+    "alembic": logging.WARNING,
+    "ray._private.authentication.authentication_token_setup": logging.ERROR,
+    "ray._private.worker": logging.WARNING,
+    "ray.tune.utils.util": logging.ERROR,
+    "ray.tune.tune": logging.WARNING,
+}
+
+
+def _quiet_libraries() -> None:
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="svite-search",
@@ -62,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(SViTE, S²ViTE, SViTE+) with Optuna, Ray Tune and MLflow.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         try:
@@ -82,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        _quiet_libraries()
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
     p.add_argument("--spec", type=Path, default=None, help="another study spec (default studies/quickstart.yaml)")
     p.add_argument("--executor", choices=("local", "ray"), default=None, help="default: ray when installed")
     p.add_argument("--trials", type=int, default=None, metavar="N")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a spec value (repeatable), e.g. train.epochs=2")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="study directory (default runs/<study name>)")
     p.add_argument("--force", action="store_true", help="continue a study directory created from a different spec")
     p.add_argument("--json", action="store_true")
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ._search import execute
 
     executor = args.executor or ("ray" if importlib.util.find_spec("ray") is not None else "local")
-    spec = load_spec(args.spec or quickstart_path()).with_settings(n_trials=args.trials, executor=executor)
+    spec = load_spec(args.spec or quickstart_path(), args.overrides).with_settings(n_trials=args.trials, executor=executor)
     code, summary = execute(spec, args.out, force=args.force, as_json=args.json, progress=not args.no_progress,
                             verbose=getattr(args, "verbose", False))
     if not args.json:

@@ -97,7 +97,11 @@ def slim_from_checkpoint(path: str | Path, *, ema: bool = False) -> tuple[Any, d
         info.update(
             dense_gmacs=dense.total / 1e9,
             gmacs=thin.total / 1e9,
-            flops_savings=1.0 - thin.total / dense.total,
+            flops_savings=1.0 - thin.total / dense.total,  # vs the same model before slimming
+            plain_dense_gmacs=dense.dense_total / 1e9,
+            flops_savings_vs_dense=1.0 - thin.total / dense.dense_total,  # vs every head, neuron and token
+            tokens=int(dense.tokens),
+            dense_tokens=int(dense.dense_tokens),
         )
     except ImportError:  # pragma: no cover - the FLOPs module is part of the package
         pass
@@ -121,8 +125,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: heads per block {heads}")
     print(f"parameters {info['params_dense']:,} -> {info['params_slim']:,}")
     if "gmacs" in info:
-        print(
-            f"MACs {info['dense_gmacs']:.4f} G -> {info['gmacs']:.4f} G "
-            f"(saving {100 * info['flops_savings']:.2f} %)"
-        )
+        from ._train import format_macs
+
+        size = info["plain_dense_gmacs"]
+        print(f"MACs {format_macs(info['dense_gmacs'], size)} -> {format_macs(info['gmacs'], size)} per image: "
+              f"saving {100 * info['flops_savings']:.2f} % vs the unslimmed model (same {info['tokens']} of {info['dense_tokens']} tokens), "
+              f"{100 * info['flops_savings_vs_dense']:.2f} % vs the dense model "
+              f"({format_macs(size, size)}: every head, neuron and token, the baseline `train` reports)")
     return 0

@@ -2,8 +2,9 @@
 
 Rows: DeiT-Tiny/Small/Base × dense, SViTE at 30-70 % sparsity, S²ViTE (head, MLP) pairs, SViTE+
 keep counts. Each row has our analytic MACs saving, the paper's reported top-1 where it gives
-one (sources listed), and the mean top-1 of our finished runs with that setting under
-``--runs`` (``train`` run directories and study directories alike).
+one (sources listed), and the mean ± sd top-1 of our finished runs with that setting under
+``--runs`` (``train`` run directories and study directories alike), pooled only over runs of
+one recipe (a row per recipe otherwise), with the runs behind each cell listed.
 """
 from __future__ import annotations
 
@@ -33,12 +34,13 @@ def add_parser(subparsers: Any, name: str, help: str) -> argparse.ArgumentParser
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserInputError
-    from ..report.paper import format_csv, format_markdown, paper_results, paper_rows
+    from ..report.paper import find_runs, format_csv, format_markdown, paper_results, paper_rows
     from . import print_json
 
     if args.num_classes is not None and args.num_classes < 1:
         raise UserInputError(f"--num-classes: {args.num_classes} must be >= 1")
-    rows = paper_rows(args.models, runs=args.runs, num_classes=args.num_classes)
+    records = find_runs(args.runs) if args.runs else []
+    rows = paper_rows(args.models, runs=args.runs, num_classes=args.num_classes, records=records)
     if args.json:
         data = paper_results()
         print_json({"rows": rows, "paper": data["paper"], "notes": data["notes"]})

@@ -68,12 +68,23 @@ def check_writable_dir(out: Path) -> None:
         raise UserInputError(f"{out}: cannot be written ({probe} is not writable)")
 
 
+def format_macs(gmacs: float, model_gmacs: float) -> str:
+    """MACs in the unit that suits the model's size (GMACs for DeiT, MMACs for the digits
+    presets), chosen from ``model_gmacs`` so that every figure of one model shares a unit."""
+    if model_gmacs >= 0.1:
+        return f"{gmacs:.4g} GMACs"
+    if model_gmacs >= 1e-4:
+        return f"{gmacs * 1e3:.4g} MMACs"
+    return f"{gmacs * 1e6:.4g} kMACs"
+
+
 def _print_human(result: dict) -> None:
     lines = [
         f"run        {result['name']} ({result['method']}), {result['epochs']} epochs, {result['wall_s']:.1f} s",
         f"top-1      final {result['top1']:.2f} %   best {result['top1_best']:.2f} % (epoch {result['best_epoch']})",
-        f"compute    {result['gmacs']:.4f} GMACs of {result['dense_gmacs']:.4f} dense "
-        f"(saving {100 * result['flops_savings']:.2f} %)",
+        f"compute    {format_macs(result['gmacs'], result['dense_gmacs'])} per image; saving "
+        f"{100 * result['flops_savings']:.2f} % vs the dense model "
+        f"({format_macs(result['dense_gmacs'], result['dense_gmacs'])}: every weight, head and token)",
         f"weights    density {result['density']:.3f}, {result['params_nonzero']:,} of {result['params_total']:,} nonzero",
         f"saved in   {result['out_dir']}",
     ]

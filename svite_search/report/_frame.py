@@ -3,13 +3,15 @@
 Columns: ``number``, ``state``, ``method``, ``variant`` (dense, SViTE, S²ViTE, with a "+" when
 SViTE+ tokens are selected), ``feasible`` (every constraint of the spec met), one column per objective (named by its metric: ``top1``,
 ``gmacs``), the result metrics the harness keeps as user attributes (``top1_best``,
-``dense_gmacs``, ``flops_savings``, ``density``, ``wall_s``, ...), ``params.<name>`` for every
+``dense_gmacs``, ``flops_savings``, ``density``, ``wall_s``, ...; ``top1_history``, the per-epoch
+top-1, as a JSON list), ``params.<name>`` for every
 sampled parameter, ``datetime_start``, ``datetime_complete``, ``duration_s`` and ``error`` (why a
 trial failed). Objective values come from ``trial.values`` when the trial completed and else
 from its user attributes, so a failed trial that still measured something is not lost.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -101,6 +103,8 @@ def trial_row(trial: Any, objectives: Sequence[Objective], default_method: str |
     for key, value in attrs.items():
         if key not in row and _scalar(value) and key not in _ERROR_ATTRS:
             row[key] = value
+        elif key.endswith("_history") and isinstance(value, list):  # per-epoch curves, as JSON text
+            row[key] = json.dumps(value)
     row["error"] = next((str(attrs[k]) for k in _ERROR_ATTRS if attrs.get(k)), None)
     for key, value in params.items():
         row[f"params.{key}"] = value

@@ -1,7 +1,10 @@
 """Pareto fronts and hypervolume of a set of trials.
 
 A trial is on the front (non-dominated) when no other trial is at least as good in every
-objective and strictly better in one; trials with identical values are all kept. The
+objective and strictly better in one; trials with identical values are all kept. Values closer
+than a millionth of the objective's magnitude count as identical (``ACCURACY_RTOL``): top-1 is
+stored as float32 or float64 depending on the code path, and 325 of 360 correct must tie with
+itself. The
 hypervolume is computed on normalised objectives, so it reads as a share: every objective is
 mapped to [0, 1] with 0 at the reference point (the worst value seen, pushed out by 10 % of the
 range) and 1 at the best value seen, and the hypervolume is the share of that unit box the front
@@ -20,45 +23,20 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .._pareto import IncrementalFront, hypervolume_sweep
+from ..metrics.pareto import (ACCURACY_RTOL, IncrementalFront, as_losses as _as_losses, hypervolume_sweep,
+                              non_dominated, snap_ties, tolerances)
 from ._frame import Objective
+
+__all__ = ["ACCURACY_RTOL", "non_dominated", "tolerances", "pareto_mask", "normalisation", "hypervolume",
+           "hypervolume_history"]
 
 #: How far past the worst value the reference point sits, as a share of the observed range.
 REFERENCE_MARGIN = 0.1
 
 
-def _as_losses(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
-    """Objective values turned into losses (every column minimised)."""
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 2 or values.shape[1] != len(maximize):
-        raise ValueError(f"values: expected shape (n, {len(maximize)}), got {values.shape}")
-    signs = np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)
-    return values * signs
-
-
-def non_dominated(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of ``values`` (rows with a NaN never are)."""
-    losses = _as_losses(values, maximize)
-    finite = np.all(np.isfinite(losses), axis=1)
-    mask = np.zeros(len(losses), dtype=bool)
-    idx = np.flatnonzero(finite)
-    pts = losses[idx]
-    if losses.shape[1] <= 2:  # a sort-based sweep: O(n log n)
-        front = IncrementalFront(losses.shape[1])
-        for i, point in zip(idx, pts.tolist()):
-            front.add(point, int(i))
-        mask[front.ids] = True
-        return mask
-    for k, i in enumerate(idx):
-        no_worse = np.all(pts <= pts[k], axis=1)
-        better = np.any(pts < pts[k], axis=1)
-        mask[i] = not np.any(no_worse & better)
-    return mask
-
-
 def pareto_mask(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Series:
     """Non-dominated COMPLETE (and feasible, under constraints) trials of a report frame, as a
-    boolean Series on its index: the same set as Optuna's ``study.best_trials``."""
+    boolean Series on its index: Optuna's ``study.best_trials``, with ties compared under the tolerance."""
     complete = frame["state"] == "COMPLETE" if "state" in frame else pd.Series(True, index=frame.index)
     if "feasible" in frame:
         complete = complete & frame["feasible"].astype(bool)
@@ -111,13 +89,13 @@ def hypervolume_history(frame: pd.DataFrame, objectives: Sequence[Objective]) ->
         reference, ideal = normalisation(values, maximize)
         numbers = complete["number"].astype(int).tolist()
         if len(objectives) == 2:
-            scaled = (_as_losses(values, maximize) - ideal) / (reference - ideal)
+            scaled = (snap_ties(_as_losses(values, maximize)) - ideal) / (reference - ideal)
             for number, (area, size) in zip(numbers, hypervolume_sweep(scaled.tolist())):
                 rows.append({"number": number, "hypervolume": area, "front_size": size})
         else:
             front = IncrementalFront(len(objectives))
             area = 0.0
-            losses = _as_losses(values, maximize)
+            losses = snap_ties(_as_losses(values, maximize))
             for k, number in enumerate(numbers):
                 if np.all(np.isfinite(losses[k])) and front.add(losses[k].tolist()):
                     area = hypervolume(values[: k + 1], maximize, reference, ideal)

@@ -150,11 +150,23 @@ def pareto_png(frame: pd.DataFrame, objectives: Sequence[Objective], path: str |
     return path
 
 
-def pareto_html(frame: pd.DataFrame, objectives: Sequence[Objective], path: str | Path, *, title: str = "") -> Path:
-    """Write the interactive front plot (plotly; hover shows each trial's parameters).
+def saving_ticks(dense_cost: float, lo: float, hi: float, count: int = 6) -> tuple[list[float], list[str]]:
+    """Positions (in plotted x units) and labels of round MACs-saving ticks between ``lo`` and ``hi``:
+    the top axis of the front plot, which reads the saving against the dense model."""
+    if not dense_cost or not math.isfinite(dense_cost) or hi <= lo:
+        return [], []
+    s_lo, s_hi = 100.0 * (1.0 - hi / dense_cost), 100.0 * (1.0 - lo / dense_cost)
+    span = s_hi - s_lo
+    step = next(st for st in (1, 2, 5, 10, 20, 25, 50, 100) if span / st <= count)
+    first = math.ceil(s_lo / step) * step
+    savings = [first + i * step for i in range(int((s_hi - first) // step) + 1)]
+    return [(1.0 - v / 100.0) * dense_cost for v in savings], [f"{v:g} %" for v in savings]
 
-    The page loads plotly.js from its CDN, which keeps the file small enough to commit.
-    """
+
+def pareto_figure(frame: pd.DataFrame, objectives: Sequence[Objective], *, title: str = "") -> Any:
+    """The interactive front plot as a ``plotly.graph_objects.Figure``: the PNG's content (points by
+    variant, the front ringed, labelled and joined, the dense baseline, the top axis of MACs
+    saving) with each trial's parameters on hover."""
     import plotly.graph_objects as go
 
     x_obj, y_obj = plot_axes(objectives)
@@ -162,35 +174,81 @@ def pareto_html(frame: pd.DataFrame, objectives: Sequence[Objective], path: str 
     done = frame[(frame["state"] == "COMPLETE")].copy()
     done = done[np.isfinite(done[x].astype(float)) & np.isfinite(done[y].astype(float))]
     factor, unit = macs_unit(done[x].tolist()) if x == "gmacs" else (1.0, None)
+    baseline = dense_baseline(frame, x, y)
+    dense_cost = _dense_cost(frame, x, baseline)
     fig = go.Figure()
     for variant in [v for v in VARIANTS if v in set(done["variant"])] + sorted(set(done["variant"]) - set(VARIANTS)):
         part = done[done["variant"] == variant]
         colour, _ = STYLE.get(variant, ("#9467bd", "o"))
         hover = [
             f"trial #{int(r['number'])} ({variant}){' · Pareto' if r['pareto'] else ''}<br>"
-            f"{y} = {r[y]:.4g}<br>{x} = {r[x]:.4g}<br>{settings_text(r) or 'no sampled parameters'}"
+            f"{y} = {r[y]:.4g}<br>{x} = {r[x] * factor:.4g}{' ' + unit if unit else ''}"
+            + (f" (saving {100 * (1 - r[x] / dense_cost):.1f} % vs dense)" if dense_cost else "")
+            + f"<br>{settings_text(r) or 'no sampled parameters'}"
             for _, r in part.iterrows()
         ]
         fig.add_trace(go.Scatter(
             x=part[x] * factor, y=part[y], mode="markers", name=f"{variant} ({len(part)})",
-            marker=dict(color=colour, size=14 if variant == "dense" else 9,
-                        symbol="star" if variant == "dense" else "circle",
-                        line=dict(width=[3 if p else 0.5 for p in part["pareto"]], color="#2ca02c")),
+            marker=dict(color=colour, size=16 if variant == "dense" else 9,
+                        symbol=_PLOTLY_SYMBOL.get(STYLE.get(variant, ("", "o"))[1], "circle"),
+                        line=dict(width=0.5, color="white")),
             hovertext=hover, hoverinfo="text",
         ))
+    if "feasible" in done and not done["feasible"].astype(bool).all():
+        bad = done[~done["feasible"].astype(bool)]
+        fig.add_trace(go.Scatter(x=bad[x] * factor, y=bad[y], mode="markers", name=f"violates a constraint ({len(bad)})",
+                                 marker=dict(symbol="x-thin", size=11, line=dict(width=2, color="#555555")),
+                                 hoverinfo="skip"))
     front = _front_points(done, x, y, y_obj.maximize)
     if len(front):
-        fig.add_trace(go.Scatter(x=front[x] * factor, y=front[y], mode="lines", name=f"Pareto front ({len(front)})",
-                                 line=dict(color="#2ca02c", shape="hv"), hoverinfo="skip"))
-    baseline = dense_baseline(frame, x, y)
+        fig.add_trace(go.Scatter(
+            x=front[x] * factor, y=front[y], mode="lines+markers+text", name=f"Pareto front ({len(front)})",
+            line=dict(color="#2ca02c", shape="hv", width=2),
+            marker=dict(size=17, color="rgba(0,0,0,0)", line=dict(width=2, color="#2ca02c")),
+            text=[f"#{int(n)}" for n in front["number"]], textposition="bottom right",
+            textfont=dict(color="#2ca02c", size=10), hoverinfo="skip",
+        ))
     if baseline is not None:
-        fig.add_hline(y=baseline["y"], line_dash="dash", line_color="#222222",
-                      annotation_text=f"dense baseline {baseline['y']:.2f}", annotation_position="top left")
-    fig.update_layout(title=title, xaxis_title=axis_label(x, unit), yaxis_title=axis_label(y),
-                      template="plotly_white", legend=dict(x=1.0, y=0.0, xanchor="right", yanchor="bottom"))
+        label = "dense baseline" + (f", mean of {baseline['n']}" if baseline["n"] > 1 else "")
+        fig.add_hline(y=baseline["y"], line_dash="dash", line_color="#222222", line_width=1,
+                      annotation_text=f"{label}: {baseline['y']:.2f}", annotation_position="top left")
+    layout: dict[str, Any] = dict(
+        title=dict(text=title, font=dict(size=14)), xaxis_title=axis_label(x, unit), yaxis_title=axis_label(y),
+        template="plotly_white", legend=dict(x=1.0, y=0.0, xanchor="right", yanchor="bottom"),
+        margin=dict(t=110),
+    )
+    if dense_cost:
+        fig.add_vline(x=dense_cost * factor, line_dash="dot", line_color="#222222", line_width=1)
+        xs = list(done[x] * factor) + [dense_cost * factor]
+        pad = 0.05 * (max(xs) - min(xs) or max(xs) or 1.0)
+        lo, hi = min(xs) - pad, max(xs) + pad
+        ticks, labels = saving_ticks(dense_cost * factor, lo, hi)
+        layout["xaxis"] = dict(range=[lo, hi])
+        layout["xaxis2"] = dict(range=[lo, hi], overlaying="x", side="top", tickvals=ticks, ticktext=labels,
+                                showgrid=False, title=dict(text="MACs saving vs dense (%)" if x == "gmacs"
+                                                           else f"saving vs dense {x} (%)"))
+        # an invisible trace on the top axis, so plotly draws it
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[None, None], xaxis="x2", showlegend=False, hoverinfo="skip",
+                                 mode="markers", marker=dict(opacity=0)))
+    fig.update_layout(**layout)
+    return fig
+
+
+#: matplotlib marker -> plotly symbol, so both figures draw a variant alike.
+_PLOTLY_SYMBOL = {"*": "star", "v": "triangle-down", "o": "circle", "D": "diamond", "s": "square", "P": "cross"}
+
+
+def write_html(fig: Any, path: str | Path) -> Path:
+    """Write a plotly figure as one self-contained page: plotly.js is inlined, so the page
+    renders offline (air-gapped clusters, a copied report) and fetches nothing."""
     path = Path(path)
-    fig.write_html(path, include_plotlyjs="cdn", full_html=True)
+    fig.write_html(path, include_plotlyjs=True, full_html=True, config={"displaylogo": False})
     return path
+
+
+def pareto_html(frame: pd.DataFrame, objectives: Sequence[Objective], path: str | Path, *, title: str = "") -> Path:
+    """Write the interactive front plot (see :func:`pareto_figure`) as a self-contained page."""
+    return write_html(pareto_figure(frame, objectives, title=title), path)
 
 
 def hypervolume_png(history: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:

@@ -242,7 +242,7 @@ def hypervolume_section(history: pd.DataFrame) -> list[str]:
             f"{final:.3f} of the normalised objective box after {len(history)} completed trials, last improved by trial "
             f"#{int(improved)} (hypervolume.csv, hypervolume.png). Each objective is scaled to [0, 1] between the worst "
             "value seen (pushed out by 10 % of the range) and the best, so the figure compares trials of this study, "
-            "not studies with each other.", ""]
+            "not studies with each other (`svite-search compare` puts several studies on one scale).", ""]
 
 
 def importance_section(importances: pd.DataFrame, reason: str | None, top: int = 5) -> list[str]:

@@ -21,8 +21,8 @@ from optuna.trial import TrialState
 from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome
 from .space import trial_config_dict
 from .spec import StudySpec
-from .._pareto import IncrementalFront
-from .study import Counts, study_counts
+from ..metrics.pareto import IncrementalFront
+from .study import Counts, is_feasible, study_counts
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +35,11 @@ def _minimised(values: Sequence[float], directions: Sequence[str]) -> tuple[floa
     return tuple(-float(v) if d == "maximize" else float(v) for v, d in zip(values, directions))
 
 
-def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    constraints = trial.constraints  # a dict by name in Optuna 5, a list before
-    values = constraints.values() if isinstance(constraints, dict) else constraints
-    return all(float(c) <= 0 for c in values)
-
-
 def study_front(study: optuna.Study, directions: Sequence[str], constrained: bool) -> IncrementalFront:
     """The front of the trials already in ``study`` (one pass), to continue incrementally."""
     front = IncrementalFront(len(directions))
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.values and (not constrained or _feasible(t)):
+        if t.values and (not constrained or is_feasible(t)):
             front.add(_minimised(t.values, directions), t.number)
     return front
 
@@ -61,6 +55,7 @@ class SearchMonitor:
         self._lock = threading.RLock()
         self._running: dict[int, int | None] = {}  # trial number -> Optuna trial id
         self._last_epoch: dict[int, int] = {}
+        self._top1_so_far: dict[int, list[float]] = {}
         self.finished_now = {COMPLETE: 0, FAIL: 0, PRUNED: 0}
         self._counts = study_counts(study)
         self._counted_at = time.perf_counter()
@@ -84,7 +79,25 @@ class SearchMonitor:
                 return  # a retried trial repeating epochs already logged
             self._last_epoch[number] = epoch
             self.tracker.trial_epoch(number, dict(metrics))
+            self._record_epoch(number, epoch, metrics)
             self._draw(f"#{number} epoch {epoch} top1 {metrics.get('top1', float('nan')):.1f}")
+
+    def _record_epoch(self, number: int, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Keep the running trial's progress in the Optuna storage: ``svite-search status`` reads
+        it from any machine, and optuna-dashboard lists ``top1_history`` with the trial's
+        attributes while it runs (multi-objective trials cannot ``report()``)."""
+        trial_id = self._running.get(number)
+        top1 = metrics.get("top1")
+        if trial_id is None or not isinstance(top1, (int, float)):
+            return
+        history = self._top1_so_far.setdefault(number, [])
+        history.append(round(float(top1), 4))
+        try:
+            trial = optuna.trial.Trial(self.study, trial_id)
+            trial.set_user_attr("epoch", epoch)
+            trial.set_user_attr("top1_history", list(history))
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            pass  # finished meanwhile: its final attributes say more
 
     def finished(self, outcome: TrialOutcome) -> None:
         with self._lock:

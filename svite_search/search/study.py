@@ -449,11 +449,24 @@ def study_counts(study: optuna.Study) -> Counts:
     )
 
 
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a finished trial meets every constraint (violations <= 0; none recorded: yes)."""
+    constraints = trial.constraints or []  # a dict by name in Optuna 5, a list before
+    values = constraints.values() if isinstance(constraints, dict) else constraints
+    return all(float(c) <= 0.0 for c in values)
+
+
 def pareto_front(study: optuna.Study) -> list[dict[str, Any]]:
     """The best trials (the Pareto front; feasible ones only under constraints), by number."""
-    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+    from ..metrics.pareto import non_dominated
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values is not None and is_feasible(t)]
+    if not done:
         return []
-    best = study.best_trials
+    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+    mask = non_dominated([list(t.values) for t in done], maximize)  # ties within float32 noise are ties
+    best = [t for t, keep in zip(done, mask) if keep]
     return [{"number": t.number, "params": dict(t.params), "values": list(t.values)} for t in sorted(best, key=lambda t: t.number)]
 
 

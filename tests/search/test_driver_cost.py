@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy
 
-from svite_search._pareto import IncrementalFront, brute_force_front, hypervolume_sweep
+from svite_search.metrics.pareto import IncrementalFront, brute_force_front, hypervolume_sweep
 from svite_search.report._frame import Objective
 from svite_search.report.pareto import _as_losses, hypervolume, hypervolume_history, normalisation
 from svite_search.search.study import set_user_attrs
