@@ -26,7 +26,9 @@ def read_spec(study_dir: Path) -> dict[str, Any]:
     data = read_yaml(path)
     if isinstance(data, dict) and isinstance(data.get("spec"), dict) and "spec_hash" in data:
         return data["spec"]  # the search harness's copy: {spec_hash, spec}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: damaged (not a mapping)")
+    return data
 
 
 def storage_of(study_dir: Path, spec: dict[str, Any]) -> Any:

@@ -51,6 +51,9 @@ STORAGE_ENV = ("SVITE_STORAGE_URL", "OPTUNA_STORAGE")
 HEARTBEAT_S, GRACE_S = 30, 120
 #: user attributes the harness writes on trials
 DRIVER_ATTR, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR = "driver", "fail_reason", "retry_of", "source"
+#: study directory -> the storage URL this process opened it with (its password is never written down,
+#: so the report a search writes at its end finds it here)
+_OPENED_URLS: dict[str, str] = {}
 INTERRUPTED = "interrupted: its search process ended before the trial did (rerun queued)"
 
 
@@ -282,6 +285,7 @@ def prepare_study(spec: StudySpec, study_dir: str | Path, *, force: bool = False
     check_study_files(study_dir)  # a damaged study.json, spec.yaml or store: refused before any is opened
     url, source = storage_url(spec, study_dir)
     storage = open_storage(url)
+    _OPENED_URLS[os.path.realpath(study_dir)] = url
     try:
         existing = optuna.load_study(study_name=spec.name, storage=storage)
     except KeyError:
@@ -411,8 +415,9 @@ def load_study(study_dir: str | Path) -> optuna.Study:
     else:
         saved = (_read_spec_file(study_dir) or {}).get("spec") or {}
         url = str(((saved.get("search") or {}).get("storage")) or storage.get("url") or "")
-        if is_masked(url):  # the password is never written down: it comes from the environment
-            url = next((os.environ[name] for name in STORAGE_ENV if os.environ.get(name)), "")
+        if is_masked(url):  # the password is never written down: this process or the environment knows it
+            url = _OPENED_URLS.get(os.path.realpath(study_dir)) or next(
+                (os.environ[name] for name in STORAGE_ENV if os.environ.get(name)), "")
             if not url:
                 raise UserInputError(f"{study_dir}: its storage needs a password, which is not kept in the study "
                                      f"directory; set {STORAGE_ENV[0]} to the storage URL")
