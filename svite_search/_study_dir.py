@@ -127,7 +127,8 @@ def read_spec_copy(study_dir: Path) -> dict[str, Any] | None:
         return None
     data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("spec"), dict) or not isinstance(data.get("spec_hash"), str):
-        raise UserInputError(f"{path}: damaged (not the {{spec_hash, spec}} copy `svite-search search` writes)")
+        raise UserInputError(f"{path}: not the {{spec_hash, spec}} copy `svite-search search` writes (damaged, or "
+                             "another file: it is not overwritten)")
     return data
 
 

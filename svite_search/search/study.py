@@ -424,7 +424,6 @@ def load_study(study_dir: str | Path) -> optuna.Study:
     return optuna.load_study(study_name=info["study_name"], storage=readonly_storage_url(url))
 
 
-
 def spec_of(study_dir: str | Path) -> StudySpec | None:
     """The validated spec a study directory was created with (None if it has none)."""
     saved = _read_spec_file(Path(study_dir))
