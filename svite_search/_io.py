@@ -2,7 +2,9 @@
 
 Every file svite-search writes (checkpoints, slim models, configs, results, study files) goes to
 a temporary file beside its target and is renamed over it, so a crash or a kill leaves either the
-old version or the new one, whole. Used by the trainer and by the engine's slim export alike;
+old version or the new one, whole. The file gets the mode an ordinary ``open`` would give it
+(``0666`` less the umask), not the private ``0600`` of a temporary file: a team sharing a
+cluster reads each other's runs when its umask says so. Used by the trainer and by the engine's slim export alike;
 imports only the standard library and the error types (torch only inside :func:`atomic_torch_save`, so
 the text writers serve commands that never load torch).
 """
@@ -11,11 +13,31 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from .errors import UserInputError
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the platform allows (Linux reports it
+    in ``/proc/self/status``); elsewhere set and restored under a lock."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def new_temp_file(path: str | Path) -> str:
@@ -30,7 +52,12 @@ def new_temp_file(path: str | Path) -> str:
     for stale in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.tmp"):
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; the target gets open()'s mode
+    except OSError:  # a file system without modes: the rename still works
+        pass
+    finally:
+        os.close(fd)
     return tmp
 
 

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +109,47 @@ def slim_from_checkpoint(path: str | Path, *, ema: bool = False) -> tuple[Any, d
     return slim, info
 
 
+#: The format string :func:`save_slim` writes first into a slim file's pickle.
+SLIM_MARK = b"svite-search/slim-vit"
+
+
+def is_slim_file(path: Path) -> bool:
+    """Whether ``path`` is a slim model this command wrote (looked at without loading it)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            if member is None:
+                return False
+            with archive.open(member) as handle:
+                return SLIM_MARK in handle.read(256)
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return False
+
+
+def check_slim_out(checkpoint: Path, out: Path) -> Path:
+    """Refuse an ``--out`` that would overwrite something other than an earlier slim model: the
+    checkpoint itself, any other existing file (a checkpoint, a study's store), or a place that
+    cannot be written. Nothing is created; runs before anything is loaded."""
+    from .._study_dir import check_output_path
+
+    check_output_path("--out", out, directory=False)
+    if not out.exists():
+        return out
+    if checkpoint.exists() and os.path.samefile(checkpoint, out):
+        raise UserInputError(f"--out {out}: is the checkpoint being slimmed; choose another file")
+    if not is_slim_file(out):
+        raise UserInputError(f"--out {out}: exists and is not a slim model (export-slim overwrites only its own "
+                             "files); choose another file")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.structured import save_slim
     from . import print_json
 
-    out = Path(args.out)
-    if out.exists() and out.is_dir():
-        raise UserInputError(f"--out {out}: is a directory")
+    out = check_slim_out(Path(args.checkpoint), Path(args.out))
     slim, info = slim_from_checkpoint(args.checkpoint, ema=args.ema)
     save_slim(slim, out)
     info["out"] = str(out)

@@ -24,11 +24,33 @@ def add_parser(subparsers: Any, name: str, help: str) -> argparse.ArgumentParser
     return p
 
 
+def check_report_dir(study_dir: Path, out: Path | None) -> Path:
+    """Where the report goes, refused (exit code 2, nothing written) when it is a file, cannot be
+    created or written, or lies inside a study anywhere but that study's ``report`` folder: a
+    report never writes over a study's own files."""
+    from .._study_dir import check_output_path, enclosing_study
+    from ..errors import UserInputError
+
+    if not study_dir.is_dir():
+        raise UserInputError(f"{study_dir}: no such directory")
+    target = out if out is not None else study_dir / "report"
+    check_output_path("--out", target, directory=True)
+    home = enclosing_study(target)
+    if home is not None:
+        report = (home / "report").resolve()
+        resolved = target.resolve()
+        if resolved != report and report not in resolved.parents:
+            raise UserInputError(f"--out {target}: inside the study {home}; a report goes in its report folder "
+                                 "or outside any study")
+    return target
+
+
 def run(args: argparse.Namespace) -> int:
     from ..report import write_report
     from . import print_json
 
-    info = write_report(args.study_dir, args.out)
+    out = check_report_dir(args.study_dir, args.out)
+    info = write_report(args.study_dir, out)
     if args.json:
         print_json(info)
         return 0

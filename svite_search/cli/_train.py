@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
-import shutil
 import sys
 from pathlib import Path
+
+#: The files a training run writes into its directory: all that ``--fresh`` ever removes.
+RUN_FILES = ("last.pt", "config.yaml", "result.json")
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
@@ -20,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (repeatable), e.g. train.epochs=5")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/train/<name>)")
-    p.add_argument("--fresh", action="store_true", help="discard a checkpoint in --out and start over")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: remove the run files in --out (last.pt, config.yaml, result.json), nothing else")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -34,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / "train" / cfg.name
     if out.exists() and not out.is_dir():
         raise UserInputError(f"{out}: exists and is not a directory")
+    check_not_in_study(out)
     check_writable_dir(out)
-    if args.fresh and (out / "last.pt").exists():
-        shutil.rmtree(out)
+    if args.fresh:
+        remove_run_files(out)
     from ..train import run_training
     from ..tracking.runs import maybe_track_training
 
@@ -51,6 +56,28 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_human(result)
     return 0
+
+
+def check_not_in_study(out: Path) -> None:
+    """Refuse a run directory that is a study directory or lies inside one (a trial's
+    directory): a study's files are written by ``svite-search search`` alone."""
+    from .._study_dir import enclosing_study
+    from ..errors import UserInputError
+
+    home = enclosing_study(out)
+    if home is not None:
+        where = "is a study directory" if home == Path(os.path.realpath(out)) else f"is inside the study {home}"
+        raise UserInputError(f"--out {out}: {where}; train writes only its own run directories (choose another --out)")
+
+
+def remove_run_files(out: Path) -> None:
+    """``--fresh``: remove what an earlier training run wrote into ``out`` (and temporary files
+    a killed write left), never anything else and never a directory."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+        for stale in out.glob(f".{glob.escape(name)}.*.tmp"):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
 
 
 def check_writable_dir(out: Path) -> None:

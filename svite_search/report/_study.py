@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .._study_dir import readonly_storage_url
 from ..errors import UserInputError
 
 
@@ -22,13 +21,14 @@ def read_spec(study_dir: Path) -> dict[str, Any]:
     path = study_dir / "spec.yaml"
     if not path.is_file():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserInputError(f"{path}: malformed YAML: {err}") from None
+    from ..config import read_yaml
+
+    data = read_yaml(path)
     if isinstance(data, dict) and isinstance(data.get("spec"), dict) and "spec_hash" in data:
         return data["spec"]  # the search harness's copy: {spec_hash, spec}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: damaged (not a mapping)")
+    return data
 
 
 def storage_of(study_dir: Path, spec: dict[str, Any]) -> Any:
@@ -37,13 +37,13 @@ def storage_of(study_dir: Path, spec: dict[str, Any]) -> Any:
 
     pointer = study_dir / "storage.txt"
     if pointer.is_file() and pointer.read_text().strip():
-        return pointer.read_text().strip()
+        return readonly_storage_url(pointer.read_text().strip())
     search = spec.get("search") if isinstance(spec.get("search"), dict) else {}
     if isinstance(search.get("storage"), str) and search["storage"]:
-        return search["storage"]
+        return readonly_storage_url(search["storage"])
     sqlite = study_dir / "optuna.db"
     if sqlite.is_file():
-        return f"sqlite:///{sqlite.resolve()}"
+        return readonly_storage_url(f"sqlite:///{sqlite.resolve()}")
     journal = study_dir / "optuna.journal"
     if journal.is_file():
         from optuna.storages.journal import JournalFileBackend

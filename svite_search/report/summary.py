@@ -7,12 +7,15 @@ the scale does and does not show.
 """
 from __future__ import annotations
 
+import html
 import math
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 import yaml
 
+from .._redact import mask_credentials
 from ._frame import VARIANTS, Objective, settings_text
 from .plots import axis_label, dense_baseline, macs_unit, plot_axes
 
@@ -23,9 +26,22 @@ TOLERANCE_POINTS = 1.0
 DIGITS_IMAGES = 1797  # scikit-learn's embedded 8x8 digits
 
 
+def escape(text: Any) -> str:
+    """Text from a study (parameter values, error messages) made inert in Markdown: ``<``, ``>``
+    and ``&`` as entities, so a value such as ``<img onerror=...>`` shows as text instead of
+    becoming HTML in a viewer that renders it; one line."""
+    return html.escape(" ".join(str(text).split()), quote=False)
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text``, so nothing in it can close it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table (numbers right-aligned)."""
-    rows = [["" if c is None else str(c).replace("|", "\\|") for c in row] for row in rows]
+    """A GitHub-flavoured Markdown table (numbers right-aligned); cells are escaped (:func:`escape`)."""
+    rows = [["" if c is None else escape(c).replace("|", "\\|") for c in row] for row in rows]
     align = []
     for i, _ in enumerate(headers):
         numeric = rows and all(_looks_numeric(r[i]) for r in rows if r[i] not in ("", "—"))
@@ -68,7 +84,11 @@ def _get(spec: Mapping[str, Any], dotted: str) -> Any:
 
 
 def _describe(value: Any) -> str:
-    """A spec value or search distribution in words."""
+    """A spec value or search distribution in words, escaped (:func:`escape`)."""
+    return escape(_describe_raw(value))
+
+
+def _describe_raw(value: Any) -> str:
     if isinstance(value, Mapping):
         if "choices" in value:
             return "one of " + ", ".join(map(str, value["choices"]))
@@ -103,8 +123,10 @@ def settings_section(name: str, spec: Mapping[str, Any], objectives: Sequence[Ob
                 lines.append(f"- **{section} searched**: " + "; ".join(searched))
     lines.append("- **objectives**: " + ", ".join(f"{o.metric} ({o.direction})" for o in objectives))
     if spec:
-        lines += ["", "<details><summary>the full study spec</summary>", "", "```yaml",
-                  yaml.safe_dump(dict(spec), sort_keys=False).rstrip(), "```", "", "</details>"]
+        text = yaml.safe_dump(mask_credentials(dict(spec)), sort_keys=False).rstrip()
+        fence = _fence(text)  # a code block shows its text as it is: no HTML inside it is rendered
+        lines += ["", "<details><summary>the full study spec</summary>", "", f"{fence}yaml", text, fence, "",
+                  "</details>"]
     return lines + [""]
 
 
@@ -116,7 +138,7 @@ def outcome_section(frame: pd.DataFrame) -> list[str]:
              f"{total / 60:.1f} min of trial time in all (trials.csv has every trial)."]
     failed = frame[frame["state"] == "FAIL"]
     for _, row in failed.iterrows():
-        lines.append(f"- trial #{int(row['number'])} failed: {row.get('error') or 'no reason recorded'}")
+        lines.append(f"- trial #{int(row['number'])} failed: {escape(row.get('error') or 'no reason recorded')}")
     return lines + [""]
 
 
@@ -276,7 +298,7 @@ def _observed_at_scale(frame: pd.DataFrame) -> str:
         best = min(close, key=lambda g: float(g["gmacs"].mean()))
         saving = 100 * (1 - float(best["gmacs"].mean()) / float(dense[0]["gmacs"].mean()))
         text += (f"; the cheapest of them, {best['variant'].iloc[0]} "
-                 f"({settings_text(best.iloc[0], skip=['method', *(c[len('params.'):] for c in seed_columns(frame))])}), "
+                 f"({escape(settings_text(best.iloc[0], skip=['method', *(c[len('params.'):] for c in seed_columns(frame))]))}), "
                  f"saves {saving:.1f} % of the MACs")
     return text + "."
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from .._redact import mask_url
 from .objective import trial_dir
 from .progress import SearchMonitor, summary_table
 from .spec import StudySpec
@@ -147,7 +148,7 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
         "pareto": pareto,
         "report_dir": report_dir,
         "storage": "sqlite (study dir)" if handle.url.startswith(f"sqlite:///{study_dir.resolve()}") else "database",
-        "tracking_uri": getattr(tracker, "tracking_uri", None),
+        "tracking_uri": mask_url(tracker.tracking_uri) if getattr(tracker, "tracking_uri", None) else None,
         "wall_s": time.perf_counter() - start,
     }
 

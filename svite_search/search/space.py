@@ -90,12 +90,13 @@ def suggest_params(trial: Any, spec: StudySpec) -> dict[str, Any]:
     return params
 
 
-def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
+def grid_points(spec: StudySpec, limit: int | None = None) -> list[dict[str, Any]]:
     """Every distinct parameter set of the grid, conditions respected, in a fixed order.
 
     A plain Cartesian product would repeat a configuration once per value of every parameter it
     ignores (a dense run for each head density); this enumerates each configuration once.
-    With ``search.points`` the grid is exactly those sets (a paper's chosen runs).
+    With ``search.points`` the grid is exactly those sets (a paper's chosen runs). More than
+    ``limit`` points raise :class:`OverflowError` before they are all listed.
     """
     if spec.points:
         return [dict(point) for point in spec.points]
@@ -110,16 +111,18 @@ def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
                 grown.extend({**point, dist.key: value} for value in values)
             else:
                 grown.append(point)
+            if limit is not None and len(grown) > limit:
+                raise OverflowError(f"the grid has more than {limit} points")
         points = grown
     return points
 
 
-def initial_queue(spec: StudySpec) -> list[dict[str, Any]]:
+def initial_queue(spec: StudySpec, limit: int | None = None) -> list[dict[str, Any]]:
     """The parameter sets a new study runs first: ``search.enqueue``, then (sampler ``grid``)
     every grid point, each distinct set once."""
     queue: list[dict[str, Any]] = []
     seen: set[str] = set()
-    points = list(spec.enqueue) + (grid_points(spec) if spec.search.sampler == "grid" else [])
+    points = list(spec.enqueue) + (grid_points(spec, limit) if spec.search.sampler == "grid" else [])
     for point in points:
         key = json.dumps(point, sort_keys=True, default=str)
         if key not in seen:

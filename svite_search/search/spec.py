@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig, apply_overrides, config_from_dict, from_dict, read_yaml, setting
+from ..config import (EPOCHS_MAX, SEED_MAX, TrainConfig, apply_overrides, brief, config_from_dict, from_dict, read_yaml,
+                      setting)
 from ..errors import ConfigError, DataPathError
 
 #: Run-config sections whose scalar values may be distributions.
@@ -63,6 +64,10 @@ METRICS: dict[str, str] = {
 EPOCH_METRICS = ("top1", "top5", "val_loss")
 DEFAULT_OBJECTIVES = (("top1", "maximize"), ("gmacs", "minimize"))
 DEFAULT_N_TRIALS = 16
+#: Most points a grid may have (each is a trained model): a step of 1e-12 would ask for 10**12.
+MAX_GRID_POINTS = 100_000
+#: Most trials a study may ask for.
+MAX_TRIALS = 1_000_000
 
 _NUMERIC_KEYS = {"low", "high", "log", "step"}
 _SCALAR = (str, int, float, bool, type(None))
@@ -96,6 +101,16 @@ class Distribution:
         if self.kind == "int":
             return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+
+    def grid_size(self) -> int | None:
+        """How many values :meth:`grid_values` has, without listing them; None if continuous."""
+        if self.kind == "categorical":
+            return len(self.choices)
+        if self.kind == "int" and not self.log:
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+        if self.step is not None and not self.log:
+            return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return None
 
     def grid_values(self) -> list[Any] | None:
         """Every value on the grid (``choices``, or ``low..high`` by ``step``); None if continuous."""
@@ -149,42 +164,42 @@ class Constraint:
 class LatencySettings:
     """How ``latency_ms`` is measured after training (only when an objective or constraint uses it)."""
 
-    batch_size: int = setting(1, ge=1)
-    warmup: int = setting(3, ge=0)
-    repeats: int = setting(10, ge=1)
-    threads: int | None = setting(1, ge=1, help="intra-op threads while timing (null: torch's current)")
+    batch_size: int = setting(1, ge=1, le=1 << 20)
+    warmup: int = setting(3, ge=0, le=100_000)
+    repeats: int = setting(10, ge=1, le=100_000)
+    threads: int | None = setting(1, ge=1, le=4096, help="intra-op threads while timing (null: torch's current)")
 
 
 @dataclass(frozen=True)
 class SearchSettings:
     sampler: str = setting("tpe", choices=SAMPLERS)
-    n_trials: int | None = setting(None, ge=1, help="trials to finish (default 16; grid: the grid's size)")
-    seed: int = setting(0)
-    n_startup_trials: int | None = setting(None, ge=0, help="tpe/gp: random trials before the model")
-    population_size: int | None = setting(None, ge=2, help="nsga2/nsga3: default min(50, n_trials)")
+    n_trials: int | None = setting(None, ge=1, le=MAX_TRIALS, help="trials to finish (default 16; grid: the grid's size)")
+    seed: int = setting(0, ge=0, le=SEED_MAX)
+    n_startup_trials: int | None = setting(None, ge=0, le=MAX_TRIALS, help="tpe/gp: random trials before the model")
+    population_size: int | None = setting(None, ge=2, le=MAX_TRIALS, help="nsga2/nsga3: default min(50, n_trials)")
     enqueue: list = setting(default_factory=list, help="parameter sets to run first")
     points: list = setting(default_factory=list, help="grid: exactly these parameter sets (e.g. a paper's runs) "
                           "instead of every combination of the searched values")
     storage: str | None = setting(None, help="database URL of the Optuna storage (default: sqlite in the study dir)")
     pruner: str = setting("none", choices=PRUNERS, help="local executor, single objective only")
-    max_failures: int | None = setting(None, ge=1, help="stop after this many failed trials in one run (default n_trials)")
+    max_failures: int | None = setting(None, ge=1, le=MAX_TRIALS, help="stop after this many failed trials in one run (default n_trials)")
     latency: LatencySettings = setting(default_factory=LatencySettings)
 
 
 @dataclass(frozen=True)
 class ExecutorSettings:
     kind: str = setting("local", choices=EXECUTORS)
-    cpus_per_trial: float = setting(1.0, gt=0.0)
-    gpus_per_trial: float = setting(0.0, ge=0.0)
-    workers_per_trial: int = setting(1, ge=1, help="> 1: data-parallel training with Ray Train")
-    max_concurrent: int | None = setting(None, ge=1, help="trials at once (default: as resources allow)")
-    max_retries: int = setting(1, ge=0, help="reruns of a trial lost to an infrastructure failure")
+    cpus_per_trial: float = setting(1.0, gt=0.0, le=100_000.0)
+    gpus_per_trial: float = setting(0.0, ge=0.0, le=100_000.0)
+    workers_per_trial: int = setting(1, ge=1, le=100_000, help="> 1: data-parallel training with Ray Train")
+    max_concurrent: int | None = setting(None, ge=1, le=MAX_TRIALS, help="trials at once (default: as resources allow)")
+    max_retries: int = setting(1, ge=0, le=1000, help="reruns of a trial lost to an infrastructure failure")
     address: str | None = setting(None, help="Ray cluster to join (default RAY_ADDRESS, else a local instance)")
-    num_cpus: int | None = setting(None, ge=1, help="CPUs of a local Ray instance (default: all)")
-    num_gpus: int | None = setting(None, ge=0, help="GPUs of a local Ray instance (default: all)")
+    num_cpus: int | None = setting(None, ge=1, le=1 << 20, help="CPUs of a local Ray instance (default: all)")
+    num_gpus: int | None = setting(None, ge=0, le=1 << 20, help="GPUs of a local Ray instance (default: all)")
     scheduler: str = setting("none", choices=SCHEDULERS, help="asha: early stopping on per-epoch top1")
-    grace_period: int = setting(1, ge=1, help="asha: epochs before a trial may be stopped")
-    reduction_factor: float = setting(2.0, gt=1.0)
+    grace_period: int = setting(1, ge=1, le=EPOCHS_MAX, help="asha: epochs before a trial may be stopped")
+    reduction_factor: float = setting(2.0, gt=1.0, le=1000.0)
     backend: str | None = setting(None, choices=("gloo", "nccl", None), help="workers_per_trial > 1 (default by device)")
 
 
@@ -296,8 +311,14 @@ def _number(value: Any, key: str) -> float:
         except ValueError:
             pass
     if not _is_number(value):
-        raise ConfigError(key, f"expected a number, got {type(value).__name__} {value!r}")
-    return float(value)
+        raise ConfigError(key, f"expected a number, got {type(value).__name__} {brief(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(key, f"{brief(value)} is not a finite number")
+    return number
 
 
 def parse_distribution(key: str, raw: dict[str, Any], field_type: Any) -> Distribution:
@@ -434,7 +455,7 @@ def _validate_values(base: dict[str, Any], dists: list[Distribution]) -> None:
                 field_name = spec_key if err.field == dist.key else err.field
                 message = str(err).split(": ", 1)[-1]
                 if err.field != dist.key:
-                    message += f" (with {spec_key} = {value!r})"
+                    message += f" (with {spec_key} = {brief(value)})"
                 raise ConfigError(field_name, message) from None
 
 
@@ -455,7 +476,7 @@ def _parse_objectives(raw: Any) -> tuple[Objective, ...]:
             raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key (allowed: metric, direction)")
         metric = item.get("metric")
         if metric not in METRICS:
-            raise ConfigError(f"{where}.metric", f"{metric!r} is not one of {', '.join(METRICS)}")
+            raise ConfigError(f"{where}.metric", f"{brief(metric)} is not one of {', '.join(METRICS)}")
         direction = str(item.get("direction", METRICS[metric])).lower()
         direction = {"max": "maximize", "min": "minimize"}.get(direction, direction)
         if direction not in ("maximize", "minimize"):
@@ -480,7 +501,7 @@ def _parse_constraints(raw: Any) -> tuple[Constraint, ...]:
         if isinstance(item, str):
             match = _CONSTRAINT.match(item)
             if not match:
-                raise ConfigError(where, f"{item!r}: expected 'METRIC <= NUMBER' or 'METRIC >= NUMBER'")
+                raise ConfigError(where, f"{brief(item)}: expected 'METRIC <= NUMBER' or 'METRIC >= NUMBER'")
             metric, op, bound = match.group(1), match.group(2), match.group(3)
         elif isinstance(item, dict) and set(item) in ({"metric", "max"}, {"metric", "min"}):
             metric = item["metric"]
@@ -488,7 +509,7 @@ def _parse_constraints(raw: Any) -> tuple[Constraint, ...]:
         else:
             raise ConfigError(where, "expected 'METRIC <= NUMBER' or {metric, max} or {metric, min}")
         if metric not in METRICS:
-            raise ConfigError(where, f"{metric!r} is not one of {', '.join(METRICS)}")
+            raise ConfigError(where, f"{brief(metric)} is not one of {', '.join(METRICS)}")
         out.append(Constraint(str(metric), op, _number(bound, where)))
     return tuple(out)
 
@@ -514,10 +535,15 @@ def _parse_enqueue(
         raise ConfigError(field_name, "expected a list of parameter sets")
     searched = {d.key: d for d in dists}
     out = []
+    checked: dict[str, dict[str, Any]] = {}  # a repeated set (an alias used many times) is checked once
     for i, item in enumerate(raw):
         where = f"{field_name}[{i}]"
         if not isinstance(item, dict) or not item:
             raise ConfigError(where, "expected a mapping of searched parameters to values")
+        identity = json.dumps(item, sort_keys=True, default=str)
+        if identity in checked:
+            out.append(dict(checked[identity]))
+            continue
         params = _flatten_params(item)
         trial = copy.deepcopy(base)
         for key, value in params.items():
@@ -527,7 +553,7 @@ def _parse_enqueue(
                                   + (f" (searched: {', '.join(searched)})" if searched else " (nothing is searched)"))
             if dist.kind == "categorical":
                 if value not in dist.choices:
-                    raise ConfigError(f"{where}.{key}", f"{value!r} is not one of the choices {list(dist.choices)}")
+                    raise ConfigError(f"{where}.{key}", f"{brief(value)} is not one of the choices {brief(list(dist.choices))}")
             else:
                 number = _number(value, f"{where}.{key}")
                 if not dist.low <= number <= dist.high:
@@ -539,6 +565,7 @@ def _parse_enqueue(
             config_from_dict(trial)
         except ConfigError as err:
             raise ConfigError(f"{where}.{err.field}", str(err).split(": ", 1)[-1]) from None
+        checked[identity] = params
         out.append(params)
     return tuple(out)
 
@@ -574,8 +601,12 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
         from .space import initial_queue
 
         for dist in dists if not points else ():
-            if dist.grid_values() is None:
+            size = dist.grid_size()
+            if size is None:
                 raise ConfigError(dist.key, "sampler grid needs choices or a step (this range is continuous)")
+            if size > MAX_GRID_POINTS:
+                raise ConfigError(f"{dist.key}.step" if dist.kind != "categorical" else f"{dist.key}.choices",
+                                  f"makes a grid of {size:.3g} values (at most {MAX_GRID_POINTS})")
         partial = StudySpec(name, base, tuple(dists), objectives, constraints, search, executor, tracking, enqueue, {},
                             points)
         from .space import applies
@@ -585,7 +616,11 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
                 if dist.key not in point and applies(partial, dist.key, point):
                     raise ConfigError(f"search.points[{i}]", f"leaves {dist.key} open: a grid point sets every "
                                       "searched value that applies to it")
-        size = len(initial_queue(partial))
+        try:
+            size = len(initial_queue(partial, limit=MAX_GRID_POINTS))
+        except OverflowError:
+            raise ConfigError("search.sampler", f"the grid has more than {MAX_GRID_POINTS} points (every "
+                              "combination of the searched values); search fewer values or use search.points") from None
         if search.n_trials is not None and search.n_trials > size:
             raise ConfigError("search.n_trials", f"{search.n_trials} exceeds the grid's {size} points")
         if search.n_trials is None:

@@ -36,6 +36,8 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from .._redact import is_masked, mask_credentials, mask_url
+from .._study_dir import check_study_files, read_spec_copy, read_study_json, readonly_storage_url
 from ..errors import UserInputError
 from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome
 from .space import initial_queue
@@ -49,6 +51,9 @@ STORAGE_ENV = ("SVITE_STORAGE_URL", "OPTUNA_STORAGE")
 HEARTBEAT_S, GRACE_S = 30, 120
 #: user attributes the harness writes on trials
 DRIVER_ATTR, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR = "driver", "fail_reason", "retry_of", "source"
+#: study directory -> the storage URL this process opened it with (its password is never written down,
+#: so the report a search writes at its end finds it here)
+_OPENED_URLS: dict[str, str] = {}
 INTERRUPTED = "interrupted: its search process ended before the trial did (rerun queued)"
 
 
@@ -91,12 +96,7 @@ def storage_url(spec: StudySpec, study_dir: Path) -> tuple[str, str]:
 
 
 def _masked(url: str) -> str:
-    try:
-        import sqlalchemy
-
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    return mask_url(url)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -116,7 +116,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 heartbeat_stale_trial_callback=requeue,
             )
     except Exception as err:
-        raise UserInputError(f"search.storage: cannot open {_masked(url)}: {type(err).__name__}: {err}") from None
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise UserInputError(mask_url(f"search.storage: cannot open {url}: {type(err).__name__}: {first}")) from None
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -228,15 +229,14 @@ def _read_spec_file(study_dir: Path) -> dict[str, Any] | None:
     path = study_dir / SPEC_FILE
     if not path.is_file():
         return None
-    data = yaml.safe_load(path.read_text()) or {}
-    return data if isinstance(data, dict) else None
+    return read_spec_copy(study_dir)
 
 
 def _write_study_files(handle: StudyHandle, source: str) -> None:
     spec, study_dir = handle.spec, handle.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
     header = "# The study spec this directory was created with (svite-search search); spec_hash names it.\n"
-    body = yaml.safe_dump({"spec_hash": spec.spec_hash, "spec": spec.raw}, sort_keys=False)
+    body = yaml.safe_dump({"spec_hash": spec.spec_hash, "spec": mask_credentials(spec.raw)}, sort_keys=False)
     atomic_write_text(study_dir / SPEC_FILE, header + body)
     storage = {"url": f"sqlite:///{DB_FILE}", "relative": True} if source == "study_dir" else {"url": _masked(handle.url), "source": source}
     info = {
@@ -282,8 +282,10 @@ def prepare_study(spec: StudySpec, study_dir: str | Path, *, force: bool = False
         probe.unlink()
     except OSError as err:
         raise UserInputError(f"{study_dir}: cannot be used as the study directory ({err.strerror or err})") from None
+    check_study_files(study_dir)  # a damaged study.json, spec.yaml or store: refused before any is opened
     url, source = storage_url(spec, study_dir)
     storage = open_storage(url)
+    _OPENED_URLS[os.path.realpath(study_dir)] = url
     try:
         existing = optuna.load_study(study_name=spec.name, storage=storage)
     except KeyError:
@@ -473,10 +475,9 @@ def pareto_front(study: optuna.Study) -> list[dict[str, Any]]:
 def load_study(study_dir: str | Path) -> optuna.Study:
     """Open the study of a study directory for reading (the report uses this)."""
     study_dir = Path(study_dir)
-    path = study_dir / STUDY_FILE
-    if not path.is_file():
+    info = read_study_json(study_dir)
+    if info is None:
         raise UserInputError(f"{study_dir}: not a study directory (no {STUDY_FILE})")
-    info = json.loads(path.read_text())
     storage = info.get("storage") or {}
     if storage.get("relative"):
         url = f"sqlite:///{(study_dir / DB_FILE).resolve()}"
@@ -484,8 +485,14 @@ def load_study(study_dir: str | Path) -> optuna.Study:
         url = os.environ[storage["source"][4:]]
     else:
         saved = (_read_spec_file(study_dir) or {}).get("spec") or {}
-        url = ((saved.get("search") or {}).get("storage")) or storage.get("url")
-    return optuna.load_study(study_name=info["study_name"], storage=url)
+        url = str(((saved.get("search") or {}).get("storage")) or storage.get("url") or "")
+        if is_masked(url):  # the password is never written down: this process or the environment knows it
+            url = _OPENED_URLS.get(os.path.realpath(study_dir)) or next(
+                (os.environ[name] for name in STORAGE_ENV if os.environ.get(name)), "")
+            if not url:
+                raise UserInputError(f"{study_dir}: its storage needs a password, which is not kept in the study "
+                                     f"directory; set {STORAGE_ENV[0]} to the storage URL")
+    return optuna.load_study(study_name=info["study_name"], storage=readonly_storage_url(url))
 
 
 def spec_of(study_dir: str | Path) -> StudySpec | None:

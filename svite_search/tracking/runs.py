@@ -77,7 +77,9 @@ def maybe_track_training(cfg: TrainConfig, out_dir: str | Path) -> Iterator[Any]
     mlflow.set_experiment(cfg.tracking.experiment or "svite-search-train")
     with mlflow.start_run(run_name=cfg.name) as run:
         mlflow.set_tags({"svite.method": cfg.method, "svite.kind": "train"})
-        mlflow.log_params({k: str(v) for k, v in flatten(cfg.to_dict()).items()})
+        from .._redact import mask_credentials
+
+        mlflow.log_params({k: str(v) for k, v in flatten(mask_credentials(cfg.to_dict())).items()})
         tracker = _MlflowTracker(mlflow, run.info.run_id)
         try:
             yield tracker

@@ -40,6 +40,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
+from .._redact import mask_url
+
 from ._client import (
     default_artifact_location,
     make_client,
@@ -141,9 +143,12 @@ class StudyTracker:
                  tracking_uri: str | None = None) -> None:
         self.study_dir = Path(study_dir)
         self.study_name = study_name
-        self.spec: dict[str, Any] = dict(spec or {})
-        tracking = self.spec.get("tracking") if isinstance(self.spec.get("tracking"), Mapping) else {}
+        from .._redact import mask_credentials
+
+        spec = dict(spec or {})
+        tracking = spec.get("tracking") if isinstance(spec.get("tracking"), Mapping) else {}
         self.tracking_uri = resolve_tracking_uri(self.study_dir, tracking_uri or tracking.get("uri"))
+        self.spec: dict[str, Any] = mask_credentials(spec)  # what is logged: no password in params or spec.yaml
         self.experiment_name = str(tracking.get("experiment") or study_name)
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
@@ -250,7 +255,7 @@ class StudyTracker:
             number = run.data.tags.get(TAG_TRIAL)
             if number is not None and number.lstrip("-").isdigit():
                 self._runs.setdefault(int(number), run.info.run_id)  # oldest wins
-        log.info("MLflow: study %r in %s (parent run %s, %d trial runs)", self.study_name, self.tracking_uri,
+        log.info("MLflow: study %r in %s (parent run %s, %d trial runs)", self.study_name, mask_url(self.tracking_uri),
                  self.parent_run_id, len(self._runs))
 
     def _experiment(self) -> str:

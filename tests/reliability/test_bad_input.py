@@ -241,3 +241,124 @@ def test_a_real_process_exits_2_with_one_line(ws: Workspace, case: str) -> None:
     assert done.returncode == 2 and len(lines) == 1 and named in lines[0], done.stderr
     assert done.stdout == ""
     assert ws.stores() == before
+
+
+# ----------------------------------------------------------------------------- hostile input, real processes
+
+#: A YAML alias bomb of 300 bytes: seven levels of nine aliases, 9**7 (4.8 million) values once expanded.
+BOMB = "name: crash\ntrain:\n  epochs: [&a [lol, lol, lol, lol, lol, lol, lol, lol, lol], " + ", ".join(
+    f"&{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdef", "bcdefg")) + "]\n"
+
+
+def _spec_file(w: Workspace, name: str, text: str | bytes) -> Path:
+    path = w.root / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _grid_spec(w: Workspace) -> Path:
+    import yaml
+
+    spec = {**CRASH_SPEC, "search": {"sampler": "grid", "seed": 0},
+            "sparsity": {"density": {"low": 0.2, "high": 0.8, "step": 1e-12}, "update_interval": 2}}
+    return _spec_file(w, "grid.yaml", yaml.safe_dump(spec))
+
+
+def _damaged_study(w: Workspace, case: str, file: str, content: bytes | None) -> Path:
+    """A copy of the study with ``file`` replaced by ``content`` (or cut to a quarter)."""
+    import shutil
+
+    study = w.root / f"damaged-{case}"
+    if not study.exists():
+        shutil.copytree(w.study, study)
+        target = study / file
+        target.write_bytes(content if content is not None else target.read_bytes()[: target.stat().st_size // 4])
+    return study
+
+
+def _new(w: Workspace, case: str) -> Path:
+    return w.root / f"new-{case}"
+
+
+#: (id, argv builder, what the one line names, the directory that must not exist afterwards or
+#: whose files must stay as they were)
+HOSTILE_ROWS = [
+    ("non_utf8_spec",
+     lambda w, c: ["search", _spec_file(w, "latin1.yaml", b"name: crash\nmethod: svite  # caf\xe9\n"), "--out", _new(w, c)],
+     lambda w: str(w.root / "latin1.yaml")),
+    ("yaml_alias_bomb", lambda w, c: ["search", _spec_file(w, "bomb.yaml", BOMB), "--out", _new(w, c)],
+     lambda w: "bomb.yaml"),
+    ("grid_explodes", lambda w, c: ["search", _grid_spec(w), "--out", _new(w, c)], "sparsity.density.step"),
+    ("lr_infinite", lambda w, c: ["search", w.spec, "--out", _new(w, c), "--set", "train.lr={low: 1.0e-3, high: .inf}"],
+     "train.lr.high"),
+    ("seed_negative", lambda w, c: ["search", w.spec, "--out", _new(w, c), "--set", "search.seed=-1"], "search.seed"),
+    ("seed_huge", lambda w, c: ["search", w.spec, "--out", _new(w, c), "--set", "search.seed=1.0e+30"], "search.seed"),
+    ("epochs_huge", lambda w, c: ["search", w.spec, "--out", _new(w, c), "--set", "train.epochs=1.0e+308"],
+     "train.epochs"),
+    ("train_epochs_huge", lambda w, c: ["train", w.config, "--out", _new(w, c), "--set", "train.epochs=1.0e+308"],
+     "train.epochs"),
+    ("update_interval_huge", lambda w, c: ["search", w.spec, "--out", _new(w, c), "--set",
+                                           "sparsity.update_interval={low: 1, high: 1.0e+300}"],
+     "sparsity.update_interval.high"),
+    ("duplicate_key",
+     lambda w, c: ["search", _spec_file(w, "dup.yaml", "name: crash\ntrain: {epochs: 2}\nmethod: svite\ntrain:\n  lr: 0.1\n"),
+                   "--out", _new(w, c)],
+     "duplicate key train (line 4"),
+    ("duplicate_nested_key",
+     lambda w, c: ["train", _spec_file(w, "dup2.yaml", "name: x\ntrain:\n  epochs: 2\n  lr: 0.1\n  epochs: 3\n"),
+                   "--out", _new(w, c)],
+     "duplicate key train.epochs (line 5"),
+    ("garbage_study_json", lambda w, c: ["search", w.spec, "--out", _damaged_study(w, c, "study.json", b"{not json")],
+     "study.json"),
+    ("garbage_study_json_report", lambda w, c: ["report", _damaged_study(w, c, "study.json", b"\x00\xff garbage")],
+     "study.json"),
+    ("garbage_spec_yaml", lambda w, c: ["search", w.spec, "--out", _damaged_study(w, c, "spec.yaml", b"spec: [unclosed\n")],
+     "spec.yaml"),
+    ("garbage_spec_yaml_report", lambda w, c: ["report", _damaged_study(w, c, "spec.yaml", b"- just\n- a list\n")],
+     "spec.yaml"),
+    ("truncated_mlflow_db", lambda w, c: ["search", w.spec, "--out", _damaged_study(w, c, "mlflow.db", None)],
+     "mlflow.db"),
+    ("truncated_optuna_db_report", lambda w, c: ["report", _damaged_study(w, c, "optuna.db", None)], "optuna.db"),
+    ("report_out_a_file", lambda w, c: ["report", w.study, "--out", w.a_file], lambda w: str(w.a_file)),
+    ("report_out_under_a_file", lambda w, c: ["report", w.study, "--out", w.a_file / "report"], lambda w: str(w.a_file)),
+    ("report_out_proc", lambda w, c: ["report", w.study, "--out", "/proc/svite-report"], "/proc"),
+    ("export_out_under_a_file", lambda w, c: ["export-slim", w.run / "last.pt", "--out", w.a_file / "slim.pt"],
+     lambda w: str(w.a_file)),
+    ("export_out_proc", lambda w, c: ["export-slim", w.run / "last.pt", "--out", "/proc/svite-slim.pt"], "/proc"),
+]
+
+
+def _refuses_hostile(ws: Workspace, case: str, args: list[str], names: Any, code_and_lines: Callable) -> None:
+    """Exit 2, one short line naming the field or path, nothing written: the stores, the damaged
+    copy (when the row made one) and no new output directory."""
+    damaged = ws.root / f"damaged-{case}"
+    before = ws.stores(), tree_digest(damaged)
+    code, lines = code_and_lines(args)
+    named = names(ws) if callable(names) else names
+    assert code == 2, lines[-5:]
+    assert len(lines) == 1 and len(lines[0]) < 500, lines[:3]
+    assert lines[0].startswith(f"svite-search {args[0]}: error:") and named in lines[0], lines[0]
+    assert (ws.stores(), tree_digest(damaged)) == before, "a refused command changed files on disk"
+    assert not _new(ws, case).exists(), "a refused command created its output directory"
+
+
+@pytest.mark.parametrize("case, argv, names", _with_ids(HOSTILE_ROWS))
+def test_hostile_input_is_refused(ws: Workspace, case: str, argv: Callable, names: Any, capsys) -> None:
+    _refuses_hostile(ws, case, [str(a) for a in argv(ws, case)], names, lambda args: _run_main(args, capsys))
+
+
+#: Rows run again as real processes: what a shell sees, stdout included.
+REAL_PROCESS_ROWS = ("non_utf8_spec", "yaml_alias_bomb", "lr_infinite", "truncated_mlflow_db", "export_out_proc")
+
+
+@pytest.mark.parametrize("case, argv, names", _with_ids([r for r in HOSTILE_ROWS if r[0] in REAL_PROCESS_ROWS]))
+def test_a_real_process_refuses_hostile_input(ws: Workspace, case: str, argv: Callable, names: Any) -> None:
+    """The same as a real process (on this machine the refusal comes back in about the time
+    ``import svite_search`` takes; not timed here), with nothing on stdout."""
+
+    def run(args: list[str]) -> tuple[int, list[str]]:
+        done = run_cli(*args, cwd=ws.root, timeout=120)
+        assert done.stdout == ""
+        return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
+
+    _refuses_hostile(ws, case, [str(a) for a in argv(ws, case)], names, run)
