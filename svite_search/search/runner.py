@@ -115,6 +115,9 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
     optuna.logging.set_verbosity(optuna.logging.DEBUG if verbose else optuna.logging.WARNING)
     parallel = spec.executor.kind == "ray" and spec.executor.max_concurrent != 1
     handle = prepare_study(spec, study_dir, force=force, parallel=parallel)
+    from .ray_session import clean_leftovers
+
+    clean_leftovers(study_dir)  # the local Ray of a killed driver of this study, whichever executor runs now
     tracker = make_tracker(handle)
     tracker.start()
     if handle.recovered:
