@@ -102,28 +102,31 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
 
             outcome = run_trial(spec, handle.study_dir, trial.number, params, on_epoch=on_epoch,
                                 retry_of=trial.user_attrs.get(RETRY_ATTR))
+            if outcome.stop is None:
+                record_outcome(study, trial, outcome, spec)
+                monitor.finished(outcome)
         except BaseException as err:  # Ctrl-C, SIGTERM: the trial is lost, its parameters are queued again
             signal_name = getattr(err, "signal_name", None)
-            outcome = TrialOutcome(trial.number, FAIL, error=interrupted_reason(signal_name) if signal_name else INTERRUPTED)
-            _fail_and_requeue(study, trial, outcome, spec, params)
-            monitor.finished(outcome)
+            stopped = TrialOutcome(trial.number, FAIL, error=interrupted_reason(signal_name) if signal_name else INTERRUPTED)
+            if _fail_and_requeue(study, trial, stopped, spec, params):
+                monitor.finished(stopped)
             raise
         if outcome.stop is not None:
-            _fail_and_requeue(study, trial, outcome, spec, params)
-            monitor.finished(outcome)
+            if _fail_and_requeue(study, trial, outcome, spec, params):
+                monitor.finished(outcome)
             raise InfrastructureStop(outcome.stop)
-        record_outcome(study, trial, outcome, spec)
-        monitor.finished(outcome)
         if outcome.state == FAIL:
             failures += 1
 
 
 def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, spec: Any,
-                      params: dict[str, Any]) -> None:
+                      params: dict[str, Any]) -> bool:
     """Record a trial the search stopped as FAIL with the reason and queue its point again
-    (the whole point: an enqueued trial's fixed parameters included)."""
+    (the whole point: an enqueued trial's fixed parameters included). False when the trial
+    was recorded already (the stop came while it was being told)."""
     frozen = study._storage.get_trial(trial._trial_id)
     if frozen.state != optuna.trial.TrialState.RUNNING:
-        return  # recorded already (the stop came while it was being told)
+        return False
     record_outcome(study, trial, outcome, spec)
     queue_again(study, trial.number, {**(frozen.system_attrs.get("fixed_params") or {}), **frozen.params, **params})
+    return True

@@ -75,7 +75,7 @@ def _assert_interrupted(study: Path, log_text: str, code: int, sig: int) -> None
     assert stopped[0].user_attrs["fail_reason"].startswith("interrupted"), stopped[0].user_attrs
     assert "RUNNING" not in {t.state.name for t in trials}
     queued = [t for t in trials if t.state.name == "WAITING" and t.user_attrs.get("retry_of") == 0]
-    assert len(queued) == 1 and queued[0].params == stopped[0].params, {t.number: t.state.name for t in trials}
+    assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == stopped[0].params, queued
     parents, runs = mlflow_runs(study)
     assert [p.info.status for p in parents] == ["KILLED"], [p.info.status for p in parents]
     run = {int(r.data.tags["svite.trial"]): r for r in runs}[0]
