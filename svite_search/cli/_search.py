@@ -55,7 +55,7 @@ def execute(spec: Any, out: Path | None, *, force: bool, as_json: bool, progress
     SIGTERM stopped it. Each stop ends with one line saying why; rerunning the same command
     resumes the study."""
     from ..search import format_summary, run_search
-    from ..search.stop import SearchInterrupted, StudyStopped, stop_signals
+    from ..search.stop import SearchInterrupted, StudyStopped, as_stopped, stop_signals
 
     study_dir = out or Path("runs") / spec.name
     if not verbose:  # the progress line and the table replace per-epoch training logs
@@ -64,7 +64,10 @@ def execute(spec: Any, out: Path | None, *, force: bool, as_json: bool, progress
     try:
         with stop_signals(), guard:
             summary = run_search(spec, study_dir, force=force, live=None if progress else False, verbose=verbose)
-    except StudyStopped as stop:
+    except (StudyStopped, KeyboardInterrupt) as caught:
+        stop = as_stopped(caught)
+        if not isinstance(stop, StudyStopped):
+            raise
         if isinstance(stop, SearchInterrupted):
             line = f"{stop}: running trials failed as interrupted and queued again; the same command resumes the study"
         else:

@@ -44,7 +44,7 @@ from .objective import FAIL, PRUNED, TrialOutcome, run_trial
 from .progress import SearchMonitor
 from .space import suggest_params
 from .spec import EPOCH_METRICS, StudySpec
-from .stop import InfrastructureStop, claim_signals, interrupted_reason
+from .stop import InfrastructureStop, as_stopped, claim_signals, interrupted_reason
 from .study import (
     DRIVER_ATTR,
     INTERRUPTED,
@@ -465,7 +465,8 @@ def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = Fals
         )
         tuner.fit()
         return searcher.short_reason()
-    except BaseException as err:  # a signal, the machine, or a failure of Ray itself
+    except BaseException as caught:  # a signal, the machine, or a failure of Ray itself
+        err = as_stopped(caught)
         if searcher is not None:
             signal_name = getattr(err, "signal_name", None)
             if isinstance(err, InfrastructureStop):
@@ -473,7 +474,9 @@ def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = Fals
             else:
                 reason = interrupted_reason(signal_name) if signal_name else INTERRUPTED
             searcher.interrupt_live(reason)
-        raise
+        if err is caught:
+            raise
+        raise err from None
     finally:
         if session_dir is not None:
             ray_session.stop_local(handle.study_dir, session_dir, keep_logs=verbose)  # -v keeps Ray's logs

@@ -20,7 +20,7 @@ from .._redact import mask_url
 from .objective import trial_dir
 from .progress import SearchMonitor, summary_table
 from .spec import StudySpec
-from .stop import SearchInterrupted, StudyStopped
+from .stop import SearchInterrupted, StudyStopped, as_stopped
 from .study import Heartbeat, StudyHandle, pareto_front, prepare_study, study_counts
 
 log = logging.getLogger(__name__)
@@ -136,14 +136,19 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
                 from .local import run_local
 
                 short = run_local(handle, monitor)
-    except StudyStopped as stop:
+    except (StudyStopped, KeyboardInterrupt) as caught:
+        stop = as_stopped(caught)
+        if not isinstance(stop, StudyStopped):
+            raise
         # No report: a stop must be quick, and the next run writes it whole.
         tracker.stop("KILLED" if isinstance(stop, SearchInterrupted) else "FAILED", str(stop))
         try:
             stop.summary = _summary(spec, handle, tracker, before, [], None, start)  # type: ignore[attr-defined]
         except Exception:  # the storage itself may be what failed
             stop.summary = None  # type: ignore[attr-defined]
-        raise
+        if stop is caught:
+            raise
+        raise stop from None
     finally:
         monitor.close()
     pareto = pareto_front(handle.study)

@@ -80,13 +80,24 @@ def infrastructure_error(err: BaseException) -> str | None:
 
 
 _handling = threading.local()
+_received: list[int] = []  # the signal our handler took, for the KeyboardInterrupt Ray raises instead
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
     # further signals would interrupt the bookkeeping of this stop: ignore them until it is done
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+    _received.append(int(signum))
     raise SearchInterrupted(signum)
+
+
+def as_stopped(err: BaseException) -> BaseException:
+    """The :class:`SearchInterrupted` behind ``err``: Ray's core worker, waiting in C++ when our
+    handler raises, replaces the handler's exception with a plain ``KeyboardInterrupt``. Any
+    other error comes back as it is."""
+    if isinstance(err, KeyboardInterrupt) and not isinstance(err, SearchInterrupted) and _received:
+        return SearchInterrupted(_received[-1])
+    return err
 
 
 def claim_signals() -> None:
@@ -105,6 +116,7 @@ def stop_signals() -> Iterator[None]:
         yield
         return
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _received.clear()
     _handling.active = True
     claim_signals()
     try:
