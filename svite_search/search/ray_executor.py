@@ -19,8 +19,13 @@ trial lost to an infrastructure failure (a worker or node dying; a trial that ra
 loss is not finite fails at once, a rerun would fail again). ``scheduler: asha`` adds
 early stopping on per-epoch ``top1`` (Tune's schedulers are single-metric, so ASHA judges top-1
 alone even in a multi-objective study; a stopped trial is PRUNED). Ray is joined at
-``executor.address`` or ``RAY_ADDRESS`` when given, else started locally for the search; Tune's
-results go to ``<study_dir>/ray``.
+``executor.address`` or ``RAY_ADDRESS`` when given, else started locally for the search and
+stopped on every way out (:mod:`.ray_session`); Tune's results go to ``<study_dir>/ray``.
+
+Stopping: SIGINT and SIGTERM are the driver's, not Tune's (Tune's own handler would end
+``fit()`` as a success with trials left RUNNING); they, and a trial's infrastructure error, fail
+and requeue the running trials and stop the search (:mod:`.stop`). The searcher counts the
+shared storage's trials, so several drivers on one study run ``n_trials`` together.
 """
 from __future__ import annotations
 

@@ -183,7 +183,7 @@ def test_sigterm_stops_a_ray_search_and_the_ray_it_started(tmp_path: Path, new_s
 
 def test_the_run_after_a_sigkilled_ray_driver_stops_the_ray_it_left(tmp_path: Path, new_study_dir) -> None:
     study = new_study_dir("study")
-    spec = write_yaml(tmp_path / "ray.yaml", spec_with(RAY_SPEC, train={**RAY_SPEC["train"], "epochs": 30}))
+    spec = write_yaml(tmp_path / "ray.yaml", spec_with(RAY_SPEC, train={**RAY_SPEC["train"], "epochs": 10}))
     proc = start_cli("search", spec, "--out", study, "--no-progress", cwd=tmp_path, log=tmp_path / "killed.log")
     try:
         wait_for(lambda: trial_states(study).get(0) == "RUNNING" and (study / "trials" / "0" / "config.yaml").is_file(),
