@@ -96,12 +96,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path``."""
+    """``torch.save`` to a temporary file, then rename over ``path``.
+
+    torch writes through a Python file handle here so that a failed write (a full disk, a file
+    size limit) surfaces as the ``OSError`` naming ``path``, not as torch's
+    ``RuntimeError: [enforce fail at inline_container.cc]``."""
     import torch
 
     tmp = new_temp_file(path)
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as handle:
+            try:
+                torch.save(obj, handle)
+            except RuntimeError as err:
+                cause = err.__context__ or err.__cause__
+                if isinstance(cause, OSError) and cause.errno is not None:
+                    raise OSError(cause.errno, cause.strerror, str(path)) from err
+                raise
         replace_durably(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -48,18 +48,46 @@ def stdout_to_stderr() -> Iterator[None]:
 
 
 def execute(spec: Any, out: Path | None, *, force: bool, as_json: bool, progress: bool, verbose: bool) -> tuple[int, dict]:
-    """Run the study and print its summary; returns the exit code and the summary."""
+    """Run the study and print its summary; returns the exit code and the summary.
+
+    Exit codes: 0 the study reached ``n_trials``; 1 it stopped short (every trial failed,
+    ``search.max_failures``, an infrastructure error such as a full disk); 130 / 143 SIGINT /
+    SIGTERM stopped it. Each stop ends with one line saying why; rerunning the same command
+    resumes the study."""
     from ..search import format_summary, run_search
+    from ..search.stop import SearchInterrupted, StudyStopped, as_stopped, stop_signals
 
     study_dir = out or Path("runs") / spec.name
     if not verbose:  # the progress line and the table replace per-epoch training logs
         logging.getLogger("svite_search.train").setLevel(logging.WARNING)
     guard = stdout_to_stderr() if as_json else contextlib.nullcontext()
-    with guard:
-        summary = run_search(spec, study_dir, force=force, live=None if progress else False, verbose=verbose)
+    try:
+        with stop_signals(), guard:
+            summary = run_search(spec, study_dir, force=force, live=None if progress else False, verbose=verbose)
+    except (StudyStopped, KeyboardInterrupt) as caught:
+        stop = as_stopped(caught)
+        if not isinstance(stop, StudyStopped):
+            raise
+        if isinstance(stop, SearchInterrupted):
+            line = f"{stop}: running trials failed as interrupted and queued again; the same command resumes the study"
+        else:
+            line = f"stopped: {stop}; the trial is queued again: free the space or fix the path, then the same command resumes the study"
+        summary = dict(getattr(stop, "summary", None) or {"study": spec.name, "study_dir": str(study_dir)})
+        summary["error"] = line
+        if as_json:
+            from . import print_json
+
+            print_json(summary)
+        print(f"svite-search search: {line}", file=sys.stderr)
+        return stop.exit_code, summary
     code = 0
     if summary["trials_complete"] + summary["trials_pruned"] == 0 and summary["trials_failed"] > 0:
         summary["error"] = f"every trial failed ({summary['trials_failed']}); see the table or trials/<n>/"
+        code = 1
+    elif summary.get("stopped"):
+        done = summary["trials_complete"] + summary["trials_pruned"]
+        summary["error"] = (f"stopped at {done} of {summary['n_trials']} finished trials: {summary['stopped']}; "
+                            "see the table, then rerun the same command to go on")
         code = 1
     if as_json:
         from . import print_json
@@ -68,7 +96,7 @@ def execute(spec: Any, out: Path | None, *, force: bool, as_json: bool, progress
     else:
         print(format_summary(summary, spec, study_dir))
     if code:
-        print(f"svite-search: {summary['error']}", file=sys.stderr)
+        print(f"svite-search search: {summary['error']}", file=sys.stderr)
     return code, summary
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shutil
+import socket
 import tempfile
 import logging
 from pathlib import Path
@@ -92,11 +93,11 @@ def write_report_for_study(study: Any, out_dir: str | Path, spec: Mapping[str, A
     spec = dict(spec or {})
     final = Path(out_dir)
     final.mkdir(parents=True, exist_ok=True)
-    for stale in final.glob(".staging-*.tmp"):  # left by a write that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    # Every file is written into a staging folder, then renamed over the old one: a reader (or a
-    # kill) never sees a half-written report file.
-    out = Path(tempfile.mkdtemp(dir=final, prefix=".staging-", suffix=".tmp"))
+    _remove_abandoned_staging(final)
+    # Every file is written into a staging folder of this process, then renamed over the old one:
+    # a reader (or a kill) never sees a half-written report file, and two writers at once each
+    # replace whole files.
+    out = Path(tempfile.mkdtemp(dir=final, prefix=f".staging-{_writer_id()}-", suffix=".tmp"))
     try:
         result = _write_files(study, out, spec, title=title, study_dir=study_dir)
         for name in result["files"]:
@@ -105,6 +106,35 @@ def write_report_for_study(study: Any, out_dir: str | Path, spec: Mapping[str, A
         shutil.rmtree(out, ignore_errors=True)
     result["report_dir"] = str(final)
     return result
+
+
+def _writer_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process that named a staging folder ``.staging-<host>-<pid>-XXXX.tmp`` may
+    still be writing it: it runs on another host (unknowable: kept) or is alive here."""
+    writer = name[len(".staging-"):].rsplit("-", 1)[0]
+    host, _, pid = writer.rpartition("-")
+    if not host or not pid.isdigit():
+        return False  # an older layout without a writer: a killed write
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned_staging(final: Path) -> None:
+    """Remove the staging folders of killed writes; another live writer's folder stays."""
+    for stale in final.glob(".staging-*.tmp"):
+        if not _writer_alive(stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _write_files(study: Any, out: Path, spec: dict[str, Any], *, title: str | None,

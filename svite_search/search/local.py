@@ -15,15 +15,19 @@ import optuna
 from .objective import FAIL, TrialOutcome, run_trial
 from .progress import SearchMonitor
 from .space import suggest_params
+from .stop import InfrastructureStop, interrupted_reason
 from .study import (
     DRIVER_ATTR,
     INTERRUPTED,
     RETRY_ATTR,
     StudyHandle,
-    driver_gone,
+    claim_is_surplus,
     driver_id,
+    give_back,
+    live_running,
     queue_again,
     record_outcome,
+    recover_interrupted,
     study_counts,
 )
 
@@ -47,59 +51,82 @@ WAIT_FOR_OTHERS_S = 2.0
 
 
 def _running_elsewhere(study: optuna.Study) -> int:
-    """Trials another driver is running now (its process alive, or on another machine)."""
+    """Trials another live driver is running now (see :func:`.study.live_running`)."""
     me = driver_id()
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        if t.user_attrs.get(DRIVER_ATTR) not in (None, me) and not driver_gone(t.user_attrs.get(DRIVER_ATTR))
-    )
+    return sum(1 for t in live_running(study) if t.user_attrs.get(DRIVER_ATTR) != me)
 
 
-def run_local(handle: StudyHandle, monitor: SearchMonitor) -> None:
-    """Run trials until ``n_trials`` have finished, ``max_failures`` failed in this run, or (grid)
-    the grid is exhausted."""
+def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
+    """Run trials until the study (all its drivers together) has ``n_trials`` finished trials,
+    ``max_failures`` failed in this run, or (grid) the grid is exhausted.
+
+    Returns why it stopped short of ``n_trials`` (None when it did not). An infrastructure error
+    raises :class:`.stop.InfrastructureStop` and a signal :class:`.stop.SearchInterrupted`; the
+    trial they stopped is failed with the reason and queued again first."""
     spec, study = handle.spec, handle.study
     prune = spec.search.pruner != "none" and len(spec.objectives) == 1
     failures = 0
     while True:
         counts = study_counts(study)
         if counts.finished >= spec.n_trials:
-            break
+            return None
         if counts.finished + _running_elsewhere(study) >= spec.n_trials:
             # Another live driver's trials would finish the study: wait for them rather than
             # overshoot n_trials; run more only if one of them fails.
-            optuna.storages.fail_stale_trials(study)
+            recover_interrupted(study)
             time.sleep(WAIT_FOR_OTHERS_S)
             continue
         if failures >= spec.max_failures:
-            log.warning("stopping: %d trials failed in this run (search.max_failures)", failures)
-            break
+            reason = f"{failures} trials failed in this run (search.max_failures {spec.max_failures})"
+            log.warning("stopping: %s", reason)
+            return reason
         if spec.search.sampler == "grid" and counts.waiting == 0:
-            break
+            return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # heartbeats outside Study.optimize are ours
             trial = study.ask()
+        if claim_is_surplus(study, trial._trial_id, spec.n_trials):
+            give_back(study, trial._trial_id)  # another driver's trial took the last place meanwhile
+            continue
         trial.set_user_attr(DRIVER_ATTR, driver_id())
-        params = suggest_params(trial, spec)
-        monitor.started(trial.number, params, trial._trial_id)
-        reporter = _pruning_reporter(trial, spec.metrics[0]) if prune else None
-
-        def on_epoch(metrics: dict[str, Any], number: int = trial.number) -> None:
-            monitor.epoch(number, metrics)
-            if reporter is not None:
-                reporter(metrics)
-
+        params: dict[str, Any] = {}
         try:
+            params = suggest_params(trial, spec)
+            monitor.started(trial.number, params, trial._trial_id)
+            reporter = _pruning_reporter(trial, spec.metrics[0]) if prune else None
+
+            def on_epoch(metrics: dict[str, Any], number: int = trial.number) -> None:
+                monitor.epoch(number, metrics)
+                if reporter is not None:
+                    reporter(metrics)
+
             outcome = run_trial(spec, handle.study_dir, trial.number, params, on_epoch=on_epoch,
                                 retry_of=trial.user_attrs.get(RETRY_ATTR))
-        except BaseException:  # Ctrl-C: the trial is lost, its parameters are queued again
-            outcome = TrialOutcome(trial.number, FAIL, error=INTERRUPTED)
-            record_outcome(study, trial, outcome, spec)
-            queue_again(study, trial.number, params)
-            monitor.finished(outcome)
+            if outcome.stop is None:
+                record_outcome(study, trial, outcome, spec)
+                monitor.finished(outcome)
+        except BaseException as err:  # Ctrl-C, SIGTERM: the trial is lost, its parameters are queued again
+            signal_name = getattr(err, "signal_name", None)
+            stopped = TrialOutcome(trial.number, FAIL, error=interrupted_reason(signal_name) if signal_name else INTERRUPTED)
+            if _fail_and_requeue(study, trial, stopped, spec, params):
+                monitor.finished(stopped)
             raise
-        record_outcome(study, trial, outcome, spec)
-        monitor.finished(outcome)
+        if outcome.stop is not None:
+            if _fail_and_requeue(study, trial, outcome, spec, params):
+                monitor.finished(outcome)
+            raise InfrastructureStop(outcome.stop)
         if outcome.state == FAIL:
             failures += 1
+
+
+def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, spec: Any,
+                      params: dict[str, Any]) -> bool:
+    """Record a trial the search stopped as FAIL with the reason and queue its point again
+    (the whole point: an enqueued trial's fixed parameters included). False when the trial
+    was recorded already (the stop came while it was being told)."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state != optuna.trial.TrialState.RUNNING:
+        return False
+    record_outcome(study, trial, outcome, spec)
+    queue_again(study, trial.number, {**(frozen.system_attrs.get("fixed_params") or {}), **frozen.params, **params})
+    return True

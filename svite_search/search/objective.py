@@ -2,8 +2,11 @@
 
 :func:`run_trial` never raises for a trial that goes wrong: an exception, a non-finite loss or
 a non-finite objective comes back as a ``FAIL`` outcome with its reason, and a pruner's
-:class:`optuna.TrialPruned` as ``PRUNED``, so the study records it and goes on. Only
-``KeyboardInterrupt``/``SystemExit`` pass through. The outcome is plain data (JSON-ready) so a
+:class:`optuna.TrialPruned` as ``PRUNED``, so the study records it and goes on. An error of the
+machine (a full disk, a read-only path: :func:`.stop.infrastructure_error`) comes back as a
+``FAIL`` whose ``stop`` names the path and the cause: the executor then stops the study and
+queues the trial again instead of going on. Only ``KeyboardInterrupt``/``SystemExit`` pass
+through. The outcome is plain data (JSON-ready) so a
 Ray worker can send it back to the driver, which alone writes to the study.
 
 Example::
@@ -22,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 from .space import trial_config
 from .spec import StudySpec
+from .stop import infrastructure_error
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +46,15 @@ class TrialOutcome:
     attrs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     result: dict[str, Any] | None = None
+    #: set when the study must stop: ``"PATH: cause"`` of an infrastructure error
+    stop: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialOutcome":
-        return cls(**{k: data.get(k) for k in ("number", "state", "values", "error", "result")}, attrs=dict(data.get("attrs") or {}))
+        return cls(**{k: data.get(k) for k in ("number", "state", "values", "error", "result", "stop")}, attrs=dict(data.get("attrs") or {}))
 
 
 def trial_dir(study_dir: str | Path, number: int) -> Path:
@@ -188,8 +194,13 @@ def run_trial(
         reason = str(err) or f"pruned after epoch {len(epochs)}"
         return TrialOutcome(number, PRUNED, attrs=attrs, error=reason, result={"history": epochs})
     except Exception as err:  # a failed trial is data, not a crash of the study
-        log.warning("trial %d failed: %s", number, _reason(err))
         attrs["top1_history"] = [_clean(e.get("top1")) for e in epochs]
+        infrastructure = infrastructure_error(err)
+        if infrastructure is not None:  # the machine failed, not the trial: stop, rerun it later
+            log.error("trial %d stopped by the machine: %s", number, infrastructure)
+            return TrialOutcome(number, FAIL, attrs=attrs, error=f"infrastructure: {infrastructure} (rerun queued)",
+                                result={"history": epochs}, stop=infrastructure)
+        log.warning("trial %d failed: %s", number, _reason(err))
         return TrialOutcome(number, FAIL, attrs=attrs, error=_reason(err), result={"history": epochs})
     return TrialOutcome(number, COMPLETE, values=values, attrs=attrs, result=_jsonable(result))
 

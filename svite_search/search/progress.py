@@ -68,6 +68,7 @@ class SearchMonitor:
     def started(self, number: int, params: Mapping[str, Any], trial_id: int | None = None) -> None:
         with self._lock:
             self._running[number] = trial_id
+            self._first_heartbeat(trial_id)
             config = trial_config_dict(self.spec, params, name=f"{self.spec.name}-t{number}")
             self.tracker.trial_started(number, dict(params), config)
             self._draw()
@@ -137,6 +138,19 @@ class SearchMonitor:
             if value is None or constraint.violation(float(value)) > 0:
                 return False
         return True
+
+    def _first_heartbeat(self, trial_id: int | None) -> None:
+        """Beat once when a trial starts: a trial lost in its first heartbeat interval is then
+        found by its age like any other, not left RUNNING forever."""
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
+        storage = getattr(self.study, "_storage", None)
+        if trial_id is None or storage is None or not is_heartbeat_enabled(storage):
+            return
+        try:
+            storage.record_heartbeat(trial_id)
+        except Exception as err:  # a missed beat delays a recovery, never the study
+            log.debug("heartbeat of trial id %s failed: %s", trial_id, err)
 
     def running_trial_ids(self) -> list[int]:
         with self._lock:

@@ -19,8 +19,13 @@ trial lost to an infrastructure failure (a worker or node dying; a trial that ra
 loss is not finite fails at once, a rerun would fail again). ``scheduler: asha`` adds
 early stopping on per-epoch ``top1`` (Tune's schedulers are single-metric, so ASHA judges top-1
 alone even in a multi-objective study; a stopped trial is PRUNED). Ray is joined at
-``executor.address`` or ``RAY_ADDRESS`` when given, else started locally for the search; Tune's
-results go to ``<study_dir>/ray``.
+``executor.address`` or ``RAY_ADDRESS`` when given, else started locally for the search and
+stopped on every way out (:mod:`.ray_session`); Tune's results go to ``<study_dir>/ray``.
+
+Stopping: SIGINT and SIGTERM are the driver's, not Tune's (Tune's own handler would end
+``fit()`` as a success with trials left RUNNING); they, and a trial's infrastructure error, fail
+and requeue the running trials and stop the search (:mod:`.stop`). The searcher counts the
+shared storage's trials, so several drivers on one study run ``n_trials`` together.
 """
 from __future__ import annotations
 
@@ -28,8 +33,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,19 +44,25 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from . import ray_session
 from .objective import FAIL, PRUNED, TrialOutcome, run_trial
 from .progress import SearchMonitor
 from .space import suggest_params
 from .spec import EPOCH_METRICS, StudySpec
+from .stop import InfrastructureStop, as_stopped, claim_signals, interrupted_reason
 from .study import (
     DRIVER_ATTR,
     INTERRUPTED,
     RETRY_ATTR,
     StudyHandle,
+    claim_is_surplus,
     driver_id,
+    give_back,
+    live_running,
     make_sampler,
     queue_again,
     record_outcome,
+    retries_first,
     study_counts,
 )
 
@@ -218,7 +227,6 @@ class StudySearcher(OptunaSearch):
 
     def __init__(self, handle: StudyHandle, monitor: SearchMonitor, *, parallel: bool, early_stopping: bool) -> None:
         spec = handle.spec
-        counts = study_counts(handle.study)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             super().__init__(
@@ -230,9 +238,10 @@ class StudySearcher(OptunaSearch):
                 storage=handle.storage,
             )
         self.spec, self.monitor, self.early_stopping = spec, monitor, early_stopping
-        self._finished = counts.finished
-        self._waiting = counts.waiting
+        retries_first(self._ot_study)
         self._failures = 0
+        #: ``"PATH: cause"`` once a trial hit an infrastructure error: the search stops
+        self.stop_reason: str | None = None
         self._live: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self._tune_trials: dict[str, Any] = {}  # Tune trial id -> Tune Trial (for error files)
 
@@ -247,24 +256,56 @@ class StudySearcher(OptunaSearch):
         return {}
 
     def _enough(self) -> bool:
+        """The study (every driver's trials in the shared storage) has its trials, this run hit
+        ``max_failures``, a grid has no point left, or the machine failed."""
         spec = self.spec
-        if self._finished >= spec.n_trials or self._failures >= spec.max_failures:
+        if self.stop_reason is not None or self._failures >= spec.max_failures:
             return True
-        return spec.search.sampler == "grid" and self._waiting <= 0
+        counts = study_counts(self._ot_study)
+        if counts.finished >= spec.n_trials:
+            return True
+        return spec.search.sampler == "grid" and counts.waiting <= 0
+
+    def short_reason(self) -> str | None:
+        """Why the search ended before ``n_trials`` (None when it did not)."""
+        if self._failures >= self.spec.max_failures:
+            return f"{self._failures} trials failed in this run (search.max_failures {self.spec.max_failures})"
+        return None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._enough():
             return Searcher.FINISHED
-        if self._finished + len(self._live) >= self.spec.n_trials:
-            return None  # enough running: start another only if one of them fails
+        study, n_trials = self._ot_study, self.spec.n_trials
+        if study_counts(study).finished + len(live_running(study)) >= n_trials:
+            return None  # enough running (here or in another driver): another only if one fails
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # heartbeats outside Study.optimize are ours
+            trial = study.ask()
+            if claim_is_surplus(study, trial._trial_id, n_trials):
+                give_back(study, trial._trial_id)  # another driver took the last place meanwhile
+                return None
+            trial.set_user_attr(DRIVER_ATTR, driver_id())
+            self._ot_trials[trial_id] = trial
             config = super().suggest(trial_id)
-        trial = self._ot_trials[trial_id]
-        trial.set_user_attr(DRIVER_ATTR, driver_id())
         self._live[trial_id] = trial.number
-        self._waiting -= 1
         return config
+
+    def interrupt_live(self, reason: str) -> list[int]:
+        """Fail the trials still running with ``reason`` and queue their points again (the
+        search is stopping); returns their numbers."""
+        stopped = []
+        for trial_id, number in list(self._live.items()):
+            self._live.pop(trial_id, None)
+            ot_trial = self._ot_trials[trial_id]
+            frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+            if frozen.state != optuna.trial.TrialState.RUNNING:
+                continue
+            outcome = TrialOutcome(number, FAIL, error=reason)
+            record_outcome(self._ot_study, ot_trial, outcome, self.spec)
+            queue_again(self._ot_study, number, {**(frozen.system_attrs.get("fixed_params") or {}), **frozen.params})
+            self.monitor.finished(outcome)
+            stopped.append(number)
+        return stopped
 
     def register(self, trial_id: str, tune_trial: Any) -> None:
         self._tune_trials[trial_id] = tune_trial
@@ -291,10 +332,14 @@ class StudySearcher(OptunaSearch):
             outcome = TrialOutcome(number, FAIL, error=_error_text(self._tune_trials.get(trial_id)))
         else:
             outcome = outcome_from_result(number, result, early_stopping=self.early_stopping)
+        if outcome.stop is not None and self.stop_reason is None:
+            self.stop_reason = outcome.stop  # DriverCallback stops the search at the next step
         try:
             record_outcome(self._ot_study, ot_trial, outcome, self.spec)
-            if outcome.error == INTERRUPTED:
-                queue_again(self._ot_study, number, dict(ot_trial.params))
+            if outcome.error == INTERRUPTED or outcome.stop is not None:
+                frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+                queue_again(self._ot_study, number, {**(frozen.system_attrs.get("fixed_params") or {}),
+                                                     **frozen.params})
         except Exception as err:  # never lose the Tune loop over one trial's bookkeeping
             log.warning("trial %d: could not record its outcome: %s: %s", number, type(err).__name__, err)
             outcome = TrialOutcome(number, FAIL, error=f"recording failed: {err}")
@@ -302,10 +347,8 @@ class StudySearcher(OptunaSearch):
                 self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             except Exception:
                 pass
-        if outcome.state == FAIL:
+        if outcome.state == FAIL and outcome.stop is None:
             self._failures += 1
-        else:
-            self._finished += 1
         self.monitor.finished(outcome)
 
 
@@ -340,14 +383,18 @@ class DriverCallback(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.searcher.register(trial.trial_id, trial)
 
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.searcher.stop_reason is not None:  # the machine failed: stop every trial now
+            raise InfrastructureStop(self.searcher.stop_reason)
+
 
 # ----------------------------------------------------------------------------- running
 
 
-def _ensure_ray(spec: StudySpec, verbose: bool) -> tuple[bool, str | None]:
+def _ensure_ray(spec: StudySpec, study_dir: Path, verbose: bool) -> tuple[bool, str | None]:
     """Connect to Ray: the running instance, a cluster (``executor.address``/``RAY_ADDRESS``) or
-    a local instance started here. Returns whether this call started it, and the local
-    instance's session directory."""
+    a local instance started here (:mod:`.ray_session`). Returns whether this call started or
+    joined it, and the local instance's session folder."""
     import ray
 
     if ray.is_initialized():
@@ -356,15 +403,14 @@ def _ensure_ray(spec: StudySpec, verbose: bool) -> tuple[bool, str | None]:
     if address:
         ray.init(address=address, log_to_driver=verbose)
         return True, None
-    temp_dir = tempfile.mkdtemp(prefix="ray")  # short: unix socket paths have a length limit
-    ray.init(
+    session_dir = ray_session.start_local(
+        study_dir,
         num_cpus=spec.executor.num_cpus or os.cpu_count(),
         num_gpus=spec.executor.num_gpus,
         include_dashboard=False,
         log_to_driver=verbose,
-        _temp_dir=temp_dir,
     )
-    return True, temp_dir
+    return True, session_dir
 
 
 def _trainable(spec: StudySpec, study_dir: Path) -> Any:
@@ -388,14 +434,20 @@ def _scheduler(spec: StudySpec) -> Any:
                          grace_period=spec.executor.grace_period, reduction_factor=spec.executor.reduction_factor)
 
 
-def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = False) -> None:
-    """Run the study's missing trials on Ray Tune (see the module docstring)."""
+def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = False) -> str | None:
+    """Run the study's missing trials on Ray Tune (see the module docstring). Returns why it
+    stopped short of ``n_trials`` (None when it did not); a signal or an infrastructure error
+    fails and requeues the running trials, stops Ray and raises (:mod:`.stop`)."""
     spec = handle.spec
     if study_counts(handle.study).finished >= spec.n_trials:
-        return
-    started, temp_dir = _ensure_ray(spec, verbose)
+        return None
+    # Tune's own SIGINT handler ends fit() "successfully" with trials left RUNNING: ours stops the study.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our display only
+    searcher: StudySearcher | None = None
+    started, session_dir = _ensure_ray(spec, handle.study_dir, verbose)
     try:
+        claim_signals()  # ray.init replaced the SIGTERM handler
         ex = spec.executor
         scheduler = _scheduler(spec)
         searcher = StudySearcher(handle, monitor, parallel=ex.max_concurrent != 1, early_stopping=scheduler is not None)
@@ -417,10 +469,23 @@ def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = Fals
             ),
         )
         tuner.fit()
+        return searcher.short_reason()
+    except BaseException as caught:  # a signal, the machine, or a failure of Ray itself
+        err = as_stopped(caught)
+        if searcher is not None:
+            signal_name = getattr(err, "signal_name", None)
+            if isinstance(err, InfrastructureStop):
+                reason = f"infrastructure: {err} (rerun queued)"
+            else:
+                reason = interrupted_reason(signal_name) if signal_name else INTERRUPTED
+            searcher.interrupt_live(reason)
+        if err is caught:
+            raise
+        raise err from None
     finally:
-        if started:
+        if session_dir is not None:
+            ray_session.stop_local(handle.study_dir, session_dir, keep_logs=verbose)  # -v keeps Ray's logs
+        elif started:
             import ray
 
             ray.shutdown()
-        if temp_dir is not None and not verbose:  # Ray's session logs; -v keeps them
-            shutil.rmtree(temp_dir, ignore_errors=True)

@@ -20,6 +20,7 @@ from .._redact import mask_url
 from .objective import trial_dir
 from .progress import SearchMonitor, summary_table
 from .spec import StudySpec
+from .stop import SearchInterrupted, StudyStopped, as_stopped
 from .study import Heartbeat, StudyHandle, pareto_front, prepare_study, study_counts
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,12 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
     Returns the ``search --json`` object: ``study``, ``study_dir``, ``trials_complete``,
     ``trials_failed``, ``trials_pruned``, ``pareto`` (``{number, params, values}``),
     ``report_dir``, plus ``objectives``, ``n_trials``, ``executor``, ``resumed``,
-    ``recovered`` (interrupted trials failed and queued again) and ``wall_s``.
+    ``recovered`` (interrupted trials failed and queued again) and ``wall_s``; ``stopped`` says
+    why when the study stopped short of ``n_trials`` (``search.max_failures``).
+
+    Raises :class:`.stop.SearchInterrupted` (a signal) or :class:`.stop.InfrastructureStop` (a
+    full disk, a read-only path) after failing and requeueing the trials they stopped and ending
+    the MLflow study run KILLED or FAILED; the exception's ``summary`` is the summary so far.
     """
     import optuna
 
@@ -109,6 +115,9 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
     optuna.logging.set_verbosity(optuna.logging.DEBUG if verbose else optuna.logging.WARNING)
     parallel = spec.executor.kind == "ray" and spec.executor.max_concurrent != 1
     handle = prepare_study(spec, study_dir, force=force, parallel=parallel)
+    from .ray_session import clean_leftovers
+
+    clean_leftovers(study_dir)  # the local Ray of a killed driver of this study, whichever executor runs now
     tracker = make_tracker(handle)
     tracker.start()
     if handle.recovered:
@@ -116,22 +125,45 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
     reconcile_tracking(tracker, handle)
     monitor = SearchMonitor(spec, handle.study, tracker, live=live)
     before = study_counts(handle.study)
+    short: str | None = None
     try:
         with Heartbeat(handle.storage, monitor.running_trial_ids):
             if spec.executor.kind == "ray":
                 from .ray_executor import run_ray
 
-                run_ray(handle, monitor, verbose=verbose)
+                short = run_ray(handle, monitor, verbose=verbose)
             else:
                 from .local import run_local
 
-                run_local(handle, monitor)
+                short = run_local(handle, monitor)
+    except (StudyStopped, KeyboardInterrupt) as caught:
+        stop = as_stopped(caught)
+        if not isinstance(stop, StudyStopped):
+            raise
+        # No report: a stop must be quick, and the next run writes it whole.
+        tracker.stop("KILLED" if isinstance(stop, SearchInterrupted) else "FAILED", str(stop))
+        try:
+            stop.summary = _summary(spec, handle, tracker, before, [], None, start)  # type: ignore[attr-defined]
+        except Exception:  # the storage itself may be what failed
+            stop.summary = None  # type: ignore[attr-defined]
+        if stop is caught:
+            raise
+        raise stop from None
     finally:
         monitor.close()
-    counts = study_counts(handle.study)
     pareto = pareto_front(handle.study)
     report_dir = write_study_report(study_dir)
     tracker.end(pareto, report_dir)
+    summary = _summary(spec, handle, tracker, before, pareto, report_dir, start)
+    if short and summary["trials_complete"] + summary["trials_pruned"] < spec.n_trials:
+        summary["stopped"] = short
+    return summary
+
+
+def _summary(spec: StudySpec, handle: StudyHandle, tracker: Any, before: Any, pareto: list[dict[str, Any]],
+             report_dir: str | None, start: float) -> dict[str, Any]:
+    study_dir = handle.study_dir
+    counts = study_counts(handle.study)
     return {
         "study": spec.name,
         "study_dir": str(study_dir),
@@ -141,8 +173,9 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
         "trials_complete": counts.complete,
         "trials_failed": counts.failed,
         "trials_pruned": counts.pruned,
+        # the recovered trials were failed before ``before`` was counted: they are not in it twice
         "trials_run_now": counts.complete + counts.failed + counts.pruned
-        - (before.complete + before.failed + before.pruned) - len(handle.recovered),
+        - (before.complete + before.failed + before.pruned),
         "resumed": handle.resumed,
         "recovered": handle.recovered,
         "pareto": pareto,

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 TAG_KIND, TAG_STUDY, TAG_STUDY_DIR = "svite.kind", "svite.study", "svite.study_dir"
 TAG_TRIAL, TAG_METHOD, TAG_STATE = "svite.trial", "svite.method", "svite.state"
-TAG_ERROR, TAG_PRUNED = "svite.error", "svite.pruned"
+TAG_ERROR, TAG_PRUNED, TAG_STOPPED = "svite.error", "svite.pruned", "svite.stopped"
 PARENT_RUN_ID = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
 
 #: Optuna trial state -> MLflow run status. A pruned (early-stopped) trial is KILLED and tagged.
@@ -116,6 +116,9 @@ class NullStudyTracker:
         return []
 
     def end(self, pareto: list[dict[str, Any]], report_dir: str | Path | None = None) -> None:
+        pass
+
+    def stop(self, status: str, reason: str) -> None:
         pass
 
 
@@ -247,6 +250,8 @@ class StudyTracker:
             self._call(lambda: self.client.update_run(self.parent_run_id, status="RUNNING"), "reopen the study run")
             resumes = int(parent.data.tags.get("svite.resumes", "0")) + 1
             self._call(lambda: self.client.set_tag(self.parent_run_id, "svite.resumes", str(resumes)), "tag")
+            if TAG_STOPPED in parent.data.tags:  # the stop it records is over
+                self._safe(lambda: self.client.delete_tag(self.parent_run_id, TAG_STOPPED), "untag")
         self._call(lambda: self._log_params(self.parent_run_id, flatten(self.spec), existing), "log spec params")
         spec_text = yaml.safe_dump(self.spec, sort_keys=False)
         self._call(lambda: self.client.log_text(self.parent_run_id, spec_text, "spec.yaml"), "log spec.yaml")
@@ -393,6 +398,16 @@ class StudyTracker:
         if report.is_dir():
             self._safe(lambda: self.client.log_artifacts(run_id, str(report), "report"), "log the report")
         self._safe(lambda: self.client.set_terminated(run_id, status="FINISHED"), "end the study run")
+
+
+    def stop(self, status: str, reason: str) -> None:
+        """End the study run before its target: ``KILLED`` when a signal stopped the search,
+        ``FAILED`` when the machine did; ``svite.stopped`` says why. A resume reopens it."""
+        if self.parent_run_id is None:
+            return
+        run_id = self.parent_run_id
+        self._safe(lambda: self.client.set_tag(run_id, TAG_STOPPED, reason[:5000]), "tag the study run")
+        self._safe(lambda: self.client.set_terminated(run_id, status=status), "end the study run")
 
 
 def make_study_tracker(study_dir: str | Path, study_name: str, spec: Mapping[str, Any] | None = None,

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -52,3 +53,20 @@ def reference_study(tmp_path_factory: pytest.TempPathFactory, mlflow_template: P
 @pytest.fixture
 def crash_spec_file(tmp_path: Path) -> Path:
     return write_yaml(tmp_path / "crash.yaml", CRASH_SPEC)
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """The address of the test session's Ray instance (2 CPUs), for ``search`` processes to join
+    with ``RAY_ADDRESS`` instead of each starting a Ray of its own."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    temp_dir = tempfile.mkdtemp(prefix="ray") if started else None
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        if started:
+            ray.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)

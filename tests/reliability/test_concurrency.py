@@ -84,9 +84,7 @@ def test_a_second_search_on_a_running_study_cooperates_without_lock_errors(tmp_p
         assert len(lines) == 1 and str(study) in lines[0], results[1][1][-2000:]
     assert codes in ([0, 0], [0, 2]), [text[-2000:] for _, text in results]
 
-    trials = load_trials(study)
-    assert all(t.state.name == "COMPLETE" for t in trials), {t.number: t.state.name for t in trials}
-    assert len(trials) == N_TRIALS  # a driver waits for the other's last trials instead of overshooting
+    trials = _assert_exactly_n_complete(study, N_TRIALS)
     params = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(params)) == len(params), "the two drivers ran the same parameters"
     if codes == [0, 0]:
@@ -95,6 +93,77 @@ def test_a_second_search_on_a_running_study_cooperates_without_lock_errors(tmp_p
     assert [p.info.status for p in parents] == ["FINISHED"]
     assert sorted(int(r.data.tags["svite.trial"]) for r in runs) == [t.number for t in trials]
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def _assert_exactly_n_complete(study: Path, n_trials: int) -> list:
+    """The study has exactly ``n_trials`` trials, all COMPLETE: a driver whose claim of a trial
+    came too late (the other driver's trials fill the study) gave it back to the queue unrun
+    (WAITING, unsigned) and waited. Returns the trials that ran."""
+    trials = load_trials(study)
+    ran = [t for t in trials if t.state.name != "WAITING"]
+    assert all(t.state.name == "COMPLETE" for t in ran), {t.number: t.state.name for t in trials}
+    assert len(ran) == n_trials, {t.number: t.state.name for t in trials}  # never overshoot
+    given_back = [t for t in trials if t.state.name == "WAITING"]
+    assert all(t.user_attrs.get("driver") is None and not t.params for t in given_back), given_back
+    return ran
+
+
+#: A Ray study whose trials last long enough (20 epochs) for a second driver to join in.
+RAY_SPEC = spec_with(
+    CRASH_SPEC, name="shared-ray",
+    train={**CRASH_SPEC["train"], "epochs": 20, "max_steps_per_epoch": 2},
+    search={"sampler": "random", "n_trials": 3, "seed": 0},
+    executor={"kind": "ray", "cpus_per_trial": 1, "max_concurrent": 1},
+)
+
+
+@pytest.mark.slow
+def test_two_ray_drivers_on_one_study_run_exactly_n_trials(ray_address: str, tmp_path: Path, new_study_dir) -> None:
+    study = new_study_dir("study")
+    spec = write_yaml(tmp_path / "shared-ray.yaml", RAY_SPEC)
+    args = ("search", spec, "--out", study, "--no-progress")
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first = start_cli(*args, cwd=tmp_path, log=logs[0], RAY_ADDRESS=ray_address)
+    second = None
+    try:
+        wait_for(lambda: trial_states(study).get(0) == "RUNNING", first)
+        second = start_cli(*args, cwd=tmp_path, log=logs[1], RAY_ADDRESS=ray_address)
+    finally:
+        results = _finish([p for p in (first, second) if p is not None], logs)
+    assert [code for code, _ in results] == [0, 0], [text[-2000:] for _, text in results]
+    ran = _assert_exactly_n_complete(study, RAY_SPEC["search"]["n_trials"])
+    parents, runs = mlflow_runs(study)
+    assert sorted(int(r.data.tags["svite.trial"]) for r in runs) == [t.number for t in ran]
+
+
+#: A report writer that stays alive, to name a staging folder as its own.
+LIVE_WRITER = "import sys; sys.stdin.read()"
+
+
+@pytest.mark.slow
+def test_a_report_write_keeps_another_writers_staging_folder(tmp_path: Path, reference_study: Path) -> None:
+    import shutil
+    import socket
+
+    study = tmp_path / "study"
+    shutil.copytree(reference_study, study)
+    report = study / "report"
+    writer = subprocess.Popen([sys.executable, "-c", LIVE_WRITER], stdin=subprocess.PIPE)
+    try:
+        live = report / f".staging-{socket.gethostname()}-{writer.pid}-abcd1234.tmp"
+        live.mkdir()
+        (live / "trials.csv").write_text("being written\n")
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        killed = report / f".staging-{socket.gethostname()}-{dead.stdout.strip()}-efgh5678.tmp"
+        killed.mkdir()
+        done = subprocess.run([sys.executable, "-m", "svite_search", "report", str(study)], cwd=tmp_path,
+                              env=cli_env(), capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (live / "trials.csv").read_text() == "being written\n"  # the live writer's folder is intact
+        assert not killed.exists()  # a killed writer's folder is cleared
+        assert (report / "summary.md").is_file()
+    finally:
+        writer.communicate(b"")
 
 
 #: Waits for the go file, then opens the MLflow store as a search driver does.

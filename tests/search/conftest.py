@@ -56,6 +56,9 @@ def write_spec() -> Callable[..., Path]:
 def ray_session() -> Iterator[None]:
     """One local Ray instance (2 CPUs) for every Ray test; the executor reuses it."""
     ray = pytest.importorskip("ray")
+    if ray.is_initialized():  # another suite's session instance: share it
+        yield
+        return
     temp_dir = tempfile.mkdtemp(prefix="ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
     try:
