@@ -43,9 +43,10 @@ def postgres_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> st
     return postgres.create_database(name)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
-    """``mlflow server`` of this test (it may kill and restart it)."""
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """``mlflow server`` shared by a module's tests (starting one takes a while); a test that
+    kills it starts it again. Each test uses an experiment of its own."""
     import shutil
 
     if shutil.which("mlflow") is None and not (Path(sys.executable).with_name("mlflow")).exists():
@@ -55,7 +56,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
         import flask  # noqa: F401
     except ImportError:
         unavailable("the mlflow server is not installed (pip install 'svite-search[server]')")
-    server = MlflowServer(tmp_path / "mlflow-server")
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     try:
         server.start()
     except RuntimeError as err:
