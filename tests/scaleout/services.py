@@ -71,7 +71,8 @@ def _pg_bin(name: str) -> str | None:
 class PostgresServer:
     """A PostgreSQL cluster of its own; :meth:`stop` stops only this one."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable  # fsync on, as a real server runs; off for tests (faster, nothing to keep)
         self.initdb, self.pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
         if not (self.initdb and self.pg_ctl):
             raise RuntimeError("PostgreSQL is not installed (initdb/pg_ctl not found; apt-get install postgresql)")
@@ -96,10 +97,12 @@ class PostgresServer:
 
     def start(self) -> None:
         done = self._run(self.initdb, "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
-                         "--no-sync")
+                         *(() if self.durable else ("--no-sync",)))
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.strip()[-500:]}")
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off -c max_connections=200"
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off"
         done = self._run(self.pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"),
                          "-w", "-t", "120", "start")
         if done.returncode != 0:

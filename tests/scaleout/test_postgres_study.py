@@ -16,7 +16,7 @@ import pytest
 
 from reliability_support import CRASH_SPEC, run_cli, sigkill, spec_with, start_cli, wait_for, write_yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scaleout]
 
 N_TRIALS = 3
 

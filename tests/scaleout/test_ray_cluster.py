@@ -26,7 +26,7 @@ import pytest
 from reliability_support import CRASH_SPEC, cli_env, spec_with, write_yaml
 from services import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scaleout]
 ray = pytest.importorskip("ray")
 
 HERE = Path(__file__).resolve().parent
