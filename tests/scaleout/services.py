@@ -96,10 +96,12 @@ class PostgresServer:
         return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
     def start(self) -> None:
-        done = self._run(self.initdb, "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
-                         *(() if self.durable else ("--no-sync",)))
-        if done.returncode != 0:
-            raise RuntimeError(f"initdb failed: {done.stderr.strip()[-500:]}")
+        """Create the cluster (first call) and start the server (again, after :meth:`kill`)."""
+        if not (self.data / "PG_VERSION").exists():
+            done = self._run(self.initdb, "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
+                             *(() if self.durable else ("--no-sync",)))
+            if done.returncode != 0:
+                raise RuntimeError(f"initdb failed: {done.stderr.strip()[-500:]}")
         options = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c max_connections=200"
         if not self.durable:
             options += " -c fsync=off"
@@ -108,6 +110,10 @@ class PostgresServer:
         if done.returncode != 0:
             log = (self.root / "server.log").read_text() if (self.root / "server.log").exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {done.stderr.strip()[-300:]} {log[-500:]}")
+
+    def kill(self) -> None:
+        """Stop the server at once (``immediate``: no shutdown checkpoint, as a crash); its data stay."""
+        self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
