@@ -51,7 +51,7 @@ def _wait(condition, bound_s: float) -> bool:
 
 def setup() -> None:
     """The workers' setup hook: register the probe model with timm."""
-    import svite_search  # noqa: F401  (the torchvision import guard runs before timm)
+    import svite_search.models  # noqa: F401  (the torchvision import guard runs before timm)
     import torch
     from timm.models import register_model
     from timm.models.vision_transformer import VisionTransformer
