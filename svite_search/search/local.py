@@ -70,6 +70,9 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
         counts = study_counts(study)
         if counts.finished >= spec.n_trials:
             return None
+        if counts.running:
+            # a driver sharing this study that died mid-trial: fail its trial and rerun it here
+            recover_interrupted(study)
         if counts.finished + _running_elsewhere(study) >= spec.n_trials:
             # Another live driver's trials would finish the study: wait for them rather than
             # overshoot n_trials; run more only if one of them fails.

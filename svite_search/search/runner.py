@@ -8,16 +8,13 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import TrialState
 
 from .._redact import mask_url
-from .objective import trial_dir
 from .progress import SearchMonitor, summary_table
 from .spec import StudySpec
 from .stop import SearchInterrupted, StudyStopped, as_stopped
@@ -37,45 +34,15 @@ def make_tracker(handle: StudyHandle) -> Any:
                               enabled=spec.tracking.enabled)
 
 
-def _finished_result(study_dir: Path, trial: Any) -> dict[str, Any]:
-    """A finished trial's result for the tracker: its run's result.json plus its user attributes."""
-    path = trial_dir(study_dir, trial.number) / "result.json"
-    result: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            result = json.loads(path.read_text())
-        except (OSError, ValueError):
-            result = {}
-    for key, value in trial.user_attrs.items():
-        result.setdefault(key, value)
-    return result
-
-
 def reconcile_tracking(tracker: Any, handle: StudyHandle) -> list[int]:
-    """Close the MLflow runs of trials the study knows are finished but whose runs a killed
-    driver left open (it died between telling Optuna and closing the run). Returns their numbers."""
-    runs = getattr(tracker, "trial_runs", None) or {}
-    if not runs:
+    """Bring MLflow up to date with the study: write the runs of finished trials it is missing
+    (the tracking server was away, or the store was deleted) and close the runs a killed driver
+    left open. Returns the trial numbers written (see :mod:`svite_search.tracking.backfill`)."""
+    if not getattr(tracker, "enabled", False):
         return []
-    closed = []
-    finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-    for trial in handle.study.get_trials(deepcopy=False, states=finished):
-        run_id = runs.get(trial.number)
-        if run_id is None:
-            continue
-        try:
-            status = tracker.client.get_run(run_id).info.status
-        except Exception as err:
-            log.warning("MLflow: trial %d's run could not be read: %s", trial.number, err)
-            continue
-        if status not in ("RUNNING", "SCHEDULED"):
-            continue
-        reason = trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason")
-        tracker.trial_finished(trial.number, trial.state.name, _finished_result(handle.study_dir, trial), reason)
-        closed.append(trial.number)
-    if closed:
-        log.info("MLflow: closed the runs of finished trials %s left open by an interrupted search", closed)
-    return closed
+    from ..tracking.backfill import backfill_study
+
+    return backfill_study(tracker, handle.study, handle.study_dir)
 
 
 def write_study_report(study_dir: Path) -> str | None:
@@ -153,6 +120,7 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
         monitor.close()
     pareto = pareto_front(handle.study)
     report_dir = write_study_report(study_dir)
+    reconcile_tracking(tracker, handle)  # trials that finished while the tracking server was away
     tracker.end(pareto, report_dir)
     summary = _summary(spec, handle, tracker, before, pareto, report_dir, start)
     if short and summary["trials_complete"] + summary["trials_pruned"] < spec.n_trials:

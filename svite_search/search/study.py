@@ -111,19 +111,34 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=requeue,
-            )
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise UserInputError(mask_url(f"search.storage: cannot open {url}: {type(err).__name__}: {first}")) from None
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=requeue,
+                )
+        except Exception as err:
+            # Two drivers opening a new database at once both create its schema; the loser
+            # of that race ("already exists") finds the schema complete on its next attempt.
+            if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(err):
+                log.debug("storage schema created by another driver meanwhile (%s); opening again", err)
+                continue
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise UserInputError(mask_url(f"search.storage: cannot open {url}: {type(err).__name__}: {first}")) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+SCHEMA_ATTEMPTS = 5
+
+
+def _schema_race(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "already exists" in text or "duplicate" in text
 
 
 # ----------------------------------------------------------------------------- samplers

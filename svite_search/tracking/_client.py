@@ -31,8 +31,23 @@ T = TypeVar("T")
 _TRANSIENT = ("database is locked", "database table is locked", "database is busy", "connection reset",
               "temporarily unavailable", "max retries exceeded", "503", "502")
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
+#: MLflow HTTP client settings for a tracking server, unless the environment sets them.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 #: MLflow's limit on a parameter value (3.x); longer values are truncated, not refused.
 MAX_PARAM_LENGTH = 6000
+
+
+#: Messages of errors that say the tracking server cannot be reached at all.
+_UNREACHABLE = ("connection refused", "failed to establish a new connection", "max retries exceeded",
+                "name or service not known", "connectionerror", "remote end closed connection",
+                "read timed out", "connect timeout")
+
+
+def is_unreachable(err: BaseException) -> bool:
+    """True when ``err`` says the tracking server is down or cannot be reached."""
+    text = f"{type(err).__name__}: {err}".lower()
+    return any(marker in text for marker in _UNREACHABLE)
 
 
 def is_transient(err: BaseException) -> bool:
@@ -42,13 +57,15 @@ def is_transient(err: BaseException) -> bool:
 
 
 def retry(call: Callable[[], T], *, attempts: int = 8, first_pause: float = 0.2, what: str = "mlflow call") -> T:
-    """Run ``call``; on a transient error wait (0.2 s, doubling, at most 5 s) and try again."""
+    """Run ``call``; on a transient error wait (0.2 s, doubling, at most 5 s) and try again.
+    A server that cannot be reached is tried twice only: MLflow's HTTP client has already
+    retried each request itself."""
     pause = first_pause
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except Exception as err:  # MlflowException wraps sqlalchemy's OperationalError
-            if attempt == attempts or not is_transient(err):
+            if attempt == attempts or not is_transient(err) or (attempt >= 2 and is_unreachable(err)):
                 raise
             log.debug("%s: %s (retry %d of %d in %.1f s)", what, err, attempt, attempts - 1, pause)
             time.sleep(pause)
@@ -86,6 +103,11 @@ def make_client(tracking_uri: str) -> Any:
     store made once per MLflow version (see :func:`_new_sqlite_store`)."""
     from mlflow import MlflowClient
 
+    if tracking_uri.startswith(("http://", "https://")):
+        # MLflow retries each request for minutes by default; a study only needs to learn
+        # soon that its server is away (it goes on and back-fills the runs later).
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
     if not tracking_uri.startswith("sqlite:///"):
         return retry(lambda: MlflowClient(tracking_uri=tracking_uri), what="open the MLflow store")
     from filelock import FileLock

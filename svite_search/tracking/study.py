@@ -44,6 +44,7 @@ from .._redact import mask_url
 
 from ._client import (
     default_artifact_location,
+    is_unreachable,
     make_client,
     metric_key,
     param_value,
@@ -64,6 +65,8 @@ PARENT_RUN_ID = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_R
 RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 STALE_REASON = "the process running this trial ended before the trial did (closed on resume)"
 
+#: seconds between attempts to reach a tracking server that went away
+PROBE_S = 30.0
 _BATCH = 100  # MLflow accepts at most 100 params (1000 metrics) per log_batch
 
 
@@ -159,8 +162,39 @@ class StudyTracker:
         self._runs: dict[int, str] = {}
         self._last_step: dict[int, int] = {}
         self._lock = threading.RLock()
+        self._behind_since: float | None = None  # when the tracking server went away
+        self._next_probe = 0.0
+        self.skipped = 0  # writes skipped while the server was away
 
     # ------------------------------------------------------------------ plumbing
+
+    @property
+    def behind(self) -> bool:
+        """True while the tracking server cannot be reached: writes are skipped (the Optuna
+        study stays the record) and the missing runs are back-filled from it later."""
+        return self._behind_since is not None
+
+    def _away(self, err: BaseException) -> None:
+        if self._behind_since is None:
+            self._behind_since = time.monotonic()
+            log.warning("MLflow: the tracking server %s cannot be reached (%s); tracking is behind: the study "
+                        "goes on, and its missing runs are back-filled from the Optuna study once the server "
+                        "is back (at the end of this search or on the next one)", self.tracking_uri,
+                        str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__)
+        self._next_probe = time.monotonic() + PROBE_S
+
+    def _skip(self) -> bool:
+        """While the server is away, skip writes except one probe every :data:`PROBE_S` seconds."""
+        if self._behind_since is None or time.monotonic() >= self._next_probe:
+            return False
+        self.skipped += 1
+        return True
+
+    def _back(self) -> None:
+        if self._behind_since is not None:
+            log.warning("MLflow: the tracking server %s is back after %.0f s (%d writes skipped)",
+                        self.tracking_uri, time.monotonic() - self._behind_since, self.skipped)
+            self._behind_since = None
 
     @property
     def client(self) -> Any:
@@ -173,12 +207,20 @@ class StudyTracker:
             return retry(fn, what=what)
 
     def _safe(self, fn: Callable[[], Any], what: str) -> Any:
-        """A write that must not stop the study: retried, then logged and skipped."""
-        try:
-            return self._call(fn, what)
-        except Exception as err:
-            log.warning("MLflow: %s failed, skipped: %s: %s", what, type(err).__name__, err)
+        """A write that must not stop the study: retried, then logged and skipped (and, when
+        the server is away, skipped at once until it is back)."""
+        if self._skip():
             return None
+        try:
+            value = self._call(fn, what)
+        except Exception as err:
+            if is_unreachable(err):
+                self._away(err)
+            else:
+                log.warning("MLflow: %s failed, skipped: %s: %s", what, type(err).__name__, err)
+            return None
+        self._back()
+        return value
 
     def _log_params(self, run_id: str, params: Mapping[str, Any], existing: Mapping[str, str] | None = None) -> None:
         """Log params not yet on the run (MLflow refuses to change a logged param's value).
@@ -285,6 +327,8 @@ class StudyTracker:
     def trial_started(self, number: int, params: Mapping[str, Any], config: Any = None) -> None:
         """Open (or, on resume, reopen) trial ``number``'s nested run and log its settings."""
         number = int(number)
+        if self._skip():
+            return
         cfg = _config_dict(config)
         params = dict(params or {})
         method = str(params.get("method") or cfg.get("method") or self.spec.get("method") or "")
@@ -311,7 +355,12 @@ class StudyTracker:
                 text = yaml.safe_dump(cfg, sort_keys=False)
                 self._call(lambda: self.client.log_text(run_id, text, "config.yaml"), "log config.yaml")
         except Exception as err:
-            log.warning("MLflow: trial %d could not be opened: %s: %s", number, type(err).__name__, err)
+            if is_unreachable(err):
+                self._away(err)
+            else:
+                log.warning("MLflow: trial %d could not be opened: %s: %s", number, type(err).__name__, err)
+            return
+        self._back()
 
     def trial_epoch(self, number: int, metrics: Mapping[str, Any]) -> None:
         """Log one epoch's metrics with the epoch as step."""

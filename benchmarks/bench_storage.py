@@ -1,0 +1,135 @@
+"""Storage: the per-trial cost of the Optuna storage, PostgreSQL against the study's own sqlite.
+
+What a search driver writes for one trial, without training it: ``ask`` (the sampler reads the
+study), the trial's parameters drawn from a search space the size of the quickstart's (6
+parameters), the driver's user attribute, a heartbeat, the ~25 result attributes a finished
+trial carries, and ``tell``. The storages are opened as a search opens them
+(:func:`svite_search.search.study.open_storage`: heartbeats on, the same engine settings).
+
+Both arms run in one process, interleaved (sqlite, PostgreSQL in one round, the other order in
+the next); per round the figure is the mean seconds per trial over ``--trials`` trials, and the
+result is the median over rounds of the per-trial difference and ratio. The study grows as the
+rounds go, as a real study does (``ask`` reads every trial so far).
+
+PostgreSQL: ``--url postgresql://...`` names a server; without it a throwaway server is
+started for the run (``initdb`` + ``pg_ctl``, as the test suite does, but with fsync on, as a
+real server runs) and stopped after. The server runs on this machine (127.0.0.1), so the
+figures are a lower bound for a database across a network. Both stores write to the same disk.
+
+Run::
+
+    python benchmarks/bench_storage.py                  # writes reports/benchmarks/storage.json
+    python benchmarks/bench_storage.py --rounds 3 --trials 5 --out /tmp/storage.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests" / "scaleout"))  # the throwaway PostgreSQL server
+
+import benchkit as bk  # noqa: E402
+
+import optuna  # noqa: E402
+
+from svite_search.search.study import open_storage  # noqa: E402
+
+RESULT_ATTRS = 25
+
+
+def one_trial(study: optuna.Study, storage: Any) -> None:
+    trial = study.ask()
+    trial.suggest_categorical("method", ["svite", "s2vite", "dense"])
+    trial.suggest_float("sparsity.density", 0.2, 0.8)
+    trial.suggest_categorical("sparsity.head_density", [0.5, 1.0])
+    trial.suggest_int("sparsity.update_interval", 1, 3)
+    trial.suggest_float("tokens.keep_ratio", 0.5, 1.0)
+    trial.suggest_float("train.lr", 1e-4, 1e-2, log=True)
+    trial.set_user_attr("driver", "host:1234")
+    storage.record_heartbeat(trial._trial_id)
+    for i in range(RESULT_ATTRS):
+        trial.set_user_attr(f"metric_{i}", float(i))
+    study.tell(trial, [90.0, 0.01])
+
+
+def arm(url: str, name: str) -> tuple[Callable[[int], float], Any]:
+    storage = open_storage(url)
+    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True)
+
+    def run(trials: int) -> float:
+        start = time.perf_counter()
+        for _ in range(trials):
+            one_trial(study, storage)
+        return (time.perf_counter() - start) / trials
+
+    return run, storage
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a PostgreSQL database URL (default: start a throwaway server)")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--trials", type=int, default=20, help="trials per arm per round")
+    parser.add_argument("--out", type=Path, default=bk.REPORT_DIR / "storage.json")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+
+    server = None
+    url = args.url
+    if url is None:
+        from services import PostgresServer
+
+        server = PostgresServer(durable=True)  # fsync on, as a real server runs
+        server.start()
+        url = server.create_database("bench")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            sqlite_run, _ = arm(f"sqlite:///{Path(tmp) / 'optuna.db'}", "bench")
+            pg_run, _ = arm(url, "bench")
+            arms = {"sqlite": sqlite_run, "postgresql": pg_run}
+            for run in arms.values():  # warm up: schema, connections, first queries
+                run(2)
+            seconds: dict[str, list[float]] = {name: [] for name in arms}
+            names = list(arms)
+            for i in range(args.rounds):
+                for name in names[i % 2:] + names[: i % 2]:
+                    seconds[name].append(arms[name](args.trials))
+    finally:
+        if server is not None:
+            server.stop()
+
+    diffs = [p - s for s, p in zip(seconds["sqlite"], seconds["postgresql"])]
+    ratios = [p / s for s, p in zip(seconds["sqlite"], seconds["postgresql"])]
+    result = {
+        "benchmark": "storage",
+        "machine": bk.machine("cpu"),
+        "note": "shared machine; PostgreSQL on 127.0.0.1; per-trial storage work only (no training)",
+        "rounds": args.rounds,
+        "trials_per_round": args.trials,
+        "per_trial_ms": {name: bk.Spread.of([1000 * v for v in values]).to_dict() for name, values in seconds.items()},
+        "postgresql_minus_sqlite_ms": bk.Spread.of([1000 * d for d in diffs]).to_dict(),
+        "postgresql_over_sqlite": bk.Spread.of(ratios).to_dict(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"per trial: sqlite {statistics.median(seconds['sqlite']) * 1000:.1f} ms, "
+          f"postgresql {statistics.median(seconds['postgresql']) * 1000:.1f} ms; "
+          f"difference {statistics.median(diffs) * 1000:+.1f} ms, ratio {statistics.median(ratios):.2f} "
+          f"(median of {args.rounds} interleaved rounds of {args.trials} trials)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
