@@ -2,8 +2,9 @@
 
 The Ray workers of a test study import this module through the job's runtime environment
 (``worker_process_setup_hook``, see ``test_ray_cluster.py``) and so know the timm model
-``scale_vit_probe``: a 2-block ViT for the 8x8 digits. Building it (once per trial, per
-worker of a distributed trial) and running it record, in ``SCALE_RECORDS``:
+``scale_vit_probe``: a 2-block ViT for the 8x8 digits. Its first forward pass in a trial (per
+worker of a distributed trial: the harness may build a trial's model as a copy of a cached one,
+so construction is not a trial's start) and every later one record, in ``SCALE_RECORDS``:
 
 * ``<id>.start.json``: the Ray node, the worker's ``CUDA_VISIBLE_DEVICES`` and Ray GPU ids,
   the process, the wall-clock start;
@@ -59,24 +60,28 @@ def setup() -> None:
     class ProbeViT(VisionTransformer):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self.probe_id = uuid.uuid4().hex
-            self.barrier_done = False
-            records = _records()
-            if records is not None:
-                import ray
+            self.probe_id: str | None = None  # set by the first forward: the harness may hand a trial
+            self.barrier_done = False         # a copy of a cached model, so __init__ is not a trial's start
 
-                context = ray.get_runtime_context()
-                _write(records / f"{self.probe_id}.start.json", {
-                    "node_id": context.get_node_id(),
-                    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                    "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-                    "pid": os.getpid(),
-                    "start": time.time(),
-                })
+        def _record_start(self) -> None:
+            import ray
+
+            self.probe_id = uuid.uuid4().hex
+            records = _records()
+            context = ray.get_runtime_context()
+            _write(records / f"{self.probe_id}.start.json", {
+                "node_id": context.get_node_id(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "pid": os.getpid(),
+                "start": time.time(),
+            })
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             records = _records()
             if records is not None:
+                if self.probe_id is None:
+                    self._record_start()
                 hold = os.environ.get("SCALE_HOLD")
                 if hold:
                     _wait(lambda: os.path.exists(hold), BOUND_S)
