@@ -77,4 +77,4 @@ def test_non_finite_loss_stops_the_run() -> None:
     from svite_search.train import NonFiniteLossError
 
     with pytest.raises(NonFiniteLossError):
-        run_training(tiny(train={"epochs": 1, "lr": 1e30, "warmup_epochs": 0, "sched": "none"}), progress=False)
+        run_training(tiny(train={"epochs": 1, "lr": 1e3, "weight_decay": 1e3, "warmup_epochs": 0, "sched": "none"}), progress=False)

@@ -15,9 +15,10 @@ models train normally until their second training forward pass, then raise.
                        set, before its first step
 =====================  ==========================================================
 
-Leak check: every model is kept in a weak set; when a model is built, the ones whose fault
-fired earlier must already be gone (the failed trial released its model, optimizer state and
-engine). Each build appends ``{"model": name, "leaked": n}`` to the JSON-lines file named by
+Leak check: every model that has run is kept in a weak set; when a model runs its first forward
+pass (a trial's start: the harness may hand a trial a copy of a cached model, so construction is
+not), the ones whose fault fired earlier must already be gone (the failed trial released its
+model, optimizer state and engine). Each start appends ``{"model": name, "leaked": n}`` to the JSON-lines file named by
 ``REL_FAULT_LOG`` when that is set.
 
 ``python fault_models.py ARGS`` runs ``svite-search ARGS`` with these models registered.
@@ -51,14 +52,21 @@ _LIVE: "weakref.WeakSet[FaultyViT]" = weakref.WeakSet()
 class FaultyViT(VisionTransformer):
     """A timm ViT whose training forward raises ``fault()`` once it has run a few times."""
 
-    def __init__(self, fault: Any, **kwargs: Any) -> None:
+    def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.fault = fault
+        self.fault_name = name
+        self.fault = FAULTS[name]
+        self.started = False  # a trial starts at its model's first forward: the harness may hand
+        #                       it a copy of a cached model, so construction is no trial's start
         self.fired = False
         self.training_forwards = 0
         self.slow_s = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.started:
+            self.started = True
+            _log_start(self.fault_name)
+            _LIVE.add(self)
         if self.training and self.slow_s:
             _wait_for_gate()
             time.sleep(self.slow_s)
@@ -77,7 +85,7 @@ def _wait_for_gate(limit_s: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def _log_build(name: str) -> None:
+def _log_start(name: str) -> None:
     gc.collect()
     leaked = sum(1 for model in list(_LIVE) if model.fired)
     path = os.environ.get("REL_FAULT_LOG")
@@ -87,14 +95,12 @@ def _log_build(name: str) -> None:
 
 
 def _build(name: str, kwargs: dict[str, Any]) -> FaultyViT:
-    _log_build(name)
     accepted = inspect.signature(VisionTransformer.__init__).parameters
     shape = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
     shape.update({k: v for k, v in kwargs.items() if k in accepted})  # not timm's pretrained_cfg, cache_dir
-    model = FaultyViT(FAULTS[name], **shape)
+    model = FaultyViT(name, **shape)
     if name == "rel_vit_slow":
         model.slow_s = float(os.environ.get("REL_SLOW_S", "0.25"))
-    _LIVE.add(model)
     return model
 
 

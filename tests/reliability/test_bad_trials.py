@@ -4,7 +4,7 @@ MLflow), release what they held, and the study goes on to its target; a study wh
 trial fails ends with exit code 1 and a one-line summary, not a traceback.
 
 The faults come from models registered with timm (:mod:`fault_models`); the NaN from a
-learning rate of 1e30. Real ``svite-search search`` processes, real stores.
+learning rate and weight decay of 1e3 (weights grow a millionfold a step). Real ``svite-search search`` processes, real stores.
 """
 from __future__ import annotations
 
@@ -22,17 +22,18 @@ FAULTS_SPEC = {
     "data": {"dataset": "digits", "batch_size": 64},
     "model": {"name": {"choices": ["rel_vit_ok", "rel_vit_raise", "rel_vit_oom", "rel_vit_memory"]}},
     "train": {"epochs": 1, "max_steps_per_epoch": 3, "warmup_epochs": 0, "threads": 1,
-              "lr": {"choices": [1.0e-3, 2.0e-3, 1.0e30]}},
+              "lr": {"choices": [1.0e-3, 2.0e-3, 1.0e3]},
+              "weight_decay": {"choices": [0.05, 1.0e3]}},
     "sparsity": {"density": 0.5, "update_interval": 2},
     "search": {
         "sampler": "tpe", "n_trials": 2, "seed": 0, "max_failures": 8,
         "enqueue": [
-            {"model": {"name": "rel_vit_raise"}, "train": {"lr": 1.0e-3}},
-            {"model": {"name": "rel_vit_oom"}, "train": {"lr": 1.0e-3}},
-            {"model": {"name": "rel_vit_ok"}, "train": {"lr": 1.0e-3}},
-            {"model": {"name": "rel_vit_memory"}, "train": {"lr": 1.0e-3}},
-            {"model": {"name": "rel_vit_ok"}, "train": {"lr": 1.0e30}},
-            {"model": {"name": "rel_vit_ok"}, "train": {"lr": 2.0e-3}},
+            {"model": {"name": "rel_vit_raise"}, "train": {"lr": 1.0e-3, "weight_decay": 0.05}},
+            {"model": {"name": "rel_vit_oom"}, "train": {"lr": 1.0e-3, "weight_decay": 0.05}},
+            {"model": {"name": "rel_vit_ok"}, "train": {"lr": 1.0e-3, "weight_decay": 0.05}},
+            {"model": {"name": "rel_vit_memory"}, "train": {"lr": 1.0e-3, "weight_decay": 0.05}},
+            {"model": {"name": "rel_vit_ok"}, "train": {"lr": 1.0e3, "weight_decay": 1.0e3}},
+            {"model": {"name": "rel_vit_ok"}, "train": {"lr": 2.0e-3, "weight_decay": 0.05}},
         ],
     },
     "executor": {"kind": "local"},

@@ -67,13 +67,13 @@ def test_two_objective_study_then_resume_and_extend(tmp_path: Path, capsys: pyte
 
 
 def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path: Path, tiny_spec: Any) -> None:
-    # grid order: (3 heads, lr 1e30), (3 heads, lr 2e-3): the model cannot be built (width 64);
-    # (4 heads, lr 1e30): the loss turns NaN; (4 heads, lr 2e-3) trains.
+    # grid order: (3 heads, lr 1e3), (3 heads, lr 2e-3): the model cannot be built (width 64);
+    # (4 heads, lr 1e3): the loss turns NaN; (4 heads, lr 2e-3) trains.
     spec = spec_from_dict(tiny_spec(
         method="dense", sparsity=None, tokens=None,
         model={"name": "vit_digits", "num_heads": {"choices": [3, 4]}},
         train={"epochs": 1, "max_steps_per_epoch": 3, "warmup_epochs": 0, "checkpoint": False,
-               "lr": {"choices": [1.0e30, 2.0e-3]}},
+               "lr": {"choices": [1.0e3, 2.0e-3]}, "weight_decay": 1.0e3},
         search={"sampler": "grid"},
     ))
     summary = run_search(spec, tmp_path / "study", live=False)
