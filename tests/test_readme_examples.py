@@ -45,7 +45,7 @@ import pytest  # noqa: E402
 #: README lines not run, and why: the test suite itself, the benchmarks (minutes), the GPU check, a package
 #: download and a web server that runs until stopped.
 NOT_RUN = {"make test": "the suite itself", "make bench": "minutes of benchmarks", "make gpu-check": "a CUDA GPU",
-           ".venv/bin/pip install mlflow": "a download", ".venv/bin/mlflow ui": "a server"}
+           ".venv/bin/pip install": "a download", ".venv/bin/mlflow ui": "a server"}
 #: Appended to every training command so the examples run in seconds: one optimiser step per
 #: epoch (the epochs, and so each example's spec, stay the README's) and one trial per study.
 #: ``make demo`` keeps Ray (its first run is the one checked for noise); the searches after it
@@ -60,7 +60,8 @@ NOISE = ("Token authentication is enabled", "Generated new authentication token"
 
 
 def shell_examples() -> list[str]:
-    """Every command line of the README's ```bash blocks, comments dropped, in order."""
+    """Every command line of the README's ```bash blocks, comments dropped, in order. (The scale-out
+    commands are ```sh blocks: they need a cluster, a database or a server, and tests/scaleout runs them.)"""
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
         for line in block.splitlines():

@@ -18,7 +18,8 @@ from .._redact import mask_url
 from .progress import SearchMonitor, summary_table
 from .spec import StudySpec
 from .stop import SearchInterrupted, StudyStopped, as_stopped
-from .study import Heartbeat, StudyHandle, pareto_front, prepare_study, study_counts
+from .study import (DRIVER_ATTR, Heartbeat, StudyHandle, driver_gone, driver_id, pareto_front, prepare_study,
+                    study_counts)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,11 @@ def reconcile_tracking(tracker: Any, handle: StudyHandle) -> list[int]:
         return []
     from ..tracking.backfill import backfill_study
 
-    return backfill_study(tracker, handle.study, handle.study_dir)
+    def logged_elsewhere(trial: Any) -> bool:
+        driver = trial.user_attrs.get(DRIVER_ATTR)
+        return driver is not None and driver != driver_id() and not driver_gone(driver)
+
+    return backfill_study(tracker, handle.study, handle.study_dir, logged_elsewhere)
 
 
 def write_study_report(study_dir: Path) -> str | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from optuna.trial import TrialState
@@ -68,15 +68,22 @@ def _reason(trial: Any) -> str | None:
     return trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason")
 
 
-def backfill_study(tracker: Any, study: Any, study_dir: str | Path) -> list[int]:
+def backfill_study(tracker: Any, study: Any, study_dir: str | Path,
+                   logged_elsewhere: Callable[[Any], bool] | None = None) -> list[int]:
     """Write the MLflow runs the study's finished trials are missing, and close the runs left
     open (see the module docstring). Returns the trial numbers written; nothing when tracking is
-    off or the tracking server is still away."""
+    off or the tracking server is still away.
+
+    ``logged_elsewhere(trial)`` names the trials another live driver ran: that driver logs them
+    itself (perhaps a moment later, from its background writer), so writing them here would give
+    a trial two runs."""
     if not getattr(tracker, "enabled", False) or getattr(tracker, "parent_run_id", None) is None:
         return []
     study_dir = Path(study_dir)
     written: list[int] = []
     for trial in study.get_trials(deepcopy=False, states=FINISHED):
+        if logged_elsewhere is not None and logged_elsewhere(trial):
+            continue
         run_id = tracker.trial_runs.get(trial.number)
         if run_id is not None:
             try:
