@@ -2,9 +2,9 @@
 
 The Ray workers of a test study import this module through the job's runtime environment
 (``worker_process_setup_hook``, see ``test_ray_cluster.py``) and so know the timm model
-``scale_vit_probe``: a 2-block ViT for the 8x8 digits. Its first forward pass in a trial (per
-worker of a distributed trial: the harness may build a trial's model as a copy of a cached one,
-so construction is not a trial's start) and every later one record, in ``SCALE_RECORDS``:
+``scale_vit_probe``: a 2-block ViT for the 8x8 digits. Building it (once per trial, per worker
+of a distributed trial; a trial handed a copy of a cached model records at its first forward
+pass instead) and running it record, in ``SCALE_RECORDS``:
 
 * ``<id>.start.json``: the Ray node, the worker's ``CUDA_VISIBLE_DEVICES`` and Ray GPU ids,
   the process, the wall-clock start;
@@ -60,14 +60,24 @@ def setup() -> None:
     class ProbeViT(VisionTransformer):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self.probe_id: str | None = None  # set by the first forward: the harness may hand a trial
-            self.barrier_done = False         # a copy of a cached model, so __init__ is not a trial's start
+            self.barrier_done = False
+            self._record_start()
+
+        def _started_here(self) -> bool:
+            """Whether this object recorded its trial's start: a copy of a cached model (the harness
+            hands later trials in a reused worker one) did not run ``__init__``, so its first forward
+            pass records the start instead."""
+            return getattr(self, "_recorded_by", None) == id(self)
 
         def _record_start(self) -> None:
             import ray
 
             self.probe_id = uuid.uuid4().hex
+            self._recorded_by = id(self)
+            self.barrier_done = False
             records = _records()
+            if records is None:
+                return
             context = ray.get_runtime_context()
             _write(records / f"{self.probe_id}.start.json", {
                 "node_id": context.get_node_id(),
@@ -80,7 +90,7 @@ def setup() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             records = _records()
             if records is not None:
-                if self.probe_id is None:
+                if not self._started_here():
                     self._record_start()
                 hold = os.environ.get("SCALE_HOLD")
                 if hold:
