@@ -103,7 +103,7 @@ class ModelConfig:
 
 
 @dataclass
-class TrainSection:
+class TrainConfig:
     epochs: int = setting(30, ge=1, le=EPOCHS_MAX)
     lr: float = setting(1e-3, gt=0.0, le=1e3)
     lr_base_batch: int | None = setting(None, ge=1, le=SIZE_MAX, help="scale lr by global_batch / this (DeiT: 512)")
@@ -170,7 +170,7 @@ class TrackingConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
     """One training run."""
 
     name: str = setting("run")
@@ -178,7 +178,7 @@ class TrainConfig:
     preset: str = setting("default", choices=PRESETS, help="reference: the authors' code's behaviour")
     data: DataConfig = setting(default_factory=DataConfig)
     model: ModelConfig = setting(default_factory=ModelConfig)
-    train: TrainSection = setting(default_factory=TrainSection)
+    train: TrainConfig = setting(default_factory=TrainConfig)
     sparsity: SparsityConfig = setting(default_factory=SparsityConfig)
     tokens: TokenConfig = setting(default_factory=TokenConfig)
     tracking: TrackingConfig = setting(default_factory=TrackingConfig)
@@ -315,7 +315,7 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**values)
 
 
-def _check_cross_field(cfg: TrainConfig) -> None:
+def _check_cross_field(cfg: RunConfig) -> None:
     if cfg.train.warmup_epochs > cfg.train.epochs:
         raise ConfigError("train.warmup_epochs", f"must be <= train.epochs ({cfg.train.epochs})")
     if cfg.sparsity.prune_rate_min > cfg.sparsity.prune_rate:
@@ -326,9 +326,9 @@ def _check_cross_field(cfg: TrainConfig) -> None:
         raise ConfigError("train.device", f"{cfg.train.device!r} is not auto, cpu, cuda or cuda:N")
 
 
-def config_from_dict(data: Any) -> TrainConfig:
-    """Validate a raw mapping (from YAML) into a :class:`TrainConfig`."""
-    cfg = from_dict(TrainConfig, data)
+def config_from_dict(data: Any) -> RunConfig:
+    """Validate a raw mapping (from YAML) into a :class:`RunConfig`."""
+    cfg = from_dict(RunConfig, data)
     _check_cross_field(cfg)
     return cfg
 
@@ -458,7 +458,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return data
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Load, override and validate a run config. ``path=None`` starts from the defaults."""
     data = read_yaml(path) if path is not None else {}
     if not isinstance(data, dict):
@@ -466,5 +466,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return config_from_dict(apply_overrides(data, overrides))
 
 
-def dump_config(cfg: TrainConfig) -> str:
+def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 
 from .objective import FAIL, TrialOutcome, run_trial
-from .progress import SearchMonitor
+from .monitor import SearchMonitor
 from .space import suggest_params
 from .stop import InfrastructureStop, interrupted_reason
 from .study import (

@@ -46,7 +46,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from . import ray_session
 from .objective import FAIL, PRUNED, TrialOutcome, run_trial
-from .progress import SearchMonitor
+from .monitor import SearchMonitor
 from .space import suggest_params
 from .spec import EPOCH_METRICS, StudySpec
 from .stop import InfrastructureStop, as_stopped, claim_signals, interrupted_reason

@@ -15,7 +15,7 @@ from typing import Any
 
 
 from .._redact import mask_url
-from .progress import SearchMonitor, summary_table
+from .monitor import SearchMonitor, summary_table
 from .spec import StudySpec
 from .stop import SearchInterrupted, StudyStopped, as_stopped
 from .study import (DRIVER_ATTR, Heartbeat, StudyHandle, driver_gone, driver_id, pareto_front, prepare_study,

@@ -24,7 +24,7 @@ import copy
 import json
 from typing import Any, Iterable, Mapping
 
-from ..config import TrainConfig, config_from_dict
+from ..config import RunConfig, config_from_dict
 from .spec import Distribution, StudySpec, set_key
 
 SVITE_ONLY = ("sparsity.density", "sparsity.distribution")
@@ -141,6 +141,6 @@ def trial_config_dict(spec: StudySpec, params: Mapping[str, Any], *, name: str |
     return data
 
 
-def trial_config(spec: StudySpec, params: Mapping[str, Any], *, name: str | None = None) -> TrainConfig:
+def trial_config(spec: StudySpec, params: Mapping[str, Any], *, name: str | None = None) -> RunConfig:
     """The validated run config of one trial (a :class:`ConfigError` if the combination is invalid)."""
     return config_from_dict(trial_config_dict(spec, params, name=name))

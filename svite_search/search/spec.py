@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import (EPOCHS_MAX, SEED_MAX, TrainConfig, apply_overrides, brief, config_from_dict, from_dict, read_yaml,
+from ..config import (EPOCHS_MAX, SEED_MAX, RunConfig, apply_overrides, brief, config_from_dict, from_dict, read_yaml,
                       setting)
 from ..errors import ConfigError, DataPathError
 
@@ -286,13 +286,13 @@ class StudySpec:
 
 
 def _section_types() -> dict[str, type]:
-    hints = typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(RunConfig)
     return {name: hints[name] for name in RUN_SECTIONS}
 
 
 def _field_type(section: str | None, name: str) -> Any:
     """The declared type of a run-config field, without ``| None``."""
-    owner = TrainConfig if section is None else _section_types()[section]
+    owner = RunConfig if section is None else _section_types()[section]
     hints = typing.get_type_hints(owner)
     if name not in hints:
         return None
@@ -413,7 +413,7 @@ def set_key(config: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _check_runnable(cfg: TrainConfig) -> None:
+def _check_runnable(cfg: RunConfig) -> None:
     """What a trial would otherwise only find when it starts: an unknown model name, a missing
     or empty dataset directory. Nothing is loaded."""
     from ..data import dataset_classes_and_channels

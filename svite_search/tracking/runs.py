@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config import TrainConfig
+from ..config import RunConfig
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -62,7 +62,7 @@ class _MlflowTracker:
 
 
 @contextlib.contextmanager
-def maybe_track_training(cfg: TrainConfig, out_dir: str | Path) -> Iterator[Any]:
+def maybe_track_training(cfg: RunConfig, out_dir: str | Path) -> Iterator[Any]:
     """Log one training run to MLflow when ``cfg.tracking.enabled``; otherwise do nothing.
 
     The run ends FAILED (with the error as a tag) when training raises.

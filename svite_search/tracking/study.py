@@ -89,7 +89,7 @@ def _config_dict(config: Any) -> dict[str, Any]:
             return config_from_dict(copy.deepcopy(dict(config))).to_dict()
         except Exception:  # noqa: BLE001 - the trial itself reports why its config is invalid
             return dict(config)
-    raise TypeError(f"config: expected a TrainConfig or a mapping, got {type(config).__name__}")
+    raise TypeError(f"config: expected a RunConfig or a mapping, got {type(config).__name__}")
 
 
 def _json(obj: Any) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 import torch.nn as nn
 
-from ..config import TrainConfig
+from ..config import RunConfig
 
 
 @runtime_checkable
@@ -27,7 +27,7 @@ class EngineComponent(Protocol):
     def stats(self) -> dict[str, float]: ...
 
 
-def install_model_modules(model: nn.Module, cfg: TrainConfig) -> Any | None:
+def install_model_modules(model: nn.Module, cfg: RunConfig) -> Any | None:
     """Model surgery that must happen before weights are loaded: the SViTE+ token selector."""
     if not cfg.uses_tokens:
         return None
@@ -46,7 +46,7 @@ def install_model_modules(model: nn.Module, cfg: TrainConfig) -> Any | None:
 def build_components(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    cfg: TrainConfig,
+    cfg: RunConfig,
     *,
     total_steps: int,
     selector: Any | None,

@@ -46,7 +46,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig, config_from_dict, dump_config
+from ..config import RunConfig, config_from_dict, dump_config
 from ..data import build_data, dataset_classes_and_channels
 from ..errors import UserInputError
 from ..models import build_model, model_input_size
@@ -94,7 +94,7 @@ def _distributed() -> tuple[bool, int, int]:
 class Trainer:
     """Holds everything one run needs; :meth:`fit` runs (or resumes) it."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: str | Path | None = None, *, progress: bool | None = None) -> None:
+    def __init__(self, cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool | None = None) -> None:
         self.cfg = cfg
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
@@ -482,7 +482,7 @@ def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_training(
-    cfg: TrainConfig,
+    cfg: RunConfig,
     out_dir: str | Path | None = None,
     *,
     on_epoch: EpochCallback | None = None,

@@ -35,7 +35,7 @@ DRIVER = textwrap.dedent("""
     from svite_search.search.spec import spec_from_dict
     from svite_search.search.study import prepare_study, record_outcome
     from svite_search.search.objective import TrialOutcome, COMPLETE
-    from svite_search.search.progress import SearchMonitor
+    from svite_search.search.monitor import SearchMonitor
     from svite_search.tracking.study import NullStudyTracker
 
     spec = spec_from_dict(json.loads(sys.argv[2]))

@@ -155,7 +155,7 @@ def test_the_monitors_front_is_the_studys_best_trials_after_every_trial(tmp_path
 
     from svite_search.search import spec_from_dict
     from svite_search.search.objective import COMPLETE, FAIL, TrialOutcome
-    from svite_search.search.progress import SearchMonitor
+    from svite_search.search.monitor import SearchMonitor
     from svite_search.search.study import pareto_front, record_outcome
     from svite_search.tracking.study import NullStudyTracker
 

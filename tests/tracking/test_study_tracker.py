@@ -8,7 +8,7 @@ import mlflow
 import pytest
 import torch
 
-from svite_search.config import TrainConfig
+from svite_search.config import RunConfig
 from svite_search.tracking._client import is_transient, retry
 from svite_search.tracking._density import density_summary, weight_densities
 from svite_search.tracking.study import NullStudyTracker, StudyTracker, make_study_tracker
@@ -29,7 +29,7 @@ def _result(top1: float, gmacs: float, epochs: int = 2) -> dict:
 
 
 def _run_trial(tracker: StudyTracker, number: int, state: str, error: str | None = None) -> None:
-    cfg = TrainConfig(method="svite")
+    cfg = RunConfig(method="svite")
     tracker.trial_started(number, {"method": "svite", "sparsity.density": 0.5}, cfg)
     for epoch in (1, 2):
         tracker.trial_epoch(number, {"epoch": epoch, "top1": 80.0 + epoch, "train_loss": 1.0 / epoch})
@@ -94,7 +94,7 @@ def test_resume_reuses_parent_and_trial_runs(study_dir: Path) -> None:
     first = StudyTracker(study_dir, "tiny-study", SPEC)
     first.start()
     _run_trial(first, 0, "COMPLETE")
-    first.trial_started(1, {"method": "svite", "sparsity.density": 0.4}, TrainConfig(method="svite"))
+    first.trial_started(1, {"method": "svite", "sparsity.density": 0.4}, RunConfig(method="svite"))
     first.trial_epoch(1, {"epoch": 1, "top1": 70.0})
     # the driver dies here: trial 1's run stays RUNNING
 
@@ -107,7 +107,7 @@ def test_resume_reuses_parent_and_trial_runs(study_dir: Path) -> None:
     assert stale.info.status == "FAILED" and "ended before" in stale.data.tags["svite.error"]
 
     # the harness re-runs trial 1 under the same number and then runs trial 2
-    second.trial_started(1, {"method": "svite", "sparsity.density": 0.4}, TrainConfig(method="svite"))
+    second.trial_started(1, {"method": "svite", "sparsity.density": 0.4}, RunConfig(method="svite"))
     second.trial_finished(1, "COMPLETE", _result(79.0, 0.0012, epochs=2))
     _run_trial(second, 2, "COMPLETE")
     second.end([])

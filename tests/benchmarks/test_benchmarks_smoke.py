@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 MODEL_BENCHMARKS = ("engine_overhead", "topology_update", "slim", "tokens", "peers")
 STUDY_BENCHMARKS = ("harness", "concurrency", "startup", "driver")
 
