@@ -16,11 +16,12 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench gpu-check clean help
+.PHONY: setup demo test test-scaleout bench gpu-check clean help
 
 help:
 	@echo "make demo   set up and run the quickstart study (digits, CPU, a few minutes)"
-	@echo "make test   set up and run the tests"
+	@echo "make test   set up and run the tests (all but the scale-out tier)"
+	@echo "make test-scaleout  the scale-out tests: a Ray cluster, PostgreSQL, an MLflow server (several minutes)"
 	@echo "make bench  set up and run the benchmark suite (writes reports/benchmarks/)"
 	@echo "make gpu-check  on a CUDA machine: GPU tests + GPU benchmarks (writes reports/benchmarks/gpu/)"
 
@@ -38,8 +39,13 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/svite-search demo
 
+# The scale-out tier starts real services (a multi-node Ray cluster, PostgreSQL, an MLflow server) and
+# takes several minutes on its own: CI runs it as a second step, `make test-scaleout`.
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 -m "not scaleout" tests
+
+test-scaleout: setup
+	$(PY) -m pytest -q --durations=10 -m scaleout tests/scaleout
 
 bench: setup
 	$(PY) benchmarks/run_all.py
