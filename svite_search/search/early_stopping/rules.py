@@ -1,0 +1,202 @@
+"""The promotion rules of early stopping: pure functions of the values recorded at a rung.
+
+Early stopping here is asynchronous successive halving (ASHA): a trial is judged when it
+reaches a *rung*, an epoch count ``min_epochs * reduction_factor**k`` below the run's
+``train.epochs`` (:func:`rung_epochs`). It is compared with the trials recorded at the same
+rung before it (the *recorded* vectors; a trial is judged once per rung, against whoever got
+there first) and goes on only if it ranks in the top ``1 / reduction_factor`` of the rung,
+itself included. Nobody is stopped by a rung that holds fewer than ``reduction_factor``
+recorded trials (:data:`WARMUP` explains why).
+
+Two rules rank a rung (:func:`should_continue`):
+
+``asha``
+    by the first objective alone (per-epoch top-1): the single-metric rule of Li et al. (2020).
+``pareto``
+    by non-dominated sorting of every objective at the rung: top-1 so far, and the objectives
+    known before training (MACs, parameters, latency: exact from the first rung on). Within a
+    front, trials are ordered by crowding distance (NSGA-II: the two ends of each objective
+    first, then the trials with the emptiest neighbourhood), so the survivors spread along the
+    front instead of bunching. On top of that quota, a trial dominated by a trial recorded at its
+    rung (every objective at least as good, one better: a smaller or equal model that is already
+    at least as accurate after the same epochs) never goes on, however few trials there are:
+    its known-in-advance objectives cannot improve, and its top-1 would have to overtake a
+    trial that is not standing still either. A tie (equal rank or crowding distance) goes to the
+    candidate: the recorded trials are not competing for its place, they were judged already.
+
+Everything here is plain Python on plain numbers (no Optuna, no Ray), so the same decision is
+made by the local executor, the Ray scheduler and an offline replay of recorded learning curves,
+and is reproducible from the rung records alone. Non-finite values rank last.
+
+Example::
+
+    rung_epochs(1, 3, 30)                      # [1, 3, 9, 27]
+    should_continue("pareto", [0.61, 0.9e-3], [[0.70, 0.8e-3], [0.40, 1.2e-3]],
+                    ["maximize", "minimize"], 3)
+    # (False, 'pareto: dominated by 1 of the 2 trials recorded at this rung')
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+KINDS = ("none", "asha", "pareto")
+DIRECTIONS = ("maximize", "minimize")
+
+#: A rung stops nobody until it holds this many recorded trials times ``reduction_factor``
+#: (before the candidate): the first arrivals have nothing to be compared with, and the top
+#: ``1/η`` of fewer than ``η + 1`` trials is at most the best one, so a stop there would judge
+#: on one or two noisy early scores. With ``η`` recorded trials the candidate is the
+#: ``(η+1)``-th, and the quota is one trial.
+WARMUP = 1
+
+
+def rung_epochs(min_epochs: int, reduction_factor: int, max_epochs: int) -> list[int]:
+    """The epochs at which trials are judged: ``min_epochs * reduction_factor**k`` for
+    ``k = 0, 1, ...`` while below ``max_epochs`` (a trial that reaches ``max_epochs`` is
+    complete, so there is no rung there). Empty when ``min_epochs >= max_epochs``."""
+    if int(min_epochs) < 1:
+        raise ValueError(f"min_epochs must be >= 1, got {min_epochs!r}")
+    if int(reduction_factor) < 2:
+        raise ValueError(f"reduction_factor must be >= 2, got {reduction_factor!r}")
+    rungs, epoch = [], int(min_epochs)
+    while epoch < int(max_epochs):
+        rungs.append(epoch)
+        epoch *= int(reduction_factor)
+    return rungs
+
+
+def quota(n: int, reduction_factor: int) -> int:
+    """How many of ``n`` trials at a rung go on: the top ``n // η``, at least one."""
+    return max(1, int(n) // int(reduction_factor))
+
+
+def _oriented(vector: Sequence[float], directions: Sequence[str]) -> tuple[float, ...]:
+    """The vector as values to maximise (minimised objectives negated; non-finite: worst)."""
+    out = []
+    for value, direction in zip(vector, directions):
+        value = float(value) if value is not None else math.nan
+        if not math.isfinite(value):
+            out.append(-math.inf)
+        else:
+            out.append(value if direction == "maximize" else -value)
+    return tuple(out)
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` dominates ``b`` (both oriented to maximise): no worse anywhere, better somewhere."""
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+def nondominated_fronts(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[int]]:
+    """Indices of ``points`` by front (Deb's fast non-dominated sort): front 0 is the
+    non-dominated set, front 1 what is non-dominated once front 0 is removed, and so on.
+    Indices within a front are in input order."""
+    oriented = [_oriented(p, directions) for p in points]
+    n = len(oriented)
+    dominated_by = [0] * n
+    dominating: list[list[int]] = [[] for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if dominates(oriented[i], oriented[j]):
+                dominating[i].append(j)
+                dominated_by[j] += 1
+            elif dominates(oriented[j], oriented[i]):
+                dominating[j].append(i)
+                dominated_by[i] += 1
+    fronts, current = [], [i for i in range(n) if dominated_by[i] == 0]
+    while current:
+        fronts.append(current)
+        following = []
+        for i in current:
+            for j in dominating[i]:
+                dominated_by[j] -= 1
+                if dominated_by[j] == 0:
+                    following.append(j)
+        current = sorted(following)
+    return fronts
+
+
+def crowding_distances(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[float]:
+    """NSGA-II crowding distance of each point of one front: per objective, the gap between
+    its two neighbours divided by the front's range, summed; the ends of each objective get
+    infinity (they bound the front). An objective with no range adds nothing."""
+    oriented = [_oriented(p, directions) for p in points]
+    n = len(oriented)
+    distance = [0.0] * n
+    if n <= 2:
+        return [math.inf] * n
+    for m in range(len(directions)):
+        order = sorted(range(n), key=lambda i: (oriented[i][m], i))
+        low, high = oriented[order[0]][m], oriented[order[-1]][m]
+        distance[order[0]] = distance[order[-1]] = math.inf
+        span = high - low
+        if not math.isfinite(span) or span <= 0:
+            continue
+        for k in range(1, n - 1):
+            gap = oriented[order[k + 1]][m] - oriented[order[k - 1]][m]
+            distance[order[k]] += gap / span if math.isfinite(gap) else math.inf
+    return distance
+
+
+def _check(kind: str, candidate: Sequence[float], recorded: Sequence[Sequence[float]],
+           directions: Sequence[str], reduction_factor: int) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    if int(reduction_factor) < 2:
+        raise ValueError(f"reduction_factor must be >= 2, got {reduction_factor!r}")
+    if not directions or any(d not in DIRECTIONS for d in directions):
+        raise ValueError(f"directions must each be 'maximize' or 'minimize', got {list(directions)!r}")
+    for vector in (candidate, *recorded):
+        if len(vector) != len(directions):
+            raise ValueError(f"a vector of {len(vector)} values for {len(directions)} objectives")
+
+
+def should_continue(
+    kind: str,
+    candidate: Sequence[float],
+    recorded: Sequence[Sequence[float]],
+    directions: Sequence[str],
+    reduction_factor: int,
+) -> tuple[bool, str]:
+    """Whether a trial that has just reached a rung goes on, and why (the rule's verdict).
+
+    ``candidate`` is the trial's objective vector at the rung (top-1 so far, then the objectives
+    known before training), ``recorded`` the vectors of the trials recorded at this rung before
+    it (the candidate not among them), ``directions`` ``"maximize"``/``"minimize"`` per
+    objective. ``asha`` looks at the first objective only; ``pareto`` at all of them (see the
+    module docstring); ``none`` always goes on. The decision depends on these values alone.
+    """
+    _check(kind, candidate, recorded, directions, reduction_factor)
+    eta = int(reduction_factor)
+    if kind == "none":
+        return True, "none: no early stopping"
+    if not math.isfinite(_oriented(candidate[:1], directions[:1])[0]):
+        return False, f"{kind}: the first objective is {candidate[0]!r}, not a finite number"
+    needed = WARMUP * eta
+    n = len(recorded) + 1
+    keep = quota(n, eta)
+    if kind == "asha":
+        mine = _oriented(candidate[:1], directions[:1])[0]
+        better = sum(1 for r in recorded if _oriented(r[:1], directions[:1])[0] > mine)
+        if len(recorded) < needed:
+            return True, f"asha: {len(recorded)} trials recorded at this rung, it stops none before {needed}"
+        verdict = better < keep
+        return verdict, (f"asha: ranks {better + 1} of {n} by the first objective; the top {keep} "
+                         f"(1/{eta}) go on")
+    # pareto
+    mine_vec = _oriented(candidate, directions)
+    dominating = sum(1 for r in recorded if dominates(_oriented(r, directions), mine_vec))
+    if dominating:
+        return False, (f"pareto: dominated by {dominating} of the {len(recorded)} trials recorded at "
+                       "this rung")
+    if len(recorded) < needed:
+        return True, (f"pareto: non-dominated; {len(recorded)} trials recorded at this rung, it stops "
+                      f"none before {needed}")
+    points = [*recorded, candidate]
+    front = nondominated_fronts(points, directions)[0]  # the candidate is on it
+    crowd = dict(zip(front, crowding_distances([points[i] for i in front], directions)))
+    ahead = sum(1 for i in front if crowd[i] > crowd[n - 1])  # a tie goes to the candidate
+    verdict = ahead < keep
+    return verdict, (f"pareto: non-dominated, crowding rank {ahead + 1} of the {len(front)} on the "
+                     f"front of {n}; the top {keep} (1/{eta}) go on")
