@@ -139,3 +139,20 @@ def check_archive(path: str | Path) -> None:
         raise UserInputError(f"{path}: damaged archive ({error_text(err)})") from None
     if bad is not None:
         raise UserInputError(f"{path}: damaged archive (checksum mismatch in {bad.split('/', 1)[-1]})")
+
+
+def load_torch_file(path: str | Path, what: str, *, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` of a file svite-search wrote, ``what`` naming the
+    kind of file (``"checkpoint"``, ``"slim model file"``). A missing, damaged (see
+    :func:`check_archive`), truncated or foreign file is a :class:`UserInputError` naming the
+    path: the one error handling of every reader of torch files (checkpoints, slim models)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such {what}")
+    check_archive(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, wrong format, unsafe pickle
+        raise UserInputError(f"{path}: not a readable {what} ({error_text(err)})") from None

@@ -29,6 +29,7 @@ from .._io import (  # noqa: F401  (re-exported: the writers of every file of a 
     atomic_write_text,
     check_archive,
     error_text,
+    load_torch_file,
     new_temp_file,
     replace_durably,
 )
@@ -39,15 +40,9 @@ CHECKPOINT_VERSION = 1
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely; a missing, truncated, damaged or foreign file is a
-    :class:`UserInputError` naming the path."""
+    :class:`UserInputError` naming the path (the same handling as the engine's ``load_slim``)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such checkpoint")
-    check_archive(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, wrong format, unsafe pickle
-        raise UserInputError(f"{path}: not a readable checkpoint ({error_text(err)})") from None
+    state = load_torch_file(path, "checkpoint", map_location=map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise UserInputError(f"{path}: not an svite-search checkpoint (no model state)")
     return state

@@ -1,30 +1,45 @@
 """Build the engine components a run config asks for, and the trainer's view of them.
 
-The trainer knows nothing about sparsity: it sees a list of named components with the engine's
-small protocol (``step()`` after every optimizer step, ``state_dict``/``load_state_dict``,
-``stats()``, and optionally ``apply_masks(module)`` for the EMA copy and ``structure()`` or
-``layer_densities()`` for FLOPs accounting). This module maps the harness config (including the
-``reference`` preset) onto the engine's own configs.
+The trainer knows nothing about sparsity: it sees named :class:`~svite_search.engine.Sparsifier`
+components (``step()`` after every optimizer step, ``state_dict``/``load_state_dict``,
+``stats()``, and the typed read-outs ``apply_masks(module)`` for the EMA copy,
+``layer_densities()`` / ``structure()`` for FLOPs accounting and ``needs_eager_step()`` under
+``train.compile``, each ``None``/``False``/a no-op where it does not apply). This module maps
+the harness config (including the ``reference`` preset) onto the engine's own configs, and the
+engine's argument names in its errors back onto the config's keys.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import dataclasses
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
 
-from ..config import RunConfig
+from ..config import RunConfig, SparsityConfig
+from ..engine.base import Sparsifier
+from ..errors import ConfigError
+
+#: The run-config key behind an engine argument that is not a ``sparsity`` field of its own name.
+_ENGINE_ARGUMENT_KEYS = {"seed": "train.seed", "neuron_growth": "preset", "exact_counts": "preset"}
+_SPARSITY_FIELDS = frozenset(f.name for f in dataclasses.fields(SparsityConfig))
 
 
-@runtime_checkable
-class EngineComponent(Protocol):
-    def step(self) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-    def stats(self) -> dict[str, float]: ...
+@contextmanager
+def config_keys() -> Iterator[None]:
+    """Re-raise an engine :class:`ConfigError` under the run-config key it came from: the engine
+    names its own arguments (``updates_per_run``), a user's file names ``sparsity.updates_per_run``."""
+    try:
+        yield
+    except ConfigError as err:
+        key = _ENGINE_ARGUMENT_KEYS.get(err.field)
+        if key is None and err.field in _SPARSITY_FIELDS:
+            key = f"sparsity.{err.field}"
+        if key is None:
+            raise
+        message = str(err).removeprefix(f"{err.field}: ")
+        raise ConfigError(key, message) from None
 
 
 def install_model_modules(model: nn.Module, cfg: RunConfig) -> Any | None:
@@ -50,9 +65,24 @@ def build_components(
     *,
     total_steps: int,
     selector: Any | None,
-) -> dict[str, EngineComponent]:
-    """The engine components for ``cfg.method`` (and SViTE+ when tokens are on), by name."""
-    components: dict[str, EngineComponent] = {}
+) -> dict[str, Sparsifier]:
+    """The engine components for ``cfg.method`` (and SViTE+ when tokens are on), by name.
+
+    Build them after the optimizer holds the model's parameters (S²ViTE and SViTE reset the
+    optimizer state of the weights they mask) and after :func:`install_model_modules`."""
+    with config_keys():
+        return _build_components(model, optimizer, cfg, total_steps=total_steps, selector=selector)
+
+
+def _build_components(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: RunConfig,
+    *,
+    total_steps: int,
+    selector: Any | None,
+) -> dict[str, Sparsifier]:
+    components: dict[str, Sparsifier] = {}
     sp = cfg.sparsity
     reference = cfg.preset == "reference"
     from ..engine.sparse import DEFAULT_OPTIMIZER_STATE
@@ -104,7 +134,7 @@ def build_components(
     return components
 
 
-def needs_eager_step(components: dict[str, EngineComponent]) -> bool:
+def needs_eager_step(components: dict[str, Sparsifier]) -> bool:
     """Whether the next forward/backward must run the eager model under ``train.compile``.
 
     S²ViTE's head-score capture (armed only for the iteration before a topology update) hooks
@@ -112,8 +142,4 @@ def needs_eager_step(components: dict[str, EngineComponent]) -> bool:
     would not run those hooks the same way. Those iterations (one per ΔT) run eagerly; every
     other step runs compiled.
     """
-    for comp in components.values():
-        capture = getattr(comp, "_capture", None)
-        if capture is not None and bool(getattr(capture, "armed", False)):
-            return True
-    return False
+    return any(comp.needs_eager_step() for comp in components.values())

@@ -33,10 +33,10 @@ def compute_summary(trainer: "Trainer") -> dict[str, Any]:
     layer_density = None
     structure = None
     for comp in trainer.components.values():
-        if hasattr(comp, "layer_densities"):
-            layer_density = comp.layer_densities()
-        if hasattr(comp, "structure"):
-            structure = comp.structure()
+        if (densities := comp.layer_densities()) is not None:
+            layer_density = densities
+        if (kept := comp.structure()) is not None:
+            structure = kept
     tokens = None
     if trainer.selector is not None:
         from ..engine.tokens import kept_patch_tokens

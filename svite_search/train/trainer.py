@@ -15,7 +15,9 @@ the host never waits for the GPU mid-step (:mod:`svite_search.train.loss_watch`)
 
 The trainer knows nothing about sparsity. It calls the engine components (see
 :mod:`svite_search.train.components`) after every optimizer step; the engine reads the dense
-gradient still in ``.grad`` at that point.
+gradient still in ``.grad`` at that point. :meth:`Trainer.train_step` is the one place that
+runs an iteration in the order the engine documents (:mod:`svite_search.engine`): the training
+loop and the benchmarks call it.
 
 Example::
 
@@ -58,7 +60,8 @@ from .checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
-from .components import EngineComponent, build_components, install_model_modules, needs_eager_step
+from ..engine.base import Sparsifier
+from .components import build_components, install_model_modules, needs_eager_step
 from .device import amp_settings, resolve_device
 from .loss_watch import LossWatch
 from .summary import final_metrics
@@ -161,7 +164,7 @@ class Trainer:
             )
         self.scaler = self.amp.scaler()
 
-        self.components: dict[str, EngineComponent] = build_components(
+        self.components: dict[str, Sparsifier] = build_components(
             self.model, self.optimizer, cfg, total_steps=self.total_steps, selector=self.selector
         )
         self.ema = ModelEmaV3(self.model, decay=cfg.train.ema_decay) if cfg.train.ema else None
@@ -295,9 +298,53 @@ class Trainer:
         if self.ema is None:
             return
         for comp in self.components.values():
-            apply = getattr(comp, "apply_masks", None)
-            if apply is not None:
-                apply(self.ema.module)
+            comp.apply_masks(self.ema.module)
+
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on one batch, in the engine's order; returns the detached loss.
+
+        The order (see the ordering rules in :mod:`svite_search.engine`): forward and loss under
+        autocast (on the eager model when a component captures on this step under
+        ``train.compile``); ``zero_grad``; backward (scaled under fp16); unscale, so clipping
+        and the engine read true gradients; clipping; the optimizer step (which the fp16 scaler
+        skips on overflow); the engine's step, only after a real optimizer step and before the
+        next ``zero_grad``, since it reads ``.grad``; then the EMA (masked like the model) and
+        the per-iteration learning-rate update. ``images`` and ``targets`` are moved to the
+        run's device if they are not there; Mixup, if any, is the caller's (the loop applies it).
+        The loss is returned unread, so a CUDA caller decides when to wait for it.
+        """
+        images = images.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        model = self.eager_train_model if needs_eager_step(self.components) else self.train_model
+        with self.amp.autocast():
+            loss = self.criterion(model(images), targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # the engine reads unscaled gradients
+        else:
+            loss.backward()
+        if self.cfg.train.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad)
+        stepped = True
+        if self.scaler is not None:
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skipped when the fp16 gradients overflowed
+            self.scaler.update()
+            stepped = self.scaler.get_scale() >= scale  # update() lowers the scale only after a skip
+        else:
+            self.optimizer.step()
+        self.state.step += 1
+        if stepped:
+            self._engine_step()  # the engine runs after every optimizer step, on finite gradients
+        else:
+            self.state.overflow_steps += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.state.step)
+            self._mask_ema()
+        if self.scheduler is not None:
+            self.scheduler.step_update(num_updates=self.state.step)
+        return loss.detach()
 
     def train_one_epoch(self, epoch: int) -> float:
         self.train_model.train()
@@ -320,37 +367,9 @@ class Trainer:
             targets = targets.to(self.device, non_blocking=True)
             if self.mixup_fn is not None:
                 images, targets = self.mixup_fn(images, targets)
-            model = self.eager_train_model if needs_eager_step(self.components) else self.train_model
-            with self.amp.autocast():
-                loss = self.criterion(model(images), targets)
+            loss = self.train_step(images, targets)
             # Reads the previous step's loss (long finished): no wait on the kernels just queued.
-            watch.push(loss, step=self.state.step + 1, batch=images.shape[0])
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)  # the engine reads unscaled gradients
-            else:
-                loss.backward()
-            if cfg.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
-            stepped = True
-            if self.scaler is not None:
-                scale = self.scaler.get_scale()
-                self.scaler.step(self.optimizer)  # skipped when the fp16 gradients overflowed
-                self.scaler.update()
-                stepped = self.scaler.get_scale() >= scale  # update() lowers the scale only after a skip
-            else:
-                self.optimizer.step()
-            self.state.step += 1
-            if stepped:
-                self._engine_step()  # the engine runs after every optimizer step, on finite gradients
-            else:
-                self.state.overflow_steps += 1
-            if self.ema is not None:
-                self.ema.update(self.model, step=self.state.step)
-                self._mask_ema()
-            if self.scheduler is not None:
-                self.scheduler.step_update(num_updates=self.state.step)
+            watch.push(loss, step=self.state.step, batch=images.shape[0])
             bar.update(1)
             if watch.reads:
                 bar.set_postfix(loss=f"{watch.last:.3f}", refresh=False)

@@ -42,21 +42,12 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
-from ...errors import ConfigError
+from ..base import Sparsifier
+from ._config import DEFAULT_OPTIMIZER_STATE, OPTIMIZER_STATE_POLICIES, RESETTING_POLICIES, DynamicSparsityConfig
 from ._distributions import check_density, check_distribution, layer_counts, layer_densities
-from ._schedule import PruneSchedule, resolve_update_interval
 from ._targets import masked_parameters, tied_weight_names, unwrap
 
 log = logging.getLogger(__name__)
-
-OPTIMIZER_STATE_POLICIES: tuple[str, ...] = ("reset", "calibrated", "keep")
-
-#: The policy of the default preset: ``reset`` had the higher mean top-1 than ``calibrated`` and
-#: ``keep`` in the digits comparison of the ablation report (SViTE and S²ViTE, 3 seeds each).
-DEFAULT_OPTIMIZER_STATE = "reset"
-
-#: Policies that keep the optimizer state of inactive weights at zero.
-RESETTING_POLICIES: frozenset[str] = frozenset({"reset", "calibrated"})
 
 #: Optimizer state entries that hold a running second moment (Adam/AdamW, AMSGrad, RMSprop).
 SECOND_MOMENT_KEYS: tuple[str, ...] = ("exp_avg_sq", "max_exp_avg_sq", "square_avg")
@@ -80,28 +71,19 @@ def calibrate_second_moment(state: dict, grown: torch.Tensor, kept: torch.Tensor
 
 
 @dataclass(kw_only=True)
-class SViTEConfig:
-    """Settings of one SViTE run (engine level: plain values, no harness types).
+class SViTEConfig(DynamicSparsityConfig):
+    """Settings of one SViTE run (engine level: plain values, no harness types), checked on
+    construction.
 
     Attributes:
         density: global density of the masked weights, in (0, 1].
         distribution: per-layer spread of that density: ``erk`` | ``er`` | ``uniform``.
-        total_steps: optimizer steps in the whole run (``T``); the prune rate anneals over them.
-        update_interval: ``ΔT``, optimizer steps between topology updates; or give
-            ``updates_per_run`` instead (see :func:`resolve_update_interval`). With neither, the
-            paper's cadence of about 80 updates per run.
-        prune_rate: ``dr0``, the share of active weights replaced at the first update.
-        prune_rate_min: ``dr_min``, the share at the end of training.
-        decay: prune-rate shape over training: ``cosine`` (paper) | ``linear`` | ``constant``.
-        t_end: share of training with topology updates; the rest keeps the topology frozen.
-        optimizer_state: what a weight's optimizer state is when it grows (see "Optimizer-state
-            policies" below): ``reset`` (default) zeroes the state (Adam moments, momentum) of
-            newly grown and inactive weights; ``calibrated`` does too, then sets the second
-            moment of newly grown weights to the mean of the layer's surviving active ones;
-            ``keep`` leaves the state alone (the authors' code).
         exact_counts: ``True`` gives each layer an exact number of active weights; ``False``
             draws each entry independently (Bernoulli, the authors' code).
-        seed: seed of the initial masks; share it across DDP ranks.
+
+    The schedule (``total_steps``, ``update_interval`` or ``updates_per_run``, ``prune_rate``,
+    ``prune_rate_min``, ``decay``, ``t_end``), ``optimizer_state`` and ``seed`` are shared with
+    S²ViTE: see :class:`~._config.DynamicSparsityConfig`.
 
     ``SViTEConfig.reference(...)`` gives the authors' code's behaviour.
 
@@ -125,16 +107,7 @@ class SViTEConfig:
 
     density: float = 0.5
     distribution: str = "erk"
-    total_steps: int
-    update_interval: int | None = None
-    updates_per_run: int | None = None
-    prune_rate: float = 0.5
-    prune_rate_min: float = 0.005
-    decay: str = "cosine"
-    t_end: float = 0.8
-    optimizer_state: str = DEFAULT_OPTIMIZER_STATE
     exact_counts: bool = True
-    seed: int = 0
 
     @classmethod
     def reference(cls, **fields: Any) -> "SViTEConfig":
@@ -142,29 +115,13 @@ class SViTEConfig:
         return cls(**{"exact_counts": False, "optimizer_state": "keep", **fields})
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid field."""
+        """Raise :class:`~svite_search.errors.ConfigError` naming the first invalid field."""
         check_density(self.density)
         check_distribution(self.distribution)
-        if self.optimizer_state not in OPTIMIZER_STATE_POLICIES:
-            raise ConfigError(
-                "optimizer_state", f"{self.optimizer_state!r} is not one of {', '.join(OPTIMIZER_STATE_POLICIES)}"
-            )
-        self.schedule()
-
-    def schedule(self) -> PruneSchedule:
-        """The update rule and prune-rate schedule these settings describe."""
-        interval = resolve_update_interval(self.total_steps, self.t_end, self.update_interval, self.updates_per_run)
-        return PruneSchedule(
-            total_steps=self.total_steps,
-            update_interval=interval,
-            t_end=self.t_end,
-            initial=self.prune_rate,
-            minimum=self.prune_rate_min,
-            decay=self.decay,
-        )
+        super().validate()
 
 
-class SViTE:
+class SViTE(Sparsifier):
     """Unstructured dynamic sparsity for a timm ViT; call :meth:`step` after ``optimizer.step()``.
 
     Args:
@@ -179,6 +136,8 @@ class SViTE:
         step_count: optimizer steps seen so far.
         updates: topology updates done; ``skipped_updates``: those skipped (non-finite gradients).
     """
+
+    name = "svite"
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, config: SViTEConfig) -> None:
         config.validate()

@@ -1,5 +1,7 @@
 """S²ViTE: structured (head and neuron) dynamic sparsity, and physical slimming.
 
+The method, and where it departs from the authors' code: ``docs/METHOD.md``, section 3.
+
 * :class:`S2ViTE` / :class:`S2ViTEConfig`: the engine component. It keeps ``int(H · head_density)``
   heads and ``int(M · mlp_density)`` MLP neurons active per block and explores which ones on the
   schedule shared with SViTE (heads pruned by first-order Taylor importance and grown by

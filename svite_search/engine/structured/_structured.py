@@ -63,15 +63,13 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, UserInputError
+from ..base import Sparsifier
 from ..sparse import (
-    DECAYS,
-    DEFAULT_OPTIMIZER_STATE,
     OPTIMIZER_STATE_POLICIES,
     RESETTING_POLICIES,
-    PruneSchedule,
+    DynamicSparsityConfig,
     calibrate_second_moment,
     masked_parameters,
-    resolve_update_interval,
 )
 from ._scores import HeadScoreCapture, neuron_growth_signal, neuron_magnitude
 from ._units import BlockLayout, BlockMask, block_layouts, random_block_masks, unwrap_model, vit_blocks
@@ -84,57 +82,39 @@ DEFAULT_HEAD_GROWTH = "explore"  # the default preset's rule; "reference" is the
 OPTIMIZER_STATE = OPTIMIZER_STATE_POLICIES  # one list of policies for both engines
 
 
-@dataclass
-class S2ViTEConfig:
-    """Settings of one S²ViTE run (field names follow the ``sparsity`` section of a run config).
+@dataclass(kw_only=True)
+class S2ViTEConfig(DynamicSparsityConfig):
+    """Settings of one S²ViTE run (engine level: plain values), checked on construction.
 
-    ``update_interval`` (ΔT in iterations) or ``updates_per_run`` sets the update cadence; with
-    neither, the paper's cadence of about 80 updates per run is used. ``head_growth`` is the
-    head exploration rule (``explore`` | ``reference`` | ``frozen``, see the module docstring),
-    ``neuron_growth`` the neuron masking (``signal`` | ``reference``), ``optimizer_state`` the
-    state of grown units (``reset`` | ``calibrated`` | ``keep``, as in
-    :class:`~svite_search.engine.sparse.SViTEConfig`).
+    ``head_density`` and ``mlp_density`` are the shares of heads and MLP neurons kept per block;
+    ``head_growth`` is the head exploration rule (``explore`` | ``reference`` | ``frozen``, see
+    the module docstring), ``neuron_growth`` the neuron masking (``signal`` | ``reference``).
+    The schedule (``total_steps``, ``update_interval`` or ``updates_per_run``, ``prune_rate``,
+    ``prune_rate_min``, ``decay``, ``t_end``), ``optimizer_state`` (the state of grown units)
+    and ``seed`` are shared with SViTE: see
+    :class:`~svite_search.engine.sparse.DynamicSparsityConfig`.
     """
 
-    total_steps: int
     head_density: float = 0.7
     mlp_density: float = 0.6
-    update_interval: int | None = None
-    updates_per_run: int | None = None
-    prune_rate: float = 0.5
-    prune_rate_min: float = 0.005
-    decay: str = "cosine"
-    t_end: float = 0.8
-    optimizer_state: str = DEFAULT_OPTIMIZER_STATE
     neuron_growth: str = "signal"
     head_growth: str = DEFAULT_HEAD_GROWTH
-    seed: int = 0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise :class:`~svite_search.errors.ConfigError` naming the first invalid field."""
         for name in ("head_density", "mlp_density"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
-                raise ConfigError(f"sparsity.{name}", f"{value!r} must be in (0, 1]")
-        if self.total_steps < 1:
-            raise ConfigError("total_steps", f"{self.total_steps!r} must be >= 1")
-        if self.decay not in DECAYS:
-            raise ConfigError("sparsity.decay", f"{self.decay!r} is not one of {', '.join(DECAYS)}")
-        if self.optimizer_state not in OPTIMIZER_STATE:
-            raise ConfigError(
-                "sparsity.optimizer_state", f"{self.optimizer_state!r} is not one of {', '.join(OPTIMIZER_STATE)}"
-            )
+                raise ConfigError(name, f"{value!r} must be in (0, 1]")
         if self.head_growth not in HEAD_GROWTH:
-            raise ConfigError(
-                "sparsity.head_growth", f"{self.head_growth!r} is not one of {', '.join(HEAD_GROWTH)}"
-            )
+            raise ConfigError("head_growth", f"{self.head_growth!r} is not one of {', '.join(HEAD_GROWTH)}")
         if self.neuron_growth not in NEURON_GROWTH:
-            raise ConfigError(
-                "sparsity.neuron_growth", f"{self.neuron_growth!r} is not one of signal, reference"
-            )
+            raise ConfigError("neuron_growth", f"{self.neuron_growth!r} is not one of {', '.join(NEURON_GROWTH)}")
+        super().validate()
 
 
-class S2ViTE:
-    """Structured head and neuron sparsity for a timm ViT (the engine component protocol).
+class S2ViTE(Sparsifier):
+    """Structured head and neuron sparsity for a timm ViT (a :class:`~svite_search.engine.Sparsifier`).
 
     ``model`` may be wrapped (DDP, ``torch.compile``); masks and hooks act on the timm model
     inside. Build it after the optimizer holds the model's parameters.
@@ -147,17 +127,8 @@ class S2ViTE:
         self.optimizer = optimizer
         self.config = config
         self.layouts: list[BlockLayout] = block_layouts(self.model)
-        interval = resolve_update_interval(
-            config.total_steps, config.t_end, config.update_interval, config.updates_per_run
-        )
-        self.schedule = PruneSchedule(
-            total_steps=config.total_steps,
-            update_interval=interval,
-            t_end=config.t_end,
-            initial=config.prune_rate,
-            minimum=config.prune_rate_min,
-            decay=config.decay,
-        )
+        config.validate()
+        self.schedule = config.schedule()
         self._views_cache: dict[tuple[int, torch.device], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.masks: list[BlockMask] = []
         self._set_masks(
@@ -271,13 +242,20 @@ class S2ViTE:
         """(heads kept, neurons kept) per block."""
         return [m.kept for m in self.masks]
 
+    def needs_eager_step(self) -> bool:
+        """True on the iteration before a topology update: the head-score capture hooks
+        ``attn.proj``'s input and registers a gradient hook from Python, which a compiled
+        graph would not run the same way (one iteration per ΔT)."""
+        return self._capture.armed
+
     def unit_masks(self) -> list[BlockMask]:
         """Copies of the active head and neuron sets per block (for :func:`slim_model`)."""
         return [m.clone() for m in self.masks]
 
-    def apply_masks(self, module: nn.Module) -> None:
-        """Mask another copy of the model with the same blocks (an EMA copy, for example)."""
-        self._apply(unwrap_model(module))
+    def apply_masks(self, module: nn.Module | None = None) -> None:
+        """Mask another copy of the model with the same blocks (an EMA copy, for example), or
+        the model itself."""
+        self._apply(self.model if module is None else unwrap_model(module))
 
     def remove(self) -> None:
         """Unregister the score hooks (the model keeps its current weights)."""

@@ -44,7 +44,8 @@ from torch import nn
 
 from ..._torchvision_guard import ensure_torchvision
 from ...errors import UserInputError
-from ..._io import atomic_torch_save, check_archive
+from ..._io import atomic_torch_save, load_torch_file
+from ._structured import S2ViTE
 from ._units import BlockMask, check_block_masks, masks_from_weights, unwrap_model, vit_blocks
 
 ensure_torchvision()  # the timm imports below (in functions) import torchvision
@@ -129,14 +130,26 @@ def _timm_vit_classes() -> tuple[type, type, type, type]:
     return VisionTransformer, Block, Attention, Mlp
 
 
+#: The MLP activations a slim model file can name: each is rebuilt by timm's public
+#: ``get_act_layer(name)``, and an activation is recognised by the class that call returns.
+SLIM_ACTIVATIONS: tuple[str, ...] = (
+    "gelu", "gelu_tanh", "quick_gelu", "relu", "relu6", "leaky_relu", "elu", "celu", "selu", "prelu",
+    "silu", "swish", "mish", "hard_swish", "hard_sigmoid", "hard_mish", "sigmoid", "tanh", "identity",
+)
+
+
 def _act_name(act: nn.Module) -> str:
     """A name that rebuilds ``act`` through :func:`_act_layer`."""
     if type(act) is nn.GELU:
         return "gelu" if act.approximate == "none" else "gelu_tanh"
-    from timm.layers.create_act import _ACT_LAYER_DEFAULT
+    from timm.layers import get_act_layer
 
-    for name, cls in _ACT_LAYER_DEFAULT.items():
-        if type(act) is cls:
+    for name in SLIM_ACTIVATIONS:
+        try:
+            layer = get_act_layer(name)
+        except KeyError:  # a timm release without this activation
+            continue
+        if type(act) is layer:
             return name
     raise UserInputError(f"cannot slim a ViT whose MLP activation is {type(act).__name__}")
 
@@ -368,7 +381,7 @@ def _slim_block_state(block: nn.Module, mask: BlockMask) -> tuple[dict[str, torc
 def _as_masks(model: nn.Module, units: Any) -> list[BlockMask]:
     if units is None:
         masks = masks_from_weights(model)
-    elif hasattr(units, "unit_masks"):
+    elif isinstance(units, S2ViTE):
         masks = units.unit_masks()
     else:
         masks = [m if isinstance(m, BlockMask) else BlockMask(*m) for m in units]
@@ -518,14 +531,7 @@ def _from_payload(payload: Any, source: str) -> nn.Module:
 
 
 def load_slim(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> nn.Module:
-    """Rebuild a model written by :func:`save_slim` (in eval mode)."""
+    """Rebuild a model written by :func:`save_slim` (in eval mode). A missing, damaged or
+    foreign file is a :class:`UserInputError` naming the path, as for a training checkpoint."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such slim model file")
-    check_archive(path)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated archive, foreign pickle
-        first = str(err).splitlines()[0][:200] if str(err) else ""
-        raise UserInputError(f"{path}: not a readable slim model file ({type(err).__name__}: {first})") from None
-    return _from_payload(payload, str(path))
+    return _from_payload(load_torch_file(path, "slim model file", map_location=map_location), str(path))

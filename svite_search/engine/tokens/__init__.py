@@ -1,5 +1,7 @@
 """SViTE+: learnable token selection (data sparsity) for timm Vision Transformers.
 
+The method, and where it departs from the authors' code: ``docs/METHOD.md``, section 5.
+
 A ``Linear(D, 1)`` scorer ranks the patch tokens right after the position embedding; the top
 ``k`` (plus the class and any other prefix tokens) go on to the blocks. Training picks them by
 Gumbel top-k with a straight-through gradient, evaluation by the plain top-k. By default the

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from ...errors import ConfigError
+from ..base import Sparsifier
 from ._selector import TokenSelector, find_token_selector
 
 SHAPES: tuple[str, ...] = ("linear", "cosine", "exponential", "constant")
@@ -36,11 +37,13 @@ def temperature_at(step: int, total_steps: int, start: float, end: float, shape:
     raise ConfigError("tokens.tau_decay", f"{shape!r} is not one of {', '.join(SHAPES)}")
 
 
-class TokenTemperature:
+class TokenTemperature(Sparsifier):
     """Sets ``selector.tau`` from a schedule; call :meth:`step` after every ``optimizer.step()``.
 
-    Follows the engine protocol (``step`` / ``state_dict`` / ``load_state_dict`` / ``stats``).
-    ``selector`` is the :class:`TokenSelector` or a model that carries one.
+    A :class:`~svite_search.engine.Sparsifier` of data rather than weights: it masks no weights,
+    so its optional read-outs say so (``layer_densities()`` and ``structure()`` are ``None``,
+    ``apply_masks`` does nothing). ``selector`` is the :class:`TokenSelector` or a model that
+    carries one.
 
     Example::
 
@@ -50,6 +53,8 @@ class TokenTemperature:
             ...; optimizer.step(); temperature.step()
         selector.tau           # 5.05
     """
+
+    name = "tokens"
 
     def __init__(
         self,
