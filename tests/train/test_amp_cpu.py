@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from svite_search.config import config_from_dict
+from svite_search.engine import Sparsifier
 from svite_search.train import Trainer
 
 BASE = {
@@ -28,7 +29,7 @@ def cfg(method: str = "dense", **train: Any):
     return config_from_dict(raw)
 
 
-class GradProbe:
+class GradProbe(Sparsifier):
     """An engine component that records, at the moment the engine runs, the gradient norm of
     every weight the engine reads (after the optimizer step, as the engine sees them)."""
 

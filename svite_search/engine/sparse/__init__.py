@@ -34,10 +34,12 @@ Example (a plain PyTorch loop)::
 
 S²ViTE reuses the schedule like this (its config extends :class:`DynamicSparsityConfig`)::
 
+    T = 10_000  # optimizer steps in the run
     schedule = DynamicSparsityConfig(total_steps=T, updates_per_run=80).schedule()
-    assert schedule.update_interval == resolve_update_interval(T, 0.8, updates_per_run=80)
-    if schedule.is_update_step(step):
-        n_prune = math.ceil(schedule.prune_rate(step) * n_active)
+    assert schedule.update_interval == resolve_update_interval(T, 0.8, updates_per_run=80) == 99
+    assert schedule.num_updates == 80
+    n_active = 6  # units active in a block
+    n_prune = math.ceil(schedule.prune_rate(schedule.update_interval) * n_active)  # 3 at the first update
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ its config keys onto these arguments adds its own prefix.
 Example::
 
     config = DynamicSparsityConfig(total_steps=1000, update_interval=100)
-    config.schedule().num_updates  # 7: steps 100 .. 700, before t_end · T = 800
+    assert config.schedule().num_updates == 7  # steps 100 .. 700, before t_end · T = 800
 """
 from __future__ import annotations
 

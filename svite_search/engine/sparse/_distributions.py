@@ -57,8 +57,13 @@ def layer_densities(
 
     Example::
 
+        from svite_search.engine.sparse import masked_parameters
+
+        model = timm.create_model("deit_small_patch16_224")
         shapes = {n: p.shape for n, p in masked_parameters(model).items()}
-        layer_densities(shapes, 0.5, "erk")["blocks.0.attn.proj.weight"]  # ≈ 0.756 (DeiT-Small)
+        densities = layer_densities(shapes, 0.5, "erk")
+        assert round(densities["blocks.0.attn.proj.weight"], 3) == 0.756
+        assert round(densities["blocks.0.attn.qkv.weight"], 3) == 0.504
     """
     density = check_density(density)
     check_distribution(distribution)

@@ -16,8 +16,8 @@ cadence survives a change of batch size or epochs.
 Example::
 
     schedule = PruneSchedule(total_steps=1000, update_interval=100)
-    [t for t in range(1, 1001) if schedule.is_update_step(t)]  # [100, 200, ..., 700]
-    schedule.prune_rate(500)  # 0.2525 (cosine, halfway between 0.5 and 0.005)
+    assert [t for t in range(1, 1001) if schedule.is_update_step(t)] == [100, 200, 300, 400, 500, 600, 700]
+    assert round(schedule.prune_rate(500), 4) == 0.2525  # cosine, halfway between 0.5 and 0.005
 """
 from __future__ import annotations
 

@@ -57,8 +57,9 @@ def masked_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     Example::
 
         model = timm.create_model("deit_small_patch16_224")
-        list(masked_parameters(model))[:3]
-        # ['patch_embed.proj.weight', 'blocks.0.attn.qkv.weight', 'blocks.0.attn.proj.weight']
+        names = list(masked_parameters(model))
+        assert names[:3] == ['patch_embed.proj.weight', 'blocks.0.attn.qkv.weight', 'blocks.0.attn.proj.weight']
+        assert names[-1] == "head.weight" and len(names) == 1 + 4 * 12 + 1
     """
     return _masked_and_tied(model)[0]
 

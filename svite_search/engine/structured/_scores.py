@@ -34,8 +34,9 @@ class HeadScoreCapture:
 
         capture = HeadScoreCapture([blk.attn for blk in model.blocks])
         capture.arm()
-        loss_fn(model(x), y).backward()
+        F.cross_entropy(model(images), targets).backward()
         taylor, growth = capture.scores()     # lists of (H,) fp32 tensors, one per block
+        assert len(taylor) == len(model.blocks) and taylor[0].shape == (model.blocks[0].attn.num_heads,)
         capture.reset()
     """
 

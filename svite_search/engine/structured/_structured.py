@@ -42,6 +42,8 @@ never moved (the neurons' defect of the authors' code, for heads).
 
 Example, a plain training loop::
 
+    from svite_search.engine.structured import slim_model
+
     engine = S2ViTE(model, optimizer, S2ViTEConfig(head_density=0.5, mlp_density=0.5,
                                                    total_steps=len(loader) * epochs))
     for images, labels in loader:
@@ -49,7 +51,7 @@ Example, a plain training loop::
         F.cross_entropy(model(images), labels).backward()
         optimizer.step()
         engine.step()              # before the next zero_grad: updates read the gradients
-    slim = slim_model(model, engine)
+    slim = slim_model(model, engine)  # the smaller ViT these unit sets describe
 """
 from __future__ import annotations
 

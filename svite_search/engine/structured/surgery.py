@@ -24,9 +24,13 @@ selector, timm's PatchDropout) is carried over unchanged.
 
 Example::
 
-    slim = slim_model(model, engine)          # engine: an S2ViTE, or a list of BlockMask
-    save_slim(slim, "deit_s_slim.pt")
-    same = load_slim("deit_s_slim.pt")
+    from svite_search.engine.structured import S2ViTE, S2ViTEConfig
+
+    engine = S2ViTE(model, optimizer, S2ViTEConfig(total_steps=100, head_density=0.5, mlp_density=0.5))
+    slim = slim_model(model, engine)          # an S2ViTE, or a list of BlockMask; checks the outputs
+    save_slim(slim, "slim.pt")
+    same = load_slim("slim.pt")
+    assert [b.attn.num_heads for b in same.blocks] == [h for h, _ in engine.structure()]
 """
 from __future__ import annotations
 

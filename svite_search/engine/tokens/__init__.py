@@ -10,9 +10,13 @@ is the authors' fixed-length zero masking (the ``reference`` preset).
 
 Example::
 
-    selector = install_token_selector(model, keep_ratio=0.5)
+    selector = install_token_selector(model, keep_ratio=0.5)        # before building the optimizer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
     temperature = TokenTemperature(selector, total_steps=10_000)    # call .step() per step
-    vit_macs(model, tokens=kept_patch_tokens(model))
+    kept = kept_patch_tokens(model)   # patch tokens the blocks see; the class token comes on top
+    assert kept == selector.keep_tokens < selector.num_patches
+
+``svite_search.metrics.vit_macs(model, tokens=kept_patch_tokens(model))`` counts its MACs.
 
 See :mod:`svite_search.engine.tokens._selector` for a complete training loop.
 """

@@ -55,7 +55,7 @@ def gumbel_topk(
 
         >>> scores = torch.randn(2, 16, requires_grad=True)
         >>> idx, gate = gumbel_topk(scores, 4, tau=1.0)
-        >>> idx.shape, float(gate.sum())
+        >>> idx.shape, float(gate.detach().sum())
         (torch.Size([2, 4]), 8.0)
     """
     if not 1 <= k <= scores.shape[-1]:

@@ -47,11 +47,15 @@ class TokenTemperature(Sparsifier):
 
     Example::
 
+        from svite_search.engine.tokens import install_token_selector
+
+        selector = install_token_selector(model, keep_ratio=0.5)
+        optimizer = torch.optim.AdamW(model.parameters())
         temperature = TokenTemperature(selector, total_steps=1000)   # 10 -> 0.1, linear
-        selector.tau           # 10.0
+        assert selector.tau == 10.0
         for _ in range(500):
             ...; optimizer.step(); temperature.step()
-        selector.tau           # 5.05
+        assert abs(selector.tau - 5.05) < 1e-9
     """
 
     name = "tokens"
