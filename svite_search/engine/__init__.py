@@ -19,7 +19,8 @@ Ordering rules. A training loop that drives the engine keeps this order; the har
    before building the optimizer, so the optimizer holds (and trains) its scorer, and before
    SViTE / S²ViTE, which then find the scorer outside their targets.
 2. Build SViTE / S²ViTE after the optimizer, with it: they reset the optimizer state (Adam
-   moments) of the weights they mask and grow.
+   moments) of the weights they mask and grow. Both refuse, with a ``ValueError``, an optimizer
+   that does not hold their weights or the scorer of a selector installed after it.
 3. Each iteration: forward (under autocast), ``optimizer.zero_grad()``, backward; under fp16
    AMP, ``scaler.unscale_(optimizer)`` next, so that gradient clipping and the engine read true
    gradients; then the optimizer step (``scaler.step`` + ``scaler.update`` under fp16).

@@ -44,9 +44,10 @@ Example::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 if TYPE_CHECKING:  # the protocol itself needs no torch at import time
+    import torch
     from torch import nn
 
 
@@ -98,3 +99,28 @@ class Sparsifier(ABC):
         """Whether the next forward and backward must run the eager model (not a
         ``torch.compile`` graph): Python hooks capture what the next :meth:`step` reads."""
         return False
+
+
+def check_build_order(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None, masked: Iterable[tuple[str, torch.Tensor]]
+) -> None:
+    """Refuse a weight sparsifier built out of the documented order (rules 1 and 2 of
+    :mod:`svite_search.engine`): the optimizer must already hold every trainable weight the
+    sparsifier masks (it resets their optimizer state), and a token selector on the model must
+    have been installed before the optimizer was built (else its scorer is never trained).
+    Raises :class:`ValueError` naming what is missing; nothing to check without an optimizer."""
+    if optimizer is None:
+        return
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for name, param in masked:
+        if param.requires_grad and id(param) not in held:
+            raise ValueError(
+                f"the optimizer does not hold {name!r}: build the optimizer over the model before the sparsifier"
+            )
+    from .tokens import find_token_selector
+
+    selector = find_token_selector(model)
+    if selector is not None and any(p.requires_grad and id(p) not in held for p in selector.parameters()):
+        raise ValueError(
+            "the optimizer does not hold the token selector's scorer: install the selector before building the optimizer"
+        )

@@ -125,3 +125,27 @@ def test_own_fields_are_named_without_a_harness_prefix(config, field: str, value
     with pytest.raises(ConfigError) as err:
         config(total_steps=100, **{field: value})
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("engine", ["svite", "s2vite"])
+def test_a_sparsifier_built_out_of_order_is_refused(engine: str) -> None:
+    def build(model, optimizer):
+        if engine == "svite":
+            return SViTE(model, optimizer, SViTEConfig(total_steps=10))
+        return S2ViTE(model, optimizer, S2ViTEConfig(total_steps=10, head_density=0.5, mlp_density=0.5))
+
+    model = tiny_vit()
+    only_head = torch.optim.AdamW(model.head.parameters())  # built over part of the model
+    with pytest.raises(ValueError, match="does not hold 'blocks.0.attn.qkv.weight'|does not hold 'patch_embed"):
+        build(model, only_head)
+
+    model = tiny_vit()
+    optimizer = torch.optim.AdamW(model.parameters())
+    install_token_selector(model, keep_ratio=0.5)  # after the optimizer: its scorer would never train
+    with pytest.raises(ValueError, match="install the selector before building the optimizer"):
+        build(model, optimizer)
+
+    model = tiny_vit()
+    install_token_selector(model, keep_ratio=0.5)
+    build(model, torch.optim.AdamW(model.parameters()))  # the documented order
+    build(tiny_vit(), None)  # no optimizer state to keep: nothing to check

@@ -43,7 +43,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
-from ..base import Sparsifier
+from ..base import Sparsifier, check_build_order
 from ._config import DEFAULT_OPTIMIZER_STATE, OPTIMIZER_STATE_POLICIES, RESETTING_POLICIES, DynamicSparsityConfig
 from ._distributions import check_density, check_distribution, layer_counts, layer_densities
 from ._targets import masked_parameters, tied_weight_names, unwrap
@@ -150,6 +150,7 @@ class SViTE(Sparsifier):
         self._tied: dict[str, str] = tied_weight_names(self.model)
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no Linear or Conv2d weights to mask")
+        check_build_order(self.model, optimizer, self.params.items())
         shapes = {name: tuple(p.shape) for name, p in self.params.items()}
         self.target_densities: dict[str, float] = layer_densities(shapes, config.density, config.distribution)
         self._generator = torch.Generator().manual_seed(config.seed)

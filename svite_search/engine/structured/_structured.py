@@ -65,7 +65,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, UserInputError
-from ..base import Sparsifier
+from ..base import Sparsifier, check_build_order
 from ..sparse import (
     OPTIMIZER_STATE_POLICIES,
     RESETTING_POLICIES,
@@ -130,6 +130,9 @@ class S2ViTE(Sparsifier):
         self.config = config
         self.layouts: list[BlockLayout] = block_layouts(self.model)
         config.validate()
+        masked = [(f"blocks.{i}.{part}.weight", block.get_submodule(part).weight)
+                  for i, block in enumerate(vit_blocks(self.model)) for part in ("attn.qkv", "mlp.fc1", "mlp.fc2")]
+        check_build_order(self.model, optimizer, masked)
         self.schedule = config.schedule()
         self._views_cache: dict[tuple[int, torch.device], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.masks: list[BlockMask] = []
