@@ -100,15 +100,16 @@ def test_flops_presets_count_as_the_registered_model(capsys) -> None:
     assert wider["dense_gmacs"] - result["dense_gmacs"] == pytest.approx(64 * 990 / 1e9)
 
 
-def test_a_refused_flops_option_imports_no_torch() -> None:
+def test_refused_model_options_import_no_torch() -> None:
     import subprocess
     import sys
 
     code = (
         "import sys\nfrom svite_search.cli import main\n"
-        "code = main(['flops', '--model', 'vit_digits', '--img-size', '0'])\n"
-        "print(code, sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)))"
+        "codes = [main(['flops', '--model', 'vit_digits', '--img-size', '0']),\n"
+        "         main(['masks', '--model', 'vit_digits', '--density', '0.5', '--num-classes', '0'])]\n"
+        "print(*codes, sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.stdout.strip() == "2 []", proc.stderr
-    assert "--img-size" in proc.stderr
+    assert proc.stdout.strip() == "2 2 []", proc.stderr
+    assert "flops: error: --img-size" in proc.stderr and "masks: error: --num-classes" in proc.stderr
