@@ -61,8 +61,13 @@ default_cfgs = generate_default_cfgs({
 
 
 def _has_weights_source(kwargs: dict[str, Any]) -> bool:
-    overlay = kwargs.get("pretrained_cfg_overlay") or {}
-    return any(overlay.get(key) for key in ("file", "url", "hf_hub_id", "state_dict"))
+    """Whether the caller named weights of their own (``pretrained_cfg`` or its overlay)."""
+    for cfg in (kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")):
+        if cfg is not None and not isinstance(cfg, str):
+            values = cfg if isinstance(cfg, dict) else vars(cfg)
+            if any(values.get(key) for key in ("file", "url", "hf_hub_id", "state_dict")):
+                return True
+    return False
 
 
 def _create_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformer:

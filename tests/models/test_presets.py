@@ -98,9 +98,13 @@ def test_keyword_arguments_override_the_preset() -> None:
         assert model.eval()(torch.zeros(2, 3, 16, 16)).shape == (2, 3)
 
 
-def test_pretrained_without_weights_is_refused_by_the_factory() -> None:
+def test_pretrained_loads_own_weights_and_without_any_is_refused(tmp_path: Path) -> None:
+    trained = timm.create_model("vit_digits")
+    torch.save(trained.state_dict(), tmp_path / "weights.pth")
+    loaded = timm.create_model("vit_digits", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "weights.pth")))
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()))
     with pytest.raises(ValueError, match="no published weights"):
-        timm.create_model("vit_digits", pretrained=True)
+        timm.create_model("vit_digits", pretrained=True)  # not a silent random initialisation
     with pytest.raises(ConfigError, match="model: cannot build 'vit_digits'"):
         models.build_model(ModelConfig(name="vit_digits", pretrained=True), num_classes=10, in_chans=1)
 
