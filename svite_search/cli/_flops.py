@@ -46,27 +46,16 @@ def add_parser(subparsers: Any, name: str, help: str) -> argparse.ArgumentParser
     return p
 
 
-def resolve_model(name: str, *, img_size: int | None = None, num_classes: int | None = None) -> tuple[str, dict[str, Any]]:
-    """``(timm name, create_model kwargs)`` for a preset or timm model name; unknown -> exit 2."""
-    from .._torchvision_guard import ensure_torchvision
-
-    ensure_torchvision()
-    import timm
-
-    from ..models import PRESETS
-
-    if name in PRESETS:
-        base, kwargs = PRESETS[name].base, dict(PRESETS[name].kwargs)
-    elif timm.is_model(name):
-        base, kwargs = name, {}
-    else:
-        raise UserInputError(f"--model: unknown model {name!r} (not a preset: {', '.join(PRESETS)}; nor a timm model name)")
+def model_options(*, img_size: int | None = None, num_classes: int | None = None) -> dict[str, Any]:
+    """``timm.create_model`` arguments of ``--img-size`` and ``--num-classes`` (unset: the
+    model's own); a value below 1 exits 2 before anything heavy is imported."""
+    kwargs: dict[str, Any] = {}
     for flag, value in (("img-size", img_size), ("num-classes", num_classes)):
         if value is not None:
             if value < 1:
                 raise UserInputError(f"--{flag}: {value} must be >= 1")
             kwargs[flag.replace("-", "_")] = value
-    return base, kwargs
+    return kwargs
 
 
 def as_option_error(err: ConfigError) -> UserInputError:
@@ -76,18 +65,16 @@ def as_option_error(err: ConfigError) -> UserInputError:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..metrics.flops import macs_for
+    from ..report.macs import macs_for
     from . import print_json
 
     if args.distribution is not None and args.density is None:
         raise UserInputError("--distribution: needs --density")
     distribution = args.distribution or "erk"
-    base, kwargs = resolve_model(args.model, img_size=args.img_size, num_classes=args.num_classes)
+    kwargs = model_options(img_size=args.img_size, num_classes=args.num_classes)
     try:
         report = macs_for(
-            base,
-            img_size=kwargs.pop("img_size", None),
-            num_classes=kwargs.pop("num_classes", None),
+            args.model,
             density=args.density,
             distribution=distribution,
             head_density=args.head_density,

@@ -31,13 +31,17 @@ def add_parser(subparsers: Any, name: str, help: str) -> argparse.ArgumentParser
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.sparse import layer_counts, layer_densities, masked_parameters
-    from ..metrics.flops import as_vision_transformer, meta_model
     from . import print_json
-    from ._flops import as_option_error, resolve_model
+    from ._flops import as_option_error, model_options
 
-    base, kwargs = resolve_model(args.model, num_classes=args.num_classes)
-    model = as_vision_transformer(meta_model(base, **kwargs))
+    kwargs = model_options(num_classes=args.num_classes)  # refused before torch is imported
+    from ..engine.sparse import layer_counts, layer_densities, masked_parameters
+    from ..report.macs import shape_model
+
+    try:
+        model = shape_model(args.model, **kwargs)
+    except ConfigError as err:
+        raise as_option_error(err) from None
     shapes = {name: tuple(p.shape) for name, p in masked_parameters(model).items()}
     try:
         densities = layer_densities(shapes, args.density, args.distribution)

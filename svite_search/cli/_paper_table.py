@@ -25,7 +25,7 @@ def add_parser(subparsers: Any, name: str, help: str) -> argparse.ArgumentParser
     p.add_argument("--model", dest="models", action="append", default=None, metavar="NAME",
                    help="rows for this model instead of DeiT-Tiny/Small/Base (repeatable; e.g. vit_digits)")
     p.add_argument("--num-classes", type=int, default=None, metavar="C",
-                   help="classes of the head counted (default 1000; 10 for the digits presets)")
+                   help="classes of the head counted (default: the model's; 1000 for DeiT, 10 for the digits presets)")
     p.add_argument("--format", choices=("md", "csv"), default="md", help="Markdown (default) or CSV")
     p.add_argument("--json", action="store_true", help="print one JSON object: {rows, paper, notes}")
     p.set_defaults(run=run)
@@ -33,14 +33,18 @@ def add_parser(subparsers: Any, name: str, help: str) -> argparse.ArgumentParser
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserInputError
+    from ..errors import ConfigError, UserInputError
     from ..report.paper import find_runs, format_csv, format_markdown, paper_results, paper_rows
     from . import print_json
+    from ._flops import as_option_error
 
     if args.num_classes is not None and args.num_classes < 1:
         raise UserInputError(f"--num-classes: {args.num_classes} must be >= 1")
     records = find_runs(args.runs) if args.runs else []
-    rows = paper_rows(args.models, runs=args.runs, num_classes=args.num_classes, records=records)
+    try:
+        rows = paper_rows(args.models, runs=args.runs, num_classes=args.num_classes, records=records)
+    except ConfigError as err:  # an unknown --model
+        raise as_option_error(err) from None
     if args.json:
         data = paper_results()
         print_json({"rows": rows, "paper": data["paper"], "notes": data["notes"]})

@@ -17,17 +17,19 @@ counted as it is. ``torch.utils.flop_counter.FlopCounterMode`` misses fused SDPA
 CPU; :mod:`svite_search.metrics._torch_counter` cross-checks this formula with fused attention
 switched off.
 
+This module counts what it is given (per-layer densities, tokens, heads and neurons per block)
+and imports nothing of the package above it: turning a *setting* (a global density spread by
+ERK, S²ViTE's head and neuron shares) into those inputs is the engine's rule, applied by
+:func:`svite_search.report.macs.macs_for`.
+
 Example::
 
-    report = macs_for("deit_small_patch16_224", density=0.5, keep_tokens=187)
-    report.dense_gmacs, report.gmacs, report.savings  # 4.60, 2.33, 0.4924
-
-(The paper reports a 49.32 % saving for this setting; this count, with ERK's exact per-layer
-counts, gives 49.24 %.)
+    model = meta_model("deit_small_patch16_224")  # shapes only, no memory
+    report = vit_macs(model, tokens=186)           # 186 of 196 patches kept, plus cls
+    report.dense_gmacs, report.gmacs, report.savings  # 4.60, 4.35, 0.0539
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -35,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, UserInputError
+from .wrappers import unwrap
 
 #: Part kinds of :meth:`MacsReport.by_kind`, in forward order.
 KINDS: tuple[str, ...] = ("patch_embed", "token_selector", "qkv", "attn_matmul", "proj", "mlp", "head")
@@ -114,13 +117,7 @@ def _linear_macs(module: nn.Module) -> int:
 
 def as_vision_transformer(model: nn.Module) -> nn.Module:
     """The timm VisionTransformer inside ``model`` (wrappers looked through), or a user error."""
-    for _ in range(8):  # DDP / EMA (.module) and torch.compile (._orig_mod) wrappers
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            break
-        model = inner
+    model = unwrap(model)
     if not all(hasattr(model, attr) for attr in ("patch_embed", "blocks", "num_prefix_tokens")):
         raise UserInputError(f"{type(model).__name__} is not a timm VisionTransformer (no patch_embed/blocks)")
     return model
@@ -138,6 +135,15 @@ def _block_parts(index: int, block: nn.Module) -> tuple[nn.Linear, nn.Linear, in
     width = getattr(mlp, "fc2", None)
     hidden = width.in_features if isinstance(width, nn.Linear) else linears[-1][1].in_features
     return qkv, proj, head_dim, hidden, linears
+
+
+def block_widths(model: nn.Module) -> list[tuple[int, int]]:
+    """Per block ``(heads, MLP neurons)`` of a ViT as it stands (a slimmed block its own)."""
+    out = []
+    for i, block in enumerate(as_vision_transformer(model).blocks):
+        qkv, _, head_dim, hidden, _ = _block_parts(i, block)
+        out.append((qkv.out_features // 3 // head_dim if head_dim else 0, hidden))
+    return out
 
 
 def vit_macs(
@@ -236,27 +242,11 @@ def meta_model(model_name: str, **create_kwargs: Any) -> nn.Module:
     import timm
 
     if not timm.is_model(model_name):
-        raise UserInputError(f"unknown model {model_name!r} (not a timm model name; see timm.list_models())")
+        raise ConfigError(
+            "model", f"unknown model {model_name!r} (neither a preset such as vit_digits nor a timm model: see timm.list_models())"
+        )
     with torch.device("meta"):
         return timm.create_model(model_name, pretrained=False, **create_kwargs)
-
-
-def structure_for(model: nn.Module, head_density: float | None, mlp_density: float | None) -> list[tuple[int, int]]:
-    """S²ViTE's uniform per-block budget, exactly as the engine sets it (``unit_budget``:
-    ``int(H · head_density)`` heads, ``int(M · mlp_density)`` neurons, at least one of each)."""
-    from ..engine.structured import unit_budget
-
-    out = []
-    for i, block in enumerate(as_vision_transformer(model).blocks):
-        qkv, _, head_dim, hidden, _ = _block_parts(i, block)
-        heads = qkv.out_features // 3 // head_dim
-        out.append(
-            (
-                heads if head_density is None else unit_budget(heads, head_density),
-                hidden if mlp_density is None else unit_budget(hidden, mlp_density),
-            )
-        )
-    return out
 
 
 def patch_tokens_kept(
@@ -279,51 +269,3 @@ def patch_tokens_kept(
             raise ConfigError("keep_ratio", f"{keep_ratio!r} must be in (0, 1]")
         return max(1, round(keep_ratio * num_patches))
     return num_patches
-
-
-def macs_for(
-    model_name: str,
-    img_size: int | None = 224,
-    num_classes: int | None = 1000,
-    density: float | None = None,
-    distribution: str = "erk",
-    head_density: float | None = None,
-    mlp_density: float | None = None,
-    keep_tokens: int | None = None,
-    keep_ratio: float | None = None,
-    **create_kwargs: Any,
-) -> MacsReport:
-    """Dense and sparse MACs of a timm ViT by name, without allocating its weights.
-
-    Args:
-        model_name: a timm model name (``deit_small_patch16_224``).
-        img_size, num_classes: passed to ``timm.create_model`` (``None``: the model's default).
-        density, distribution: SViTE weight density and its per-layer spread (exact counts, as
-            the engine's masks have).
-        head_density, mlp_density: S²ViTE share of heads and MLP neurons kept per block.
-        keep_tokens: SViTE+ tokens kept **including** prefix tokens such as cls (paper: 187 of
-            197); or ``keep_ratio``, the share of patch tokens kept.
-        create_kwargs: further ``timm.create_model`` arguments (``patch_size``, ``embed_dim``...).
-    """
-    if img_size is not None:
-        create_kwargs["img_size"] = img_size
-    if num_classes is not None:
-        create_kwargs["num_classes"] = num_classes
-    model = meta_model(model_name, **create_kwargs)
-    model = as_vision_transformer(model)
-    layer_density = None
-    if density is not None:
-        # The distribution lives with the engine; imported here so that vit_macs stays standalone.
-        from ..engine.sparse import layer_counts, layer_densities, masked_parameters
-
-        shapes = {name: tuple(p.shape) for name, p in masked_parameters(model).items()}
-        counts = layer_counts(shapes, layer_densities(shapes, density, distribution))
-        layer_density = {name: counts[name] / math.prod(shape) for name, shape in shapes.items()}
-    for name, value in (("head_density", head_density), ("mlp_density", mlp_density)):
-        if value is not None and not 0.0 < value <= 1.0:
-            raise ConfigError(name, f"{value!r} must be in (0, 1]")
-    structure = None
-    if head_density is not None or mlp_density is not None:
-        structure = structure_for(model, head_density, mlp_density)
-    tokens = patch_tokens_kept(int(model.patch_embed.num_patches), int(model.num_prefix_tokens), keep_tokens, keep_ratio)
-    return vit_macs(model, layer_density=layer_density, tokens=tokens, structure=structure)

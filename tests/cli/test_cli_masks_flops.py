@@ -90,3 +90,26 @@ def test_unknown_distribution_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["masks", "--model", "deit_small_patch16_224", "--density", "0.5", "--distribution", "random"])
     assert exit_info.value.code == 2
+
+
+def test_flops_presets_count_as_the_registered_model(capsys) -> None:
+    """``--model vit_digits`` is the timm model ``vit_digits``: its own input size and classes."""
+    result = run_json(capsys, "flops", "--model", "vit_digits")
+    assert result["img_size"] == [8, 8] and result["num_classes"] == 10 and result["dense_tokens"] == 17
+    wider = run_json(capsys, "flops", "--model", "vit_digits", "--num-classes", "1000")
+    assert wider["dense_gmacs"] - result["dense_gmacs"] == pytest.approx(64 * 990 / 1e9)
+
+
+def test_refused_model_options_import_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom svite_search.cli import main\n"
+        "codes = [main(['flops', '--model', 'vit_digits', '--img-size', '0']),\n"
+        "         main(['masks', '--model', 'vit_digits', '--density', '0.5', '--num-classes', '0'])]\n"
+        "print(*codes, sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "2 2 []", proc.stderr
+    assert "flops: error: --img-size" in proc.stderr and "masks: error: --num-classes" in proc.stderr

@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from svite_search.errors import ConfigError, UserInputError
 from svite_search.metrics._torch_counter import counted_macs
-from svite_search.metrics.flops import macs_for, meta_model, vit_macs
+from svite_search.metrics.flops import meta_model, vit_macs
+from svite_search.report.macs import macs_for
 
 
 def tiny_vit() -> nn.Module:
@@ -169,13 +170,77 @@ def test_slim_blocks_without_heads_or_neurons_are_counted() -> None:
 
 
 def test_module_docstring_example_states_what_the_code_returns() -> None:
-    """The Example in ``metrics.flops`` gives figures; they must be the ones the code returns."""
+    """The Example of ``macs_for`` gives figures; they must be the ones the code returns."""
     import re
 
-    import svite_search.metrics.flops as flops
+    import svite_search.report.macs as flops
 
     example = flops.__doc__.split("Example::", 1)[1]
     call = re.search(r"report = (macs_for\(.*\))", example).group(1)
     stated = [float(v) for v in re.search(r"#\s*([\d.]+), ([\d.]+), ([\d.]+)", example).groups()]
     report = eval(call, {"macs_for": flops.macs_for})
     assert [round(report.dense_gmacs, 2), round(report.gmacs, 2), round(report.savings, 4)] == stated
+
+
+def test_metrics_imports_nothing_of_the_package_above_it() -> None:
+    """metrics is the lowest layer: besides itself it may import only ``svite_search.errors``."""
+    import ast
+    from pathlib import Path
+
+    import svite_search.metrics as metrics
+
+    upward = []
+    for path in sorted(Path(metrics.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:  # from ..x import ...
+                target = (node.module or "").split(".")[0]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("svite_search."):
+                target = node.module.split(".")[1]
+            elif isinstance(node, ast.Import):
+                names = [a.name.split(".") for a in node.names if a.name.startswith("svite_search.")]
+                target = names[0][1] if names else "errors"
+            else:
+                continue
+            if target not in ("errors", "metrics", "_torchvision_guard"):
+                upward.append(f"{path.name}:{node.lineno} imports svite_search.{target}")
+    assert upward == []
+
+
+def test_one_unwrap_for_the_count_and_the_engine() -> None:
+    from svite_search.engine import sparse
+    from svite_search.engine.sparse import _targets
+    from svite_search.metrics.wrappers import unwrap
+
+    assert sparse.unwrap is _targets.unwrap is unwrap
+    model = tiny_vit()
+    compiled = type("Compiled", (nn.Module,), {})()
+    compiled._orig_mod = nn.Sequential()
+    compiled._orig_mod.module = model  # a compiled DDP-style wrapper
+    assert unwrap(compiled) is model and vit_macs(compiled).total == vit_macs(model).total
+    looped = nn.Module()
+    object.__setattr__(looped, "module", looped)  # a wrapper that names itself stops the walk
+    assert unwrap(looped) is looped
+
+
+def test_metrics_docstring_example_states_what_the_code_returns() -> None:
+    import re
+
+    import svite_search.metrics.flops as flops
+
+    example = flops.__doc__.split("Example::", 1)[1]
+    namespace = {"meta_model": meta_model, "vit_macs": vit_macs}
+    exec(re.search(r"(model = .*)\n", example).group(1) + "\n" + re.search(r"(report = .*)\n", example).group(1), namespace)
+    report = namespace["report"]
+    stated = [float(v) for v in re.search(r"#\s*([\d.]+), ([\d.]+), ([\d.]+)", example).groups()]
+    assert [round(report.dense_gmacs, 2), round(report.gmacs, 2), round(report.savings, 4)] == stated
+
+
+def test_presets_are_counted_by_name_like_any_timm_model() -> None:
+    """One path resolves a name: the count by name is the count of ``timm.create_model``."""
+    report = macs_for("vit_digits", density=0.5, keep_ratio=0.5)
+    with torch.device("meta"):
+        model = timm.create_model("vit_digits")
+    from svite_search.report.macs import layer_density_for
+
+    assert report.img_size == (8, 8) and report.num_classes == 10
+    assert report.total == vit_macs(model, layer_density=layer_density_for(model, 0.5), tokens=8).total

@@ -86,7 +86,7 @@ def test_paper_table_command_formats(capsys: pytest.CaptureFixture, tmp_path: Pa
 
 def test_rows_count_what_macs_for_counts(deit_rows: list[dict]) -> None:
     """The table's shared shape-only model gives the flops command's figures."""
-    from svite_search.metrics.flops import macs_for
+    from svite_search.report.macs import macs_for
 
     for row in deit_rows[13:26]:  # DeiT-Small
         report = macs_for(row["model"], density=row["density"], head_density=row["head_density"],

@@ -21,22 +21,13 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from ...metrics.wrappers import unwrap  # one definition of "the model inside wrappers"
+
 #: A module whose qualified name has one of these components is never masked (SViTE+ scorer).
 DENSE_MODULE_NAMES: frozenset[str] = frozenset({"token_selector", "selector", "scorer"})
 
 #: Layer types whose ``weight`` is masked.
 MASKED_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The model inside wrappers: ``.module`` (DDP, DataParallel, timm EMA) and ``torch.compile``."""
-    while True:
-        inner = getattr(module, "module", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(module, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return module
-        module = inner
 
 
 def _is_dense(qualified_name: str, module: nn.Module) -> bool:
