@@ -7,18 +7,14 @@ must stay identical on both ranks through several prune-and-grow updates.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from _support.ddp import run_ranks
 
 WORLD_SIZE = 2
 STEPS = 12
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int) -> dict:
     import svite_search.models  # noqa: F401  (the torchvision import guard, before timm)
     import timm
     import torch.nn.functional as F
@@ -26,45 +22,33 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
     from svite_search.engine.sparse import SViTE, SViTEConfig
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
-    try:
-        torch.manual_seed(100 + rank)  # different initial weights on each rank
-        model = timm.create_model(
-            "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10
-        )
-        ddp = DistributedDataParallel(model)
-        optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-2, weight_decay=0.05)
-        sparsifier = SViTE(ddp, optimizer, SViTEConfig(density=0.4, total_steps=STEPS, update_interval=2, seed=5))
-        initial = {n: m.clone() for n, m in sparsifier.masks.items()}
-        data = torch.Generator().manual_seed(rank)  # different data on each rank
-        for _ in range(STEPS):
-            images = torch.randn(4, 3, 32, 32, generator=data)
-            targets = torch.randint(0, 10, (4,), generator=data)
-            loss = F.cross_entropy(ddp(images), targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            sparsifier.step()
-        torch.save(
-            {
-                "masks": {n: m.clone() for n, m in sparsifier.masks.items()},
-                "initial": initial,
-                "weights": {n: p.detach().clone() for n, p in model.named_parameters()},
-                "updates": sparsifier.updates,
-            },
-            os.path.join(out_dir, f"rank{rank}.pt"),
-        )
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(100 + rank)  # different initial weights on each rank
+    model = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10
+    )
+    ddp = DistributedDataParallel(model)
+    optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-2, weight_decay=0.05)
+    sparsifier = SViTE(ddp, optimizer, SViTEConfig(density=0.4, total_steps=STEPS, update_interval=2, seed=5))
+    initial = {n: m.clone() for n, m in sparsifier.masks.items()}
+    data = torch.Generator().manual_seed(rank)  # different data on each rank
+    for _ in range(STEPS):
+        images = torch.randn(4, 3, 32, 32, generator=data)
+        targets = torch.randint(0, 10, (4,), generator=data)
+        loss = F.cross_entropy(ddp(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        sparsifier.step()
+    return {
+        "masks": {n: m.clone() for n, m in sparsifier.masks.items()},
+        "initial": initial,
+        "weights": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "updates": sparsifier.updates,
+    }
 
 
 def test_masks_agree_on_all_ranks_without_broadcasting() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.join(tmp, "rendezvous")
-        mp.spawn(_worker, args=(init_file, tmp), nprocs=WORLD_SIZE, join=True)
-        results = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(WORLD_SIZE)]
-    first, second = results
+    first, second = run_ranks(_worker, WORLD_SIZE)
     assert first["updates"] == second["updates"] == 4  # steps 2, 4, 6 and 8 (< 0.8 · 12)
     for name, mask in first["masks"].items():
         assert torch.equal(mask, second["masks"][name]), name

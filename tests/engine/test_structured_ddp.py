@@ -12,19 +12,16 @@ its engine components) on the digits data.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from _support.ddp import run_ranks
 
 WORLD_SIZE = 2
 STEPS = 19  # updates after steps 1..15 (ΔT = 1, t < 0.8 · 19 = 15.2)
 UPDATES = 15
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int) -> dict:
     import svite_search.models  # noqa: F401  (the torchvision import guard, before timm)
     import torch.nn.functional as F
     from timm.models.vision_transformer import VisionTransformer
@@ -32,52 +29,41 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
     from svite_search.engine.structured import S2ViTE, S2ViTEConfig
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
-    try:
-        torch.manual_seed(100 + rank)  # different initial weights; DDP broadcasts rank 0's
-        model = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=8, num_classes=5)
-        ddp = DistributedDataParallel(model)
-        optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-2)
-        config = S2ViTEConfig(total_steps=STEPS, head_density=0.5, mlp_density=0.5, update_interval=1, seed=7)
-        engine = S2ViTE(ddp, optimizer, config)
-        data = torch.Generator().manual_seed(rank)  # different data on each rank
-        local_scores, heads_after_update = [], []
-        for step in range(1, STEPS + 1):
-            images = torch.randn(4, 3, 16, 16, generator=data)
-            targets = torch.randint(0, 5, (4,), generator=data)
-            loss = F.cross_entropy(ddp(images), targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            update = engine.schedule.is_update_step(step)
-            if update:
-                local_scores.append(torch.cat([t.clone() for t in engine._capture._taylor]))
-            engine.step()
-            if update:
-                heads_after_update.append(torch.stack([m.heads for m in engine.unit_masks()]))
-        torch.save(
-            {
-                "heads": [m.heads for m in engine.unit_masks()],
-                "neurons": [m.neurons for m in engine.unit_masks()],
-                "heads_after_update": heads_after_update,
-                "local_scores": local_scores,
-                "weights": {n: p.detach().clone() for n, p in model.named_parameters()},
-                "updates": engine.updates,
-                "heads_fired": engine.stats()["heads_fired"],
-                "neurons_fired": engine.stats()["neurons_fired"],
-            },
-            os.path.join(out_dir, f"rank{rank}.pt"),
-        )
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(100 + rank)  # different initial weights; DDP broadcasts rank 0's
+    model = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=8, num_classes=5)
+    ddp = DistributedDataParallel(model)
+    optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-2)
+    config = S2ViTEConfig(total_steps=STEPS, head_density=0.5, mlp_density=0.5, update_interval=1, seed=7)
+    engine = S2ViTE(ddp, optimizer, config)
+    data = torch.Generator().manual_seed(rank)  # different data on each rank
+    local_scores, heads_after_update = [], []
+    for step in range(1, STEPS + 1):
+        images = torch.randn(4, 3, 16, 16, generator=data)
+        targets = torch.randint(0, 5, (4,), generator=data)
+        loss = F.cross_entropy(ddp(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        update = engine.schedule.is_update_step(step)
+        if update:
+            local_scores.append(torch.cat([t.clone() for t in engine._capture._taylor]))
+        engine.step()
+        if update:
+            heads_after_update.append(torch.stack([m.heads for m in engine.unit_masks()]))
+    return {
+        "heads": [m.heads for m in engine.unit_masks()],
+        "neurons": [m.neurons for m in engine.unit_masks()],
+        "heads_after_update": heads_after_update,
+        "local_scores": local_scores,
+        "weights": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "updates": engine.updates,
+        "heads_fired": engine.stats()["heads_fired"],
+        "neurons_fired": engine.stats()["neurons_fired"],
+    }
 
 
 def test_unit_sets_agree_on_all_ranks() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.join(tmp, "rendezvous")
-        mp.spawn(_worker, args=(init_file, tmp), nprocs=WORLD_SIZE, join=True)
-        first, second = (torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=True) for r in range(WORLD_SIZE))
+    first, second = run_ranks(_worker, WORLD_SIZE)
     assert first["updates"] == second["updates"] == UPDATES
     # the ranks' own scores differ at every update: only the all-reduce makes them agree
     assert all(not torch.allclose(a, b) for a, b in zip(first["local_scores"], second["local_scores"]))
@@ -91,48 +77,37 @@ def test_unit_sets_agree_on_all_ranks() -> None:
     assert first["heads_fired"] > 0.5 and first["neurons_fired"] > 0.5
 
 
-def _trainer_worker(rank: int, init_file: str, out_dir: str) -> None:
+def _trainer_worker(rank: int) -> dict:
     import svite_search  # noqa: F401
     from svite_search.config import config_from_dict
     from svite_search.train.trainer import Trainer
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
-    try:
-        cfg = config_from_dict(
-            {
-                "method": "s2vite",
-                "data": {"dataset": "digits", "batch_size": 16},
-                "model": {"name": "vit_digits"},
-                "train": {"epochs": 1, "max_steps_per_epoch": 10, "lr": 2e-3, "warmup_epochs": 0,
-                          "device": "cpu", "threads": 1, "checkpoint": False, "seed": 3},
-                "sparsity": {"update_interval": 1, "head_density": 0.5, "mlp_density": 0.5},
-            }
-        )
-        trainer = Trainer(cfg, None, progress=False)
-        assert trainer.distributed and isinstance(trainer.train_model, torch.nn.parallel.DistributedDataParallel)
-        first_batch = next(iter(trainer.data.train))[1]
-        trainer.fit(resume=False)
-        engine = trainer.components["s2vite"]
-        torch.save(
-            {
-                "first_targets": first_batch,
-                "heads": [m.heads for m in engine.unit_masks()],
-                "neurons": [m.neurons for m in engine.unit_masks()],
-                "weights": {n: p.detach().clone() for n, p in trainer.model.named_parameters()},
-                "stats": json.dumps(engine.stats()),
-            },
-            os.path.join(out_dir, f"trainer{rank}.pt"),
-        )
-    finally:
-        dist.destroy_process_group()
+    cfg = config_from_dict(
+        {
+            "method": "s2vite",
+            "data": {"dataset": "digits", "batch_size": 16},
+            "model": {"name": "vit_digits"},
+            "train": {"epochs": 1, "max_steps_per_epoch": 10, "lr": 2e-3, "warmup_epochs": 0,
+                      "device": "cpu", "threads": 1, "checkpoint": False, "seed": 3},
+            "sparsity": {"update_interval": 1, "head_density": 0.5, "mlp_density": 0.5},
+        }
+    )
+    trainer = Trainer(cfg, None, progress=False)
+    assert trainer.distributed and isinstance(trainer.train_model, torch.nn.parallel.DistributedDataParallel)
+    first_batch = next(iter(trainer.data.train))[1]
+    trainer.fit(resume=False)
+    engine = trainer.components["s2vite"]
+    return {
+        "first_targets": first_batch,
+        "heads": [m.heads for m in engine.unit_masks()],
+        "neurons": [m.neurons for m in engine.unit_masks()],
+        "weights": {n: p.detach().clone() for n, p in trainer.model.named_parameters()},
+        "stats": json.dumps(engine.stats()),
+    }
 
 
 def test_the_trainers_ddp_path_keeps_ranks_identical() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.join(tmp, "rendezvous")
-        mp.spawn(_trainer_worker, args=(init_file, tmp), nprocs=WORLD_SIZE, join=True)
-        first, second = (torch.load(os.path.join(tmp, f"trainer{r}.pt"), weights_only=True) for r in range(WORLD_SIZE))
+    first, second = run_ranks(_trainer_worker, WORLD_SIZE)
     assert not torch.equal(first["first_targets"], second["first_targets"])  # each rank has its shard
     stats = json.loads(first["stats"])
     assert stats == json.loads(second["stats"])

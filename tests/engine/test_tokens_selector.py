@@ -284,17 +284,13 @@ def test_keep_ratio_follows_other_image_sizes() -> None:
 
 
 def test_ddp_wrapped_model_trains_and_is_looked_through(tmp_path) -> None:
-    import torch.distributed as dist
+    from _support.ddp import process_group
     from torch.nn.parallel import DistributedDataParallel
 
-    store = dist.FileStore(str(tmp_path / "store"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-    try:
+    with process_group("gloo", tmp_path / "store"):
         model = tiny_vit()
         selector = install_token_selector(model, keep_ratio=0.5)
         ddp = DistributedDataParallel(model)
         assert find_token_selector(ddp) is selector and kept_patch_tokens(ddp) == 8
         ddp(images()).sum().backward()
         assert selector.scorer.weight.grad.abs().sum() > 0
-    finally:
-        dist.destroy_process_group()

@@ -201,18 +201,16 @@ def test_trainer_ddp_path_over_nccl(tmp_path: Path) -> None:
     """World size 1 over NCCL: the trainer's DDP wrapper, the loss flag and the evaluation
     all-reduce on CUDA tensors (NCCL reduces nothing else), and S²ViTE's score all-reduce."""
     import torch.distributed as dist
+    from _support.ddp import process_group
 
     if not dist.is_nccl_available():
         pytest.skip("this torch build has no NCCL")
-    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
+    with process_group("nccl", tmp_path / "store"):
         for method in ("svite", "s2vite"):
             trainer = Trainer(cfg(method, checkpoint=False), progress=False)
             assert trainer.distributed and isinstance(trainer.train_model, torch.nn.parallel.DistributedDataParallel)
             trainer.fit()
             assert trainer.components[method].stats()["updates"] >= 1
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL through Ray Train needs two GPUs")

@@ -1,0 +1,1 @@
+"""Helpers shared by test modules in more than one directory (importable as ``_support``)."""
