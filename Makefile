@@ -48,12 +48,13 @@ test-scaleout: setup
 	$(PY) -m pytest -q --durations=10 -m scaleout tests/scaleout
 
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all
 
-# No set-up step: a GPU image may have torch and timm but no network; the check runs what is installed.
+# No set-up step: a GPU image may have torch and timm but no network; the check runs what is installed
+# (run from here, python -m finds the package even where it is not installed).
 GPU_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 gpu-check:
-	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) benchmarks/gpu_check.py
+	$(GPU_PY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

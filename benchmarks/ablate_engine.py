@@ -17,32 +17,29 @@ that were active at some point. ``--only PART`` reruns one part and keeps the ot
 
 Usage::
 
-    python benchmarks/ablate_engine.py                      # everything, about 9 CPU minutes
-    python benchmarks/ablate_engine.py --only heads         # one part
-    python benchmarks/ablate_engine.py --only heads --reuse # ... reusing runs already recorded
-    python benchmarks/ablate_engine.py --seeds 0 --epochs 3 --out-dir /tmp/abl   # a smoke run
+    python -m benchmarks.ablate_engine                      # everything, about 9 CPU minutes
+    python -m benchmarks.ablate_engine --only heads         # one part
+    python -m benchmarks.ablate_engine --only heads --reuse # ... reusing runs already recorded
+    python -m benchmarks.ablate_engine --seeds 0 --epochs 3 --out-dir /tmp/abl   # a smoke run
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import svite_search  # noqa: F401  (torchvision import guard before timm)
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import machine  # noqa: E402
+from svite_search.config import load_config
+from svite_search.engine.sparse import DEFAULT_OPTIMIZER_STATE, SViTE, SViTEConfig
+from svite_search.engine.structured import DEFAULT_HEAD_GROWTH
+from svite_search.train.trainer import Trainer
 
-from svite_search.config import load_config  # noqa: E402
-from svite_search.engine.sparse import DEFAULT_OPTIMIZER_STATE, SViTE, SViTEConfig  # noqa: E402
-from svite_search.engine.structured import DEFAULT_HEAD_GROWTH  # noqa: E402
-from svite_search.train.trainer import Trainer  # noqa: E402
+from .benchkit import machine
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "studies" / "digits.yaml"
@@ -168,7 +165,7 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "# Engine ablations (digits)",
         "",
-        "Regenerate with `python benchmarks/ablate_engine.py` (about 9 CPU minutes; `--only PART` reruns",
+        "Regenerate with `python -m benchmarks.ablate_engine` (about 9 CPU minutes; `--only PART` reruns",
         "one part). Every training run is `studies/digits.yaml`: `vit_digits` (4 blocks, 4 heads, width 64),",
         "30 epochs, batch 64, AdamW at lr 2e-3, one torch thread, density 0.5 (SViTE) or 2 of 4 heads and",
         "half the MLP neurons (S²ViTE), an update every 50 iterations (11 updates). Runs differ only in",
@@ -231,7 +228,7 @@ def reading(part: str, section: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablate_engine", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=PARTS, action="append", help="run these parts only (repeatable)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override the study's 30 epochs (smoke runs)")

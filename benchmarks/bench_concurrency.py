@@ -18,9 +18,9 @@ below. No goal is set by the issue: the figures are reported.
 
 Run alone::
 
-    python benchmarks/bench_concurrency.py --out concurrency.json
-    python benchmarks/run_all.py --only concurrency
-    python benchmarks/bench_concurrency.py --tiny
+    python -m benchmarks.bench_concurrency --out concurrency.json
+    python -m benchmarks.run_all --only concurrency
+    python -m benchmarks.bench_concurrency --tiny
 """
 from __future__ import annotations
 
@@ -32,14 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the suite's helpers live beside it
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from svite_search.search import load_spec, run_search
+from svite_search.search.study import load_study
 
-import benchkit as bk  # noqa: E402
-from bench_harness import start_ray  # noqa: E402
-
-from svite_search.search import load_spec, run_search  # noqa: E402
-from svite_search.search.study import load_study  # noqa: E402
+from . import benchkit as bk
+from .bench_harness import start_ray
 
 QUICKSTART = bk.REPO / "studies" / "quickstart.yaml"
 

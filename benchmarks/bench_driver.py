@@ -13,8 +13,8 @@
 
 Run alone::
 
-    python benchmarks/bench_driver.py --out driver.json
-    python benchmarks/bench_driver.py --tiny
+    python -m benchmarks.bench_driver --out driver.json
+    python -m benchmarks.bench_driver --tiny
 """
 from __future__ import annotations
 
@@ -28,14 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import svite_search.search.local as local_executor
+from svite_search.search import run_search, spec_from_dict
+from svite_search.search.objective import COMPLETE, TrialOutcome
 
-import benchkit as bk  # noqa: E402
-
-import svite_search.search.local as local_executor  # noqa: E402
-from svite_search.search import run_search, spec_from_dict  # noqa: E402
-from svite_search.search.objective import COMPLETE, TrialOutcome  # noqa: E402
+from . import benchkit as bk
 
 STARTUP_GOAL, SCALING_GOAL, PER_TRIAL_GOAL_S, REPORT_GOAL_S = 1.5, 1.2, 0.1, 10.0
 #: trials around each point the per-trial cost is read at (a window, for a stable median)

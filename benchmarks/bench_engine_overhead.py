@@ -30,9 +30,9 @@ with batch 32.
 
 Run alone::
 
-    python benchmarks/bench_engine_overhead.py --out engine.json
-    python benchmarks/run_all.py --only engine_overhead        # updates the suite's report
-    python benchmarks/bench_engine_overhead.py --tiny          # smoke size, record to stdout
+    python -m benchmarks.bench_engine_overhead --out engine.json
+    python -m benchmarks.run_all --only engine_overhead        # updates the suite's report
+    python -m benchmarks.bench_engine_overhead --tiny          # smoke size, record to stdout
 """
 from __future__ import annotations
 
@@ -41,17 +41,13 @@ import copy
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the suite's helpers live beside it
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from . import benchkit as bk  # first: it runs the torchvision import guard before timm
+import timm
+import torch
 
-import benchkit as bk  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-
-from svite_search.engine.sparse import SViTE, SViTEConfig, resolve_update_interval  # noqa: E402
+from svite_search.engine.sparse import SViTE, SViTEConfig, resolve_update_interval
 
 GOAL = 1.05
 UPDATES_PER_RUN = 80

@@ -17,9 +17,9 @@ on its own, and so is a one-trial study including it.
 
 Run alone::
 
-    python benchmarks/bench_harness.py --out harness.json
-    python benchmarks/run_all.py --only harness
-    python benchmarks/bench_harness.py --tiny
+    python -m benchmarks.bench_harness --out harness.json
+    python -m benchmarks.run_all --only harness
+    python -m benchmarks.bench_harness --tiny
 """
 from __future__ import annotations
 
@@ -36,18 +36,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the suite's helpers live beside it
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import svite_search.search.local as local_executor
+import svite_search.search.ray_executor as ray_executor
+import svite_search.search.runner as runner
+from svite_search.search import run_search, spec_from_dict, trial_config
+from svite_search.search.spec import StudySpec
+from svite_search.search.study import load_study
+from svite_search.train import run_training
 
-import benchkit as bk  # noqa: E402
-
-import svite_search.search.local as local_executor  # noqa: E402
-import svite_search.search.ray_executor as ray_executor  # noqa: E402
-import svite_search.search.runner as runner  # noqa: E402
-from svite_search.search import run_search, spec_from_dict, trial_config  # noqa: E402
-from svite_search.search.spec import StudySpec  # noqa: E402
-from svite_search.search.study import load_study  # noqa: E402
-from svite_search.train import run_training  # noqa: E402
+from . import benchkit as bk
 
 TRIAL_S = 30.0  # the trial length the goal is stated for
 GOAL = 0.10

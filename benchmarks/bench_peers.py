@@ -19,8 +19,8 @@ no slower than Torch-Pruning's (latency ratio ≥ 0.95, within the noise of a sh
 
 Run alone::
 
-    python benchmarks/bench_peers.py --out peers.json
-    python benchmarks/bench_peers.py --tiny
+    python -m benchmarks.bench_peers --out peers.json
+    python -m benchmarks.bench_peers --tiny
 """
 from __future__ import annotations
 
@@ -30,19 +30,15 @@ import importlib.util
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from . import benchkit as bk  # first: it runs the torchvision import guard before timm
+import timm
+import torch
+from torch import nn
 
-import benchkit as bk  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from svite_search.engine.sparse import SViTE, SViTEConfig  # noqa: E402
-from svite_search.engine.structured import BlockMask, random_block_masks, slim_model  # noqa: E402
+from svite_search.engine.sparse import SViTE, SViTEConfig
+from svite_search.engine.structured import random_block_masks, slim_model
 
 DENSITY = 0.5
 MASK_CONFIGS = {
@@ -157,16 +153,6 @@ def slim_with_torch_pruning(model: nn.Module, pixels: int, head_ratio: float, ml
     return model.eval()
 
 
-def masked_copy(dense: nn.Module, masks: list[BlockMask]) -> nn.Module:
-    model = copy.deepcopy(dense)
-    with torch.no_grad():
-        for block, mask in zip(model.blocks, masks):
-            attn = block.attn
-            attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)[:, ~mask.heads] = 0
-            block.mlp.fc2.weight[:, ~mask.neurons] = 0
-    return model.eval()
-
-
 def measure_slim(args: argparse.Namespace) -> dict[str, Any] | None:
     if importlib.util.find_spec("torch_pruning") is None:
         return None
@@ -174,7 +160,7 @@ def measure_slim(args: argparse.Namespace) -> dict[str, Any] | None:
     torch.manual_seed(0)
     dense = timm.create_model("deit_small_patch16_224", img_size=pixels, num_classes=1000).eval()
     masks = random_block_masks(dense, 0.5, 0.5, seed=0)
-    masked = masked_copy(dense, masks)
+    masked = bk.masked_copy(dense, masks)
     build: dict[str, list[float]] = {"SViTE slim_model": [], "Torch-Pruning MetaPruner": []}
     ours = theirs = None
     for _ in range(1 if args.tiny else args.build_repeats):

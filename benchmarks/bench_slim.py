@@ -15,29 +15,23 @@ Goal: time saving >= 0.8 of the MACs saving (the paper: 24.7 % time for 33 % FLO
 
 Run alone::
 
-    python benchmarks/bench_slim.py --out slim.json
-    python benchmarks/run_all.py --only slim
-    python benchmarks/bench_slim.py --tiny
+    python -m benchmarks.bench_slim --out slim.json
+    python -m benchmarks.run_all --only slim
+    python -m benchmarks.bench_slim --tiny
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the suite's helpers live beside it
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from . import benchkit as bk  # first: it runs the torchvision import guard before timm
+import timm
+import torch
 
-import benchkit as bk  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from svite_search.engine.structured import BlockMask, check_same_outputs, random_block_masks, slim_model  # noqa: E402
-from svite_search.metrics.flops import vit_macs  # noqa: E402
+from svite_search.engine.structured import check_same_outputs, random_block_masks, slim_model
+from svite_search.metrics.flops import vit_macs
 
 CONFIGS = ((0.7, 0.6), (0.5, 0.5))  # (head_density, mlp_density)
 BATCHES = (1, 32)
@@ -49,17 +43,6 @@ WHY_MISSED = (
     "batch 1. Closing it: round kept neuron counts to a multiple of 8/16 when budgeting, or re-run "
     "on a quiet machine if the IQR straddles the goal."
 )
-
-
-@torch.no_grad()
-def masked_copy(dense: nn.Module, masks: list[BlockMask]) -> nn.Module:
-    """``dense`` with inactive q/k/v rows and fc2 columns zeroed, as S²ViTE leaves a model."""
-    model = copy.deepcopy(dense)
-    for block, mask in zip(model.blocks, masks):
-        attn = block.attn
-        attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)[:, ~mask.heads] = 0
-        block.mlp.fc2.weight[:, ~mask.neurons] = 0
-    return model.eval()
 
 
 def timing_plan(args: argparse.Namespace, batch: int) -> tuple[int, int]:
@@ -88,7 +71,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     slims: dict[str, dict[str, Any]] = {}
     for head_density, mlp_density in CONFIGS:
         masks = random_block_masks(dense, head_density, mlp_density, seed=0)
-        masked = masked_copy(dense, masks)
+        masked = bk.masked_copy(dense, masks)
         slim = slim_model(masked, masks).eval()
         name = f"slim_{head_density}_{mlp_density}"
         max_diff = check_same_outputs(masked, slim)

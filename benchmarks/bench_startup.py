@@ -15,8 +15,8 @@ Goal: both start-ups at most 1.5x ``optuna --help``.
 
 Run alone::
 
-    python benchmarks/bench_startup.py --out startup.json
-    python benchmarks/bench_startup.py --tiny
+    python -m benchmarks.bench_startup --out startup.json
+    python -m benchmarks.bench_startup --tiny
 """
 from __future__ import annotations
 
@@ -28,10 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import benchkit as bk  # noqa: E402
+from . import benchkit as bk
 
 GOAL = 1.5
 

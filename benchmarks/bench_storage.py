@@ -18,29 +18,24 @@ figures are a lower bound for a database across a network. Both stores write to 
 
 Run::
 
-    python benchmarks/bench_storage.py                  # writes reports/benchmarks/storage.json
-    python benchmarks/bench_storage.py --rounds 3 --trials 5 --out /tmp/storage.json
+    python -m benchmarks.bench_storage                  # writes reports/benchmarks/storage.json
+    python -m benchmarks.bench_storage --rounds 3 --trials 5 --out /tmp/storage.json
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests" / "scaleout"))  # the throwaway PostgreSQL server
+import optuna
 
-import benchkit as bk  # noqa: E402
+from svite_search.search.study import open_storage
 
-import optuna  # noqa: E402
-
-from svite_search.search.study import open_storage  # noqa: E402
+from . import benchkit as bk
 
 RESULT_ATTRS = 25
 
@@ -75,7 +70,7 @@ def arm(url: str, name: str) -> tuple[Callable[[int], float], Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_storage", description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a PostgreSQL database URL (default: start a throwaway server)")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--trials", type=int, default=20, help="trials per arm per round")
@@ -89,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     url = args.url
     if url is None:
-        from services import PostgresServer
+        # the test suite's throwaway server (tests/ is a namespace package from the repository root)
+        from tests.scaleout.services import PostgresServer
 
         server = PostgresServer(durable=True)  # fsync on, as a real server runs
         server.start()

@@ -13,9 +13,9 @@ Goal: time saving >= 0.8 of the MACs saving.
 
 Run alone::
 
-    python benchmarks/bench_tokens.py --out tokens.json
-    python benchmarks/run_all.py --only tokens
-    python benchmarks/bench_tokens.py --tiny
+    python -m benchmarks.bench_tokens --out tokens.json
+    python -m benchmarks.run_all --only tokens
+    python -m benchmarks.bench_tokens --tiny
 """
 from __future__ import annotations
 
@@ -23,19 +23,15 @@ import argparse
 import copy
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the suite's helpers live beside it
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from . import benchkit as bk  # first: it runs the torchvision import guard before timm
+import timm
+import torch
+from torch import nn
 
-import benchkit as bk  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from svite_search.engine.tokens import find_token_selector, install_token_selector, kept_patch_tokens  # noqa: E402
-from svite_search.metrics.flops import vit_macs  # noqa: E402
+from svite_search.engine.tokens import find_token_selector, install_token_selector, kept_patch_tokens
+from svite_search.metrics.flops import vit_macs
 
 PAPER_TOKENS = (187, 177, 138, 99)  # of 197, class token included
 GOAL = 0.8  # time saving / MACs saving

@@ -22,9 +22,9 @@ per-GPU batch of 128 a step is ~32x longer. No goal is set by the issue: these a
 
 Run alone::
 
-    python benchmarks/bench_topology_update.py --out topology.json
-    python benchmarks/run_all.py --only topology_update
-    python benchmarks/bench_topology_update.py --tiny
+    python -m benchmarks.bench_topology_update --out topology.json
+    python -m benchmarks.run_all --only topology_update
+    python -m benchmarks.bench_topology_update --tiny
 """
 from __future__ import annotations
 
@@ -32,18 +32,14 @@ import argparse
 import copy
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the suite's helpers live beside it
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from . import benchkit as bk  # first: it runs the torchvision import guard before timm
+import timm
+import torch
 
-import benchkit as bk  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-
-from svite_search.engine.sparse import SViTE, SViTEConfig  # noqa: E402
-from svite_search.engine.structured import S2ViTE, S2ViTEConfig  # noqa: E402
+from svite_search.engine.sparse import SViTE, SViTEConfig
+from svite_search.engine.structured import S2ViTE, S2ViTEConfig
 
 PAPER_INTERVAL = 7000  # DeiT-Base at global batch 1024
 PRUNE_RATE = 0.5

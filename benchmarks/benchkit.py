@@ -15,7 +15,7 @@ What lives here:
 * :class:`Spread`: median, quartiles, min, max of a sample;
 * :class:`TrainStep`: one training step as the trainer runs it (on CUDA bf16 autocast where the
   GPU supports it, else fp16 with a gradient scaler; plain fp32 on CPU), so training benchmarks
-  time what training does;
+  time what training does; :func:`masked_copy`: a model masked as S²ViTE leaves it;
 * :func:`check`, :func:`table`, :func:`record`: the result record that ``run_all.py`` renders
   into ``reports/benchmarks/README.md``;
 * :func:`bench_main`: the command line every ``bench_*.py`` script shares.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime as _dt
 import json
 import os
@@ -41,11 +42,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import svite_search.models  # noqa: F401  (the torchvision import guard, before timm)
-import timm
-import torch
-import torch.nn.functional as F
-from torch import nn
+from svite_search._torchvision_guard import ensure_torchvision
+
+ensure_torchvision()  # before timm, which imports torchvision
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_DIR = REPO / "reports" / "benchmarks"
@@ -283,7 +287,9 @@ class TrainStep:
     else fp16 with a scaled backward, unscaled before the optimizer step), plain fp32
     otherwise; then
     ``optimizer.step()`` and the engine's ``step()`` if there is one, timed on its own into
-    :attr:`engine_seconds` (the precise figure of the engine's own cost).
+    :attr:`engine_seconds` (the precise figure of the engine's own cost) unless ``time_engine``
+    is off: timing it synchronises CUDA in the middle of the step, which a throughput figure
+    must not include.
     """
 
     def __init__(
@@ -296,8 +302,10 @@ class TrainStep:
         *,
         engine: Any = None,
         amp: bool = False,
+        time_engine: bool = True,
     ) -> None:
         self.model, self.optimizer, self.engine = model.train(), optimizer, engine
+        self.time_engine = time_engine
         self.images, self.targets, self.device = images, targets, device
         self.amp = amp and device.type == "cuda"
         self.dtype = amp_dtype(device)
@@ -316,8 +324,24 @@ class TrainStep:
         else:
             loss.backward()
             self.optimizer.step()
-        if self.engine is not None:
+        if self.engine is None:
+            return
+        if self.time_engine:
             self.engine_seconds.append(timed(self.engine.step, self.device))
+        else:
+            self.engine.step()
+
+
+@torch.no_grad()
+def masked_copy(dense: nn.Module, masks: Sequence[Any]) -> nn.Module:
+    """``dense`` with inactive q/k/v rows and fc2 columns zeroed (one
+    :class:`~svite_search.engine.structured.BlockMask` per block), as S²ViTE leaves a model."""
+    model = copy.deepcopy(dense)
+    for block, mask in zip(model.blocks, masks):
+        attn = block.attn
+        attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)[:, ~mask.heads] = 0
+        block.mlp.fc2.weight[:, ~mask.neurons] = 0
+    return model.eval()
 
 
 def random_batch(batch: int, chans: int, pixels: int, classes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -452,7 +476,10 @@ def bench_main(
 ) -> int:
     """The shared command line: ``--tiny`` (smoke size), ``--out FILE`` (JSON record; without it
     the record goes to stdout), ``--device``, ``--threads``, ``--amp/--no-amp``."""
-    parser = argparse.ArgumentParser(description=description)
+    module = sys.modules.get(run.__module__)
+    spec = getattr(module, "__spec__", None)  # under ``python -m`` the script's module is __main__
+    prog = f"python -m {spec.name}" if spec is not None else None
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--tiny", action="store_true", help="tiny models, a few repeats (smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON record here (default: stdout)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")

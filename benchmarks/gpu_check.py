@@ -25,9 +25,9 @@ skipped, and the report says which and why.
 
 Usage::
 
-    python benchmarks/gpu_check.py                 # make gpu-check
-    python benchmarks/gpu_check.py --only inference --only train_throughput
-    python benchmarks/gpu_check.py --tiny          # degraded smoke run (seconds on a CPU)
+    python -m benchmarks.gpu_check                 # make gpu-check
+    python -m benchmarks.gpu_check --only inference --only train_throughput
+    python -m benchmarks.gpu_check --tiny          # degraded smoke run (seconds on a CPU)
 """
 from __future__ import annotations
 
@@ -47,21 +47,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable
 
-for _path in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]):
-    if str(_path) not in sys.path:  # the suite's helpers beside it; the package, even if not installed
-        sys.path.insert(0, str(_path))
+from . import benchkit as bk  # first: it runs the torchvision import guard before timm
+import timm
+import torch
+from torch import nn
 
-import benchkit as bk  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+from svite_search._io import atomic_write_text
+from svite_search.engine.sparse import SViTE, SViTEConfig, resolve_update_interval
+from svite_search.engine.structured import S2ViTE, S2ViTEConfig, random_block_masks, slim_model
+from svite_search.engine.tokens import install_token_selector, kept_patch_tokens
+from svite_search.metrics.flops import vit_macs
 
-from svite_search._io import atomic_write_text  # noqa: E402
-from svite_search.engine.sparse import SViTE, SViTEConfig, resolve_update_interval  # noqa: E402
-from svite_search.engine.structured import S2ViTE, S2ViTEConfig, random_block_masks, slim_model  # noqa: E402
-from svite_search.engine.tokens import install_token_selector, kept_patch_tokens  # noqa: E402
-from svite_search.metrics.flops import vit_macs  # noqa: E402
+from .reporting import STATUS, machine_lines, markdown_table, tables_and_notes
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_REPORT_DIR = REPO / "reports" / "benchmarks" / "gpu"
@@ -78,7 +75,6 @@ PAPER_TOKENS = (187, 138, 99)  # of 197, class token included
 IMAGENET_TRAIN = 1_281_167
 PAPER_EPOCHS = 600
 UPDATES_PER_RUN = 80  # the paper's cadence: ΔT = 15,000-20,000 at batch 512 over 600 epochs
-STATUS = {True: "met", False: "**not met**", None: "reported (no goal)"}
 
 
 class Skip(Exception):
@@ -93,35 +89,18 @@ def has(module: str) -> bool:
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where supported (the trainer's default), else fp16; CPU degraded runs use fp32."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """The trainer's autocast dtype on CUDA (bf16 where supported, else fp16); None (fp32) on
+    the CPU of a degraded run."""
+    return bk.amp_dtype(device) if device.type == "cuda" else None
 
 
-def autocast(device: torch.device):
-    dtype = amp_dtype(device)
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-class Step:
-    """One training iteration under the run's autocast; the engine's ``step()`` after the
-    optimizer's, as the trainer calls it (bf16 needs no gradient scaler)."""
-
-    def __init__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, device: torch.device,
-                 engine: Callable[[nn.Module, torch.optim.Optimizer], Any] | None = None) -> None:
-        self.model, self.images, self.targets, self.device = model.train(), images, targets, device
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
-        self.engine = engine(model, self.optimizer) if engine is not None else None
-
-    def __call__(self) -> None:
-        with autocast(self.device):
-            loss = F.cross_entropy(self.model(self.images), self.targets)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        if self.engine is not None:
-            self.engine.step()
+def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, device: torch.device,
+               engine: Callable[[nn.Module, torch.optim.Optimizer], Any] | None = None) -> bk.TrainStep:
+    """One training iteration as the trainer runs it, under its autocast on CUDA; the engine's
+    ``step()`` after the optimizer's, not timed on its own (a throughput figure)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
+    return bk.TrainStep(model, optimizer, images, targets, device, amp=device.type == "cuda", time_engine=False,
+                        engine=engine(model, optimizer) if engine is not None else None)
 
 
 def count_syncs(fn: Callable[[], Any], device: torch.device, steps: int) -> float | None:
@@ -236,14 +215,14 @@ def train_throughput(args: argparse.Namespace, device: torch.device, budget_s: f
     images, targets = bk.random_batch(batch, 3, pixels, kwargs["num_classes"], device)
     never = dict(total_steps=10**9, update_interval=10**9)  # no update inside the timed steps
     steps = {
-        "dense": Step(dense, images, targets, device),
-        "svite": Step(copy.deepcopy(dense), images, targets, device,
+        "dense": train_step(dense, images, targets, device),
+        "svite": train_step(copy.deepcopy(dense), images, targets, device,
                       lambda m, o: SViTE(m, o, SViTEConfig(density=0.5, distribution="erk", **never))),
-        "s2vite": Step(copy.deepcopy(dense), images, targets, device,
+        "s2vite": train_step(copy.deepcopy(dense), images, targets, device,
                        lambda m, o: S2ViTE(m, o, S2ViTEConfig(head_density=HEAD_DENSITY, mlp_density=MLP_DENSITY,
                                                                **never))),
         # S²ViTE with an update at every step: the update iteration (head-score capture + update)
-        "s2vite_update": Step(copy.deepcopy(dense), images, targets, device,
+        "s2vite_update": train_step(copy.deepcopy(dense), images, targets, device,
                               lambda m, o: S2ViTE(m, o, S2ViTEConfig(head_density=HEAD_DENSITY, mlp_density=MLP_DENSITY,
                                                                       total_steps=10**9, update_interval=1))),
     }
@@ -311,36 +290,17 @@ def train_throughput(args: argparse.Namespace, device: torch.device, budget_s: f
 # ----------------------------------------------------------------------------- 3. inference
 
 
-@torch.no_grad()
-def _masked_copy(dense: nn.Module, masks: list) -> nn.Module:
-    model = copy.deepcopy(dense)
-    for block, mask in zip(model.blocks, masks):
-        attn = block.attn
-        attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)[:, ~mask.heads] = 0
-        block.mlp.fc2.weight[:, ~mask.neurons] = 0
-    return model.eval()
-
-
-def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> Callable[[], Any]:
-    model.eval()
-
-    def run() -> Any:
-        with torch.inference_mode(), autocast(device):
-            return model(x)
-
-    return run
-
-
 def inference(args: argparse.Namespace, device: torch.device, budget_s: float) -> dict[str, Any]:
     model_name, kwargs, pixels = _model_spec(args.tiny)
     batches = (1, 2) if args.tiny else (1, 64, 256)
     goal_batch = batches[-1]
     warmup, repeats = (1, 3) if args.tiny else (args.warmup, args.repeats)
+    amp = device.type == "cuda"  # the trainer's default: autocast on CUDA
     started = time.perf_counter()
     torch.manual_seed(0)
     dense = timm.create_model(model_name, **kwargs).eval()
     masks = random_block_masks(dense, HEAD_DENSITY, MLP_DENSITY, seed=0)
-    slim = slim_model(_masked_copy(dense, masks), masks).eval()
+    slim = slim_model(bk.masked_copy(dense, masks), masks).eval()
     prefix = int(dense.num_prefix_tokens)
     total_tokens = int(dense.patch_embed.num_patches) + prefix
     kept = [max(prefix + 1, round(t * total_tokens / 197)) for t in PAPER_TOKENS]
@@ -362,9 +322,9 @@ def inference(args: argparse.Namespace, device: torch.device, budget_s: float) -
     rows, results = [], {}
     for batch in batches:
         x = torch.randn(batch, 3, pixels, pixels, generator=generator).to(device)
-        contenders = {"dense": _forward(dense, x, device), "slim": _forward(slim, x, device)}
+        contenders = {"dense": bk.inference(dense, x, device, amp=amp), "slim": bk.inference(slim, x, device, amp=amp)}
         if batch == goal_batch:
-            contenders |= {name: _forward(m, x, device) for name, m in gathered.items()}
+            contenders |= {name: bk.inference(m, x, device, amp=amp) for name, m in gathered.items()}
         rounds = repeats * 3 if batch == 1 else repeats
         timings = bk.interleave(contenders, warmup=warmup, repeats=rounds, device=device)
         results[str(batch)] = timings.to_dict()
@@ -452,8 +412,6 @@ def study(args: argparse.Namespace, device: torch.device, budget_s: float) -> di
 
 
 def render(results: dict[str, Any]) -> str:
-    from run_all import machine_lines, markdown_table
-
     suite = results["suite"]
     lines = [f"# GPU check ({suite['machine'].get('device')})", ""]
     if suite["degraded"]:
@@ -488,9 +446,7 @@ def render(results: dict[str, Any]) -> str:
                 continue
         if part.get("wall_s") is not None:
             lines += [f"*Took* {part['wall_s']:.0f} s.", ""]
-        for t in part["tables"]:
-            lines += [f"**{t['title']}**", "", markdown_table(t["columns"], t["rows"]), ""]
-        lines += [f"- {note}" for note in part["notes"]]
+        lines += tables_and_notes(part)
         missed = sorted({c["why_missed"] for c in part["checks"] if c["met"] is False and c["why_missed"]})
         if missed:
             lines += ["", "**Goal missed.** " + " ".join(missed)]
@@ -513,7 +469,7 @@ def out_dir_for(args: argparse.Namespace, degraded: str | None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=PARTS, metavar="PART", help=f"run only this part: {', '.join(PARTS)}")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (degraded: a smoke test, not results)")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu (degraded)")
@@ -564,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
     wall = time.perf_counter() - started
     skipped = {n: p["reason"] for n, p in parts.items() if p["status"] == "skipped"}
-    command = "python benchmarks/gpu_check.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m benchmarks.gpu_check" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     results = {
         "suite": {"command": command, "date": date, "wall_s": wall, "budget_s": args.budget_s, "degraded": degraded,
                   "device": str(device), "ran": names, "skipped": skipped, "machine": machine,

@@ -15,18 +15,15 @@ from pathlib import Path
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+REPO = Path(__file__).resolve().parents[2]
+BENCH_DIR = REPO / "benchmarks"
 MODEL_BENCHMARKS = ("engine_overhead", "topology_update", "slim", "tokens", "peers")
 STUDY_BENCHMARKS = ("harness", "concurrency", "startup", "driver")
 
 
 @pytest.fixture(scope="module")
 def run_all():
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        yield importlib.import_module("run_all")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+    return importlib.import_module("benchmarks.run_all")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +32,7 @@ def records(run_all, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("bench")
     found = {}
     for name, (script, _, uses_executor) in run_all.BENCHMARKS.items():
-        module = importlib.import_module(Path(script).stem)
+        module = importlib.import_module(f"benchmarks.{Path(script).stem}")
         out = out_dir / f"{name}.json"
         argv = ["--tiny", "--out", str(out)] + (["--executor", "local"] if uses_executor else [])
         assert module.main(argv) == 0
@@ -104,9 +101,9 @@ def test_study_benchmarks_split_the_overhead(records) -> None:
 
 def test_report_shows_every_goal_and_its_status(run_all, records, tmp_path) -> None:
     results = {
-        "suite": {"command": "python benchmarks/run_all.py --tiny", "tiny": True, "wall_s": 1.0,
+        "suite": {"command": "python -m benchmarks.run_all --tiny", "tiny": True, "wall_s": 1.0,
                   "ran": list(records), "date": "today",
-                  "full_run": {"command": "python benchmarks/run_all.py --tiny", "date": "today", "wall_s": 60.0,
+                  "full_run": {"command": "python -m benchmarks.run_all --tiny", "date": "today", "wall_s": 60.0,
                                "tiny": True},
                   "machine": run_all.suite_machine("cpu", list(records.values()))},
         "benchmarks": records,
@@ -126,11 +123,11 @@ def test_report_shows_every_goal_and_its_status(run_all, records, tmp_path) -> N
 
 def test_run_all_reruns_one_benchmark_and_keeps_the_others(records, tmp_path) -> None:
     kept = records["slim"]
-    full_run = {"command": "python benchmarks/run_all.py --tiny", "date": "earlier", "wall_s": 90.0, "tiny": True}
+    full_run = {"command": "python -m benchmarks.run_all --tiny", "date": "earlier", "wall_s": 90.0, "tiny": True}
     (tmp_path / "results.json").write_text(json.dumps({"suite": {"full_run": full_run}, "benchmarks": {"slim": kept}}))
     proc = subprocess.run(
-        [sys.executable, str(BENCH_DIR / "run_all.py"), "--tiny", "--only", "tokens", "--out-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "benchmarks.run_all", "--tiny", "--only", "tokens", "--out-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -145,8 +142,8 @@ def test_run_all_reruns_one_benchmark_and_keeps_the_others(records, tmp_path) ->
 
 def test_unknown_benchmark_is_a_usage_error(tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(BENCH_DIR / "run_all.py"), "--only", "nope", "--out-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "benchmarks.run_all", "--only", "nope", "--out-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2 and "nope" in proc.stderr
     assert not (tmp_path / "results.json").exists()

@@ -3,17 +3,12 @@ and never writes into the committed GPU report."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-import gpu_check  # noqa: E402
+from benchmarks import gpu_check
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the degraded run is what a CPU machine does")
