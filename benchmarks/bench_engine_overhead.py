@@ -112,7 +112,7 @@ def measure(name: str, spec: tuple, args: argparse.Namespace) -> dict[str, Any]:
     saved = sparsifier.state_dict()
     update_times = []
     for _ in range(args.update_repeats if not args.tiny else 2):
-        update_times.append(bk.timed(lambda: sparsifier.update_topology(prune_rate=UPDATE_RATE), device))
+        update_times.append(bk.time_call(lambda: sparsifier.update_topology(prune_rate=UPDATE_RATE), device))
         sparsifier.load_state_dict(saved)
     update = bk.Spread.of(update_times)
 

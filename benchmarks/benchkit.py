@@ -10,9 +10,10 @@ alike and cancels in the ratio. Absolute times are kept too, labelled with the m
 What lives here:
 
 * :func:`machine`: CPU model, cores, threads, torch/timm versions, GPU, date, load average;
-* :func:`interleave`: time a baseline and any number of variants in rotating order, with CUDA
-  synchronised around every timing; :class:`Timings` gives the ratios;
-* :class:`Spread`: median, quartiles, min, max of a sample;
+* :func:`interleave`, :func:`time_call`, :class:`Timings`, :class:`Spread`: the timing core of
+  :mod:`svite_search.metrics.latency` (the same one ``measure_latency`` runs on): a baseline and
+  any number of variants timed in rotating order, CUDA synchronised around every timing, the
+  per-round ratios and their median and quartiles;
 * :class:`TrainStep`: one training step as the trainer runs it (on CUDA bf16 autocast where the
   GPU supports it, else fp16 with a gradient scaler; plain fp32 on CPU), so training benchmarks
   time what training does; :func:`masked_copy`: a model masked as S²ViTE leaves it;
@@ -35,10 +36,8 @@ import datetime as _dt
 import json
 import os
 import platform
-import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -50,6 +49,8 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+
+from svite_search.metrics.latency import Spread, Timings, interleave, time_call  # noqa: E402,F401  (the timing core)
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_DIR = REPO / "reports" / "benchmarks"
@@ -150,111 +151,6 @@ def set_threads(device: torch.device, threads: int | None) -> int:
 # ----------------------------------------------------------------------------- timing
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued CUDA work: without it a GPU timing measures only the kernel launches."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds ``fn`` takes, CUDA synchronised before and after."""
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
-def _quartiles(values: Sequence[float]) -> tuple[float, float]:
-    if len(values) == 1:
-        return values[0], values[0]
-    q = statistics.quantiles(values, n=4, method="inclusive")  # numpy's default (linear)
-    return q[0], q[2]
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Median and spread of a sample (the median is the figure; quartiles say how sure it is)."""
-
-    median: float
-    q25: float
-    q75: float
-    min: float
-    max: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> "Spread":
-        if not values:
-            raise ValueError("no values to summarise")
-        q25, q75 = _quartiles(values)
-        return cls(statistics.median(values), q25, q75, min(values), max(values), len(values))
-
-    def scaled(self, factor: float) -> "Spread":
-        return Spread(self.median * factor, self.q25 * factor, self.q75 * factor, self.min * factor,
-                      self.max * factor, self.n)
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-@dataclass
-class Timings:
-    """Seconds per run of each contender, one entry per round; the first contender is the baseline."""
-
-    seconds: dict[str, list[float]]
-
-    @property
-    def baseline(self) -> str:
-        return next(iter(self.seconds))
-
-    def ratios(self, name: str, over: str | None = None) -> list[float]:
-        """Per-round ``t_name / t_over`` (``over`` defaults to the baseline)."""
-        over = over or self.baseline
-        return [b / a for a, b in zip(self.seconds[over], self.seconds[name])]
-
-    def ratio(self, name: str, over: str | None = None) -> Spread:
-        return Spread.of(self.ratios(name, over))
-
-    def spread(self, name: str) -> Spread:
-        return Spread.of(self.seconds[name])
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"seconds": {k: Spread.of(v).to_dict() for k, v in self.seconds.items()}}
-        out["ratio_over_" + self.baseline] = {
-            k: self.ratio(k).to_dict() for k in self.seconds if k != self.baseline
-        }
-        return out
-
-
-def interleave(
-    contenders: Mapping[str, Callable[[], Any]],
-    *,
-    warmup: int,
-    repeats: int,
-    device: torch.device,
-) -> Timings:
-    """Warm every contender up, then time one run of each per round, rotating the order.
-
-    Round ``i`` starts at contender ``i mod n`` (two contenders: AB, BA, AB, ...), so no
-    contender always runs first, on a cache another has just warmed, or last, when a burst of
-    load from elsewhere tends to arrive. A baseline shared by several variants is timed once
-    per round, which makes an n-way comparison cheaper than n - 1 separate pairs.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    names = list(contenders)
-    for _ in range(warmup):
-        for name in names:
-            contenders[name]()
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(repeats):
-        start = i % len(names)
-        for name in names[start:] + names[:start]:
-            seconds[name].append(timed(contenders[name], device))
-    return Timings(seconds)
-
-
 def amp_dtype(device: torch.device) -> torch.dtype:
     """The trainer's autocast dtype on ``device`` (bf16 where supported, else fp16)."""
     from svite_search.train.device import amp_settings
@@ -327,7 +223,7 @@ class TrainStep:
         if self.engine is None:
             return
         if self.time_engine:
-            self.engine_seconds.append(timed(self.engine.step, self.device))
+            self.engine_seconds.append(time_call(self.engine.step, self.device))
         else:
             self.engine.step()
 

@@ -238,7 +238,7 @@ def train_throughput(args: argparse.Namespace, device: torch.device, budget_s: f
 
     update_times = []
     for _ in range(2 if args.tiny else 3):
-        update_times.append(bk.timed(svite_update, device))
+        update_times.append(bk.time_call(svite_update, device))
         svite.load_state_dict(saved)
     svite_update_s = bk.Spread.of(update_times).median
     run_steps = (IMAGENET_TRAIN // batch) * PAPER_EPOCHS

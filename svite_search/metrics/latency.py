@@ -15,11 +15,19 @@ under autocast in that dtype (how a GPU serves a model: bf16 or fp16, weights le
 machine load or clock speed hits both alike, and summarises the per-pair ratio B/A: its median
 is the robust speed-up figure, ``time_saving = 1 - ratio``.
 
+Both stand on one timing core, public for anything else that times calls (the benchmark suite
+does): :func:`time_call` times one call with either clock, :func:`interleave` warms up any
+number of contenders and times one call of each per round in rotating order, and
+:class:`Timings` / :class:`Spread` give the per-round ratios and their median and quartiles.
+
 Example::
 
     result = compare_latency(dense, slim, (3, 224, 224), batch_size=32, warmup=2, repeats=7)
     print(f"slim takes {result.ratio_median:.2f} of dense's time "
           f"(IQR {result.ratio_q25:.2f}-{result.ratio_q75:.2f}), {result.threads} threads")
+
+    timings = interleave({"dense": lambda: dense(x), "slim": lambda: slim(x)}, warmup=2, repeats=10)
+    timings.ratio("slim").median         # median over rounds of t_slim / t_dense
 """
 from __future__ import annotations
 
@@ -27,12 +35,153 @@ import contextlib
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import UserInputError
+
+
+TIMERS = ("wall", "cuda_events")
+
+
+def _check_timer(device: torch.device, timer: str) -> None:
+    if timer not in TIMERS:
+        raise UserInputError(f"timer={timer!r} is not one of {', '.join(TIMERS)}")
+    if timer == "cuda_events" and device.type != "cuda":
+        raise UserInputError(f"timer='cuda_events' needs a CUDA device, not {device}")
+
+
+def _check_counts(warmup: int, repeats: int) -> None:
+    if warmup < 0:
+        raise UserInputError(f"warmup={warmup} must be >= 0")
+    if repeats < 1:
+        raise UserInputError(f"repeats={repeats} must be >= 1")
+
+
+def time_call(fn: Callable[[], Any], device: str | torch.device = "cpu", timer: str = "wall") -> float:
+    """Seconds one call of ``fn`` takes on ``device``.
+
+    ``wall``: ``time.perf_counter`` with CUDA synchronised before and after (without it a GPU
+    timing measures only the kernel launches). ``cuda_events``: CUDA events recorded around the
+    call on the current stream, the GPU's own elapsed time.
+    """
+    device = torch.device(device)
+    _check_timer(device, timer)
+    if timer == "cuda_events":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000.0
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    began = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - began
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (numpy's default), without numpy."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and spread of a sample (the median is the figure; quartiles say how sure it is)."""
+
+    median: float
+    q25: float
+    q75: float
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Spread":
+        if not values:
+            raise ValueError("no values to summarise")
+        return cls(statistics.median(values), _quantile(values, 0.25), _quantile(values, 0.75), min(values),
+                   max(values), len(values))
+
+    def scaled(self, factor: float) -> "Spread":
+        return Spread(self.median * factor, self.q25 * factor, self.q75 * factor, self.min * factor,
+                      self.max * factor, self.n)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class Timings:
+    """Seconds per call of each contender, one entry per round; the first contender is the baseline."""
+
+    seconds: dict[str, list[float]]
+
+    @property
+    def baseline(self) -> str:
+        return next(iter(self.seconds))
+
+    def ratios(self, name: str, over: str | None = None) -> list[float]:
+        """Per-round ``t_name / t_over`` (``over`` defaults to the baseline)."""
+        over = over or self.baseline
+        return [b / a for a, b in zip(self.seconds[over], self.seconds[name])]
+
+    def ratio(self, name: str, over: str | None = None) -> Spread:
+        return Spread.of(self.ratios(name, over))
+
+    def spread(self, name: str) -> Spread:
+        return Spread.of(self.seconds[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seconds": {k: Spread.of(v).to_dict() for k, v in self.seconds.items()}}
+        out["ratio_over_" + self.baseline] = {
+            k: self.ratio(k).to_dict() for k in self.seconds if k != self.baseline
+        }
+        return out
+
+
+def interleave(
+    contenders: Mapping[str, Callable[[], Any]],
+    *,
+    warmup: int,
+    repeats: int,
+    device: str | torch.device = "cpu",
+    timer: str = "wall",
+) -> Timings:
+    """Warm every contender up, then time one call of each per round, rotating the order.
+
+    Round ``i`` starts at contender ``i mod n`` (two contenders: AB, BA, AB, ...), so no
+    contender always runs first, on a cache another has just warmed, or last, when a burst of
+    load from elsewhere tends to arrive; drift that lasts longer than a round hits all of them
+    alike and cancels in the per-round ratio. A baseline shared by several variants is timed
+    once per round, which makes an n-way comparison cheaper than n - 1 separate pairs.
+    """
+    _check_counts(warmup, repeats)
+    device = torch.device(device)
+    _check_timer(device, timer)
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeats):
+        start = i % len(names)
+        for name in names[start:] + names[:start]:
+            seconds[name].append(time_call(contenders[name], device, timer))
+    return Timings(seconds)
+
 
 
 @dataclass(frozen=True)
@@ -110,17 +259,6 @@ class LatencyComparison:
         }
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile (numpy's default), without numpy."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    pos = q * (len(ordered) - 1)
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
 def _make_input(
     example: torch.Tensor | Sequence[int], batch_size: int | None, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -158,53 +296,26 @@ def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torc
     return torch.device(device)
 
 
-TIMERS = ("wall", "cuda_events")
+def _forward_pass(model: nn.Module, x: torch.Tensor, device: torch.device, amp: torch.dtype | None):
+    """One forward pass of ``model`` on ``x``, under autocast in ``amp`` when given."""
 
-
-def _timer(device: torch.device, timer: str = "wall", amp: torch.dtype | None = None):
-    """A function timing one forward pass in seconds, with the clock ``timer`` names."""
-    if timer not in TIMERS:
-        raise UserInputError(f"timer={timer!r} is not one of {', '.join(TIMERS)}")
-    if timer == "cuda_events" and device.type != "cuda":
-        raise UserInputError(f"timer='cuda_events' needs a CUDA device, not {device}")
-
-    def forward(model: nn.Module, x: torch.Tensor) -> None:
+    def forward() -> None:
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             model(x)
 
-    if timer == "cuda_events":
-
-        def run_events(model: nn.Module, x: torch.Tensor) -> float:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            forward(model, x)
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1000.0
-
-        return run_events
-
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
-
-    def run_once(model: nn.Module, x: torch.Tensor) -> float:
-        sync(device)
-        start = time.perf_counter()
-        forward(model, x)
-        sync(device)
-        return time.perf_counter() - start
-
-    return run_once
+    return forward
 
 
 def _result(times: list[float], *, warmup: int, batch_size: int, threads: int, device: torch.device,
             timer: str = "wall", amp: torch.dtype | None = None) -> LatencyResult:
+    spread = Spread.of(times)
     return LatencyResult(
-        median_s=statistics.median(times),
-        q25_s=_quantile(times, 0.25),
-        q75_s=_quantile(times, 0.75),
-        min_s=min(times),
-        max_s=max(times),
-        repeats=len(times),
+        median_s=spread.median,
+        q25_s=spread.q25,
+        q75_s=spread.q75,
+        min_s=spread.min,
+        max_s=spread.max,
+        repeats=spread.n,
         warmup=warmup,
         batch_size=batch_size,
         threads=threads,
@@ -212,13 +323,6 @@ def _result(times: list[float], *, warmup: int, batch_size: int, threads: int, d
         timer=timer,
         amp=str(amp).removeprefix("torch.") if amp is not None else None,
     )
-
-
-def _check_counts(warmup: int, repeats: int) -> None:
-    if warmup < 0:
-        raise UserInputError(f"warmup={warmup} must be >= 0")
-    if repeats < 1:
-        raise UserInputError(f"repeats={repeats} must be >= 1")
 
 
 def measure_latency(
@@ -243,21 +347,21 @@ def measure_latency(
     """
     _check_counts(warmup, repeats)
     device = _resolve_device(model, device)
+    _check_timer(device, timer)
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     model = model.to(device)
     x = _make_input(example, batch_size, device, dtype)
-    run_once = _timer(device, timer, amp)
     was_training = model.training
     model.eval()
     try:
         with _threads(threads) as used, torch.inference_mode():
-            for _ in range(warmup):
-                run_once(model, x)
-            times = [run_once(model, x) for _ in range(repeats)]
+            timings = interleave({"model": _forward_pass(model, x, device, amp)}, warmup=warmup, repeats=repeats,
+                                 device=device, timer=timer)
     finally:
         model.train(was_training)
-    return _result(times, warmup=warmup, batch_size=int(x.shape[0]), threads=used, device=device, timer=timer, amp=amp)
+    return _result(timings.seconds["model"], warmup=warmup, batch_size=int(x.shape[0]), threads=used, device=device,
+                   timer=timer, amp=amp)
 
 
 def compare_latency(
@@ -281,37 +385,27 @@ def compare_latency(
     """
     _check_counts(warmup, repeats)
     device = _resolve_device(model_a, device)
+    _check_timer(device, timer)
     param = next(model_a.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     model_a, model_b = model_a.to(device), model_b.to(device)
     x = _make_input(example, batch_size, device, dtype)
-    run_once = _timer(device, timer, amp)
     flags = (model_a.training, model_b.training)
     model_a.eval()
     model_b.eval()
-    times_a: list[float] = []
-    times_b: list[float] = []
+    passes = {"a": _forward_pass(model_a, x, device, amp), "b": _forward_pass(model_b, x, device, amp)}
     try:
         with _threads(threads) as used, torch.inference_mode():
-            for _ in range(warmup):
-                run_once(model_a, x)
-                run_once(model_b, x)
-            for i in range(repeats):
-                if i % 2 == 0:
-                    times_a.append(run_once(model_a, x))
-                    times_b.append(run_once(model_b, x))
-                else:
-                    times_b.append(run_once(model_b, x))
-                    times_a.append(run_once(model_a, x))
+            timings = interleave(passes, warmup=warmup, repeats=repeats, device=device, timer=timer)
     finally:
         model_a.train(flags[0])
         model_b.train(flags[1])
-    ratios = [b / a for a, b in zip(times_a, times_b)]
+    ratio = timings.ratio("b")
     common = dict(warmup=warmup, batch_size=int(x.shape[0]), threads=used, device=device, timer=timer, amp=amp)
     return LatencyComparison(
-        a=_result(times_a, **common),
-        b=_result(times_b, **common),
-        ratio_median=statistics.median(ratios),
-        ratio_q25=_quantile(ratios, 0.25),
-        ratio_q75=_quantile(ratios, 0.75),
+        a=_result(timings.seconds["a"], **common),
+        b=_result(timings.seconds["b"], **common),
+        ratio_median=ratio.median,
+        ratio_q25=ratio.q25,
+        ratio_q75=ratio.q75,
     )

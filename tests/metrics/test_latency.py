@@ -1,4 +1,5 @@
-"""Latency helpers: what they record and how they treat the model (never timing itself)."""
+"""Latency helpers and the timing core under them: what they record, in which order they run
+the contenders, how they summarise, and how they treat the model (never timing itself)."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 from torch import nn
 
 from svite_search.errors import UserInputError
-from svite_search.metrics.latency import compare_latency, measure_latency
+from svite_search.metrics.latency import Spread, Timings, compare_latency, interleave, measure_latency, time_call
 
 
 class Counting(nn.Module):
@@ -82,3 +83,35 @@ def test_cuda_event_timing_needs_a_cuda_device() -> None:
         measure_latency(Counting(), (8,), timer="cuda_events", device="cpu")
     with pytest.raises(UserInputError, match="timer="):
         compare_latency(Counting(), Counting(), (8,), timer="stopwatch")
+
+
+def test_interleave_warms_up_then_rotates_the_order() -> None:
+    calls: list[str] = []
+    contenders = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    timings = interleave(contenders, warmup=1, repeats=4)
+    assert calls == list("abc" "abc" "bca" "cab" "abc")  # warm-up, then rounds starting at a, b, c, a
+    assert timings.baseline == "a" and all(len(v) == 4 for v in timings.seconds.values())
+    assert all(t >= 0 for v in timings.seconds.values() for t in v)
+    with pytest.raises(UserInputError, match="repeats"):
+        interleave(contenders, warmup=0, repeats=0)
+    with pytest.raises(UserInputError, match="cuda_events.*needs a CUDA device"):
+        interleave(contenders, warmup=0, repeats=1, timer="cuda_events")
+
+
+def test_time_call_calls_once_and_checks_its_clock() -> None:
+    calls: list[int] = []
+    assert time_call(lambda: calls.append(1)) >= 0 and calls == [1]
+    with pytest.raises(UserInputError, match="timer="):
+        time_call(lambda: None, "cpu", timer="stopwatch")
+
+
+def test_timings_ratios_are_per_round_and_spreads_interpolate() -> None:
+    timings = Timings({"a": [1.0, 2.0, 4.0, 1.0], "b": [2.0, 3.0, 2.0, 3.0]})
+    assert timings.ratios("b") == [2.0, 1.5, 0.5, 3.0]
+    assert timings.ratio("b") == Spread(median=1.75, q25=1.25, q75=2.25, min=0.5, max=3.0, n=4)
+    assert timings.ratios("a", over="b") == [0.5, 2 / 3, 2.0, 1 / 3]
+    assert Spread.of([1.0, 2.0, 3.0, 4.0]) == Spread(2.5, 1.75, 3.25, 1.0, 4.0, 4)  # numpy's linear quantiles
+    assert Spread.of([5.0]) == Spread(5.0, 5.0, 5.0, 5.0, 5.0, 1)
+    assert timings.to_dict()["ratio_over_a"]["b"]["median"] == 1.75
+    with pytest.raises(ValueError):
+        Spread.of([])
