@@ -46,6 +46,14 @@ def test_every_benchmark_is_in_the_suite(run_all) -> None:
     assert set(run_all.BENCHMARKS) == set(MODEL_BENCHMARKS + STUDY_BENCHMARKS)
 
 
+def test_every_script_is_a_module_of_the_package() -> None:
+    """``python -m benchmarks.<name>`` runs a script: none puts its folder on ``sys.path``."""
+    for path in sorted(BENCH_DIR.glob("*.py")):
+        assert "sys.path" not in path.read_text(), f"{path.name} edits sys.path"
+        module = importlib.import_module(f"benchmarks.{path.stem}")
+        assert Path(module.__file__).resolve() == path.resolve()
+
+
 def test_records_carry_figures_goals_and_machine(records) -> None:
     for name, record in records.items():
         assert record["benchmark"] == name and record["tiny"] is True
