@@ -217,14 +217,15 @@ def train_throughput(args: argparse.Namespace, device: torch.device, budget_s: f
     steps = {
         "dense": train_step(dense, images, targets, device),
         "svite": train_step(copy.deepcopy(dense), images, targets, device,
-                      lambda m, o: SViTE(m, o, SViTEConfig(density=0.5, distribution="erk", **never))),
+                            lambda m, o: SViTE(m, o, SViTEConfig(density=0.5, distribution="erk", **never))),
         "s2vite": train_step(copy.deepcopy(dense), images, targets, device,
-                       lambda m, o: S2ViTE(m, o, S2ViTEConfig(head_density=HEAD_DENSITY, mlp_density=MLP_DENSITY,
-                                                               **never))),
+                             lambda m, o: S2ViTE(m, o, S2ViTEConfig(head_density=HEAD_DENSITY,
+                                                                     mlp_density=MLP_DENSITY, **never))),
         # S²ViTE with an update at every step: the update iteration (head-score capture + update)
         "s2vite_update": train_step(copy.deepcopy(dense), images, targets, device,
-                              lambda m, o: S2ViTE(m, o, S2ViTEConfig(head_density=HEAD_DENSITY, mlp_density=MLP_DENSITY,
-                                                                      total_steps=10**9, update_interval=1))),
+                                    lambda m, o: S2ViTE(m, o, S2ViTEConfig(head_density=HEAD_DENSITY,
+                                                                            mlp_density=MLP_DENSITY,
+                                                                            total_steps=10**9, update_interval=1))),
     }
     timings = bk.interleave(steps, warmup=warmup, repeats=repeats, device=device)
     svite: SViTE = steps["svite"].engine
