@@ -24,10 +24,10 @@ Run::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,18 +55,17 @@ def one_trial(study: optuna.Study, storage: Any) -> None:
     study.tell(trial, [90.0, 0.01])
 
 
-def arm(url: str, name: str) -> tuple[Callable[[int], float], Any]:
+def arm(url: str, name: str) -> Callable[[int], None]:
+    """A function that runs ``trials`` trials' storage work on the study at ``url``."""
     storage = open_storage(url)
     study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True)
 
-    def run(trials: int) -> float:
-        start = time.perf_counter()
+    def run(trials: int) -> None:
         for _ in range(trials):
             one_trial(study, storage)
-        return (time.perf_counter() - start) / trials
 
-    return run, storage
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,22 +91,19 @@ def main(argv: list[str] | None = None) -> int:
         url = server.create_database("bench")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            sqlite_run, _ = arm(f"sqlite:///{Path(tmp) / 'optuna.db'}", "bench")
-            pg_run, _ = arm(url, "bench")
-            arms = {"sqlite": sqlite_run, "postgresql": pg_run}
+            arms = {"sqlite": arm(f"sqlite:///{Path(tmp) / 'optuna.db'}", "bench"), "postgresql": arm(url, "bench")}
             for run in arms.values():  # warm up: schema, connections, first queries
                 run(2)
-            seconds: dict[str, list[float]] = {name: [] for name in arms}
-            names = list(arms)
-            for i in range(args.rounds):
-                for name in names[i % 2:] + names[: i % 2]:
-                    seconds[name].append(arms[name](args.trials))
+            timings = bk.interleave({name: functools.partial(run, args.trials) for name, run in arms.items()},
+                                    warmup=0, repeats=args.rounds)
     finally:
         if server is not None:
             server.stop()
 
+    # seconds per trial, per round
+    seconds = {name: [t / args.trials for t in values] for name, values in timings.seconds.items()}
     diffs = [p - s for s, p in zip(seconds["sqlite"], seconds["postgresql"])]
-    ratios = [p / s for s, p in zip(seconds["sqlite"], seconds["postgresql"])]
+    ratios = timings.ratios("postgresql")
     result = {
         "benchmark": "storage",
         "machine": bk.machine("cpu"),
