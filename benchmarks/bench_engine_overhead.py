@@ -4,8 +4,9 @@ SViTE keeps the dense compute (masks zero weights, they do not shrink the matmul
 extra second is the engine's: masking the weights and, under the default ``reset`` policy, the
 Adam moments after every optimizer step, plus one topology update every ``ΔT`` steps.
 
-Two copies of one model, each with its own AdamW, are stepped interleaved after a warm-up:
-A dense, B dense + SViTE at 50 % ERK density with no update due. ``sparsifier.step()`` is timed
+Two trainers of one model (the same initial weights, each with its own AdamW) run their own
+``Trainer.train_step`` interleaved after a warm-up: A dense, B dense + SViTE at 50 % ERK
+density with no update due. ``sparsifier.step()`` is timed
 on its own inside B, and a topology update at the first update's prune rate (dr0 = 0.5, the most
 expensive) is timed with the gradients of B's last step. Two ratios per round, both amortising
 the update over the update interval ΔT:
@@ -37,17 +38,14 @@ Run alone::
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
 from typing import Any
 
 from . import benchkit as bk  # first: it runs the torchvision import guard before timm
-import timm
-import torch
 
-from svite_search.engine.sparse import SViTE, SViTEConfig, resolve_update_interval
+from svite_search.engine.sparse import resolve_update_interval
 
 GOAL = 1.05
 UPDATES_PER_RUN = 80
@@ -95,16 +93,14 @@ def plan(name: str, args: argparse.Namespace) -> tuple[int, int]:
 def measure(name: str, spec: tuple, args: argparse.Namespace) -> dict[str, Any]:
     model_name, kwargs, batch, chans, pixels, run_steps, study_interval = spec
     device = args.device
-    torch.manual_seed(0)
-    dense = timm.create_model(model_name, **kwargs).to(device)
-    sparse = copy.deepcopy(dense)
-    opt_a = torch.optim.AdamW(dense.parameters(), lr=5e-4, weight_decay=0.05)
-    opt_b = torch.optim.AdamW(sparse.parameters(), lr=5e-4, weight_decay=0.05)
-    # no update falls inside the timed steps: the update is timed on its own below
-    sparsifier = SViTE(sparse, opt_b, SViTEConfig(density=0.5, total_steps=10**9, update_interval=10**9))
+    # the same initial weights; no update falls inside the timed steps: it is timed on its own below
+    dense = bk.bench_trainer(model_name, kwargs, device=device, amp=args.amp)
+    sparse = bk.bench_trainer(model_name, kwargs, device=device, amp=args.amp, method="svite",
+                              sparsity={"density": 0.5, "update_interval": bk.NEVER})
+    sparsifier = sparse.components["svite"]
     images, targets = bk.random_batch(batch, chans, pixels, kwargs.get("num_classes", 1000), device)
-    step_a = bk.TrainStep(dense, opt_a, images, targets, device, amp=args.amp)
-    step_b = bk.TrainStep(sparse, opt_b, images, targets, device, engine=sparsifier, amp=args.amp)
+    step_a = bk.TrainStep(dense, images, targets)
+    step_b = bk.TrainStep(sparse, images, targets)
     warmup, repeats = plan(name, args)
     timings = bk.interleave({"dense": step_a, "svite": step_b}, warmup=warmup, repeats=repeats, device=device)
     engine = bk.Spread.of(step_b.engine_seconds[-repeats:])

@@ -110,16 +110,16 @@ def measure_masking(label: str, config: tuple, args: argparse.Namespace) -> dict
     def adamw(model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
 
-    steps["dense"] = bk.TrainStep(dense, adamw(dense), images, targets, device)
+    steps["dense"] = bk.PlainStep(dense, adamw(dense), images, targets, device)
     ours = copy.deepcopy(dense)
     opt = adamw(ours)
-    steps["SViTE"] = bk.TrainStep(ours, opt, images, targets, device, engine=SViTE(
+    steps["SViTE"] = bk.PlainStep(ours, opt, images, targets, device, engine=SViTE(
         ours, opt, SViTEConfig(density=DENSITY, total_steps=10**9, update_interval=10**9)))
     theirs = copy.deepcopy(dense)
     opt = adamw(theirs)
-    steps["authors' loop"] = bk.TrainStep(theirs, opt, images, targets, device, engine=AuthorsMasking(theirs, opt, masks))
+    steps["authors' loop"] = bk.PlainStep(theirs, opt, images, targets, device, engine=AuthorsMasking(theirs, opt, masks))
     ao = with_fake_sparsity(copy.deepcopy(dense), masks)
-    steps["torch.ao FakeSparsity"] = bk.TrainStep(ao, adamw(ao), images, targets, device)
+    steps["torch.ao FakeSparsity"] = bk.PlainStep(ao, adamw(ao), images, targets, device)
     warmup, repeats = (1, 3) if args.tiny else (args.warmup, args.repeats if "224" not in label else args.large_repeats)
     timings = bk.interleave(steps, warmup=warmup, repeats=repeats, device=device)
     return {"label": label, "timings": timings,

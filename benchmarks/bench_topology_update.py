@@ -4,7 +4,8 @@ A topology update is the one expensive thing the engines do, and it grows with t
 with the batch. This benchmark times it at the paper's largest model, DeiT-Base at 224 px, and
 sets it against one dense training step of the same model, measured in the same rounds:
 
-* **dense**: one training step (forward, backward, AdamW) of DeiT-Base, the baseline;
+* **dense**: one training step (the trainer's ``train_step``: forward, backward, AdamW) of
+  DeiT-Base, the baseline;
 * **SViTE update**: ``update_topology(prune_rate=0.5)`` at 50 % ERK density on a copy of the
   model that reads the dense model's real gradients of that round (prune by |W|, grow by
   |grad| in each of the 50 masked layers);
@@ -29,7 +30,6 @@ Run alone::
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from typing import Any
@@ -39,7 +39,6 @@ import timm
 import torch
 
 from svite_search.engine.sparse import SViTE, SViTEConfig
-from svite_search.engine.structured import S2ViTE, S2ViTEConfig
 
 PAPER_INTERVAL = 7000  # DeiT-Base at global batch 1024
 PRUNE_RATE = 0.5
@@ -60,24 +59,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warmup, repeats = (1, 2) if args.tiny else (args.warmup, args.repeats)
     started = time.perf_counter()
 
+    # one architecture, one seed: the trainers' models start from the same weights
+    dense_trainer = bk.bench_trainer(model_name, kwargs, device=device, amp=args.amp)
+    structured = bk.bench_trainer(model_name, kwargs, device=device, amp=args.amp, method="s2vite", sparsity={
+        "head_density": HEAD_DENSITY, "mlp_density": MLP_DENSITY, "update_interval": 1, "prune_rate": PRUNE_RATE,
+    })
+    s2vite = structured.components["s2vite"]
     torch.manual_seed(0)
-    dense = timm.create_model(model_name, **kwargs).to(device)
-    structured = copy.deepcopy(dense)
-    unstructured = copy.deepcopy(dense)
+    unstructured = timm.create_model(model_name, **kwargs).to(device)
     images, targets = bk.random_batch(batch, 3, pixels, kwargs["num_classes"], device)
-    opt_dense = torch.optim.AdamW(dense.parameters(), lr=5e-4, weight_decay=0.05)
-    opt_structured = torch.optim.AdamW(structured.parameters(), lr=5e-4, weight_decay=0.05)
 
     with bk.stopwatch() as elapsed:
-        svite = SViTE(unstructured, None, SViTEConfig(density=0.5, total_steps=10**9, update_interval=10**9))
+        svite = SViTE(unstructured, None, SViTEConfig(density=0.5, total_steps=bk.NEVER, update_interval=bk.NEVER))
     svite_init_s = elapsed()
-    s2vite = S2ViTE(structured, opt_structured, S2ViTEConfig(
-        total_steps=10**9, head_density=HEAD_DENSITY, mlp_density=MLP_DENSITY, update_interval=1,
-        prune_rate=PRUNE_RATE,
-    ))
-    dense_step = bk.TrainStep(dense, opt_dense, images, targets, device, amp=args.amp)
-    s2vite_iteration = bk.TrainStep(structured, opt_structured, images, targets, device, engine=s2vite, amp=args.amp)
-    dense_params = dict(dense.named_parameters())
+    dense_step = bk.TrainStep(dense_trainer, images, targets)
+    s2vite_iteration = bk.TrainStep(structured, images, targets)
+    dense_params = dict(dense_step.model.named_parameters())
 
     def svite_update() -> None:
         # the dense model's gradients of this round: what a real update iteration would see

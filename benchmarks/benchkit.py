@@ -14,9 +14,11 @@ What lives here:
   :mod:`svite_search.metrics.latency` (the same one ``measure_latency`` runs on): a baseline and
   any number of variants timed in rotating order, CUDA synchronised around every timing, the
   per-round ratios and their median and quartiles;
-* :class:`TrainStep`: one training step as the trainer runs it (on CUDA bf16 autocast where the
-  GPU supports it, else fp16 with a gradient scaler; plain fp32 on CPU), so training benchmarks
-  time what training does; :func:`masked_copy`: a model masked as S²ViTE leaves it;
+* :func:`bench_trainer` and :class:`TrainStep`: a trainer and one iteration of its own
+  ``Trainer.train_step`` (on CUDA bf16 autocast where the GPU supports it, else fp16 with a
+  gradient scaler; plain fp32 on CPU), so training benchmarks time what training does;
+  :class:`PlainStep`: the same loop for peers outside the trainer; :func:`masked_copy`: a model
+  masked as S²ViTE leaves it;
 * :func:`check`, :func:`table`, :func:`record`: the result record that ``run_all.py`` renders
   into ``reports/benchmarks/README.md``;
 * :func:`bench_main`: the command line every ``bench_*.py`` script shares.
@@ -176,56 +178,92 @@ def amp_default(device: torch.device, amp: bool | None) -> bool:
     return device.type == "cuda" if amp is None else bool(amp and device.type == "cuda")
 
 
-class TrainStep:
-    """One training iteration as :class:`svite_search.train.Trainer` runs it.
+#: ``update_interval`` that schedules no topology update inside a benchmark's steps
+NEVER = 10**9
 
-    Forward under the trainer's autocast when ``amp`` (its CUDA default: bf16 where supported,
-    else fp16 with a scaled backward, unscaled before the optimizer step), plain fp32
-    otherwise; then
-    ``optimizer.step()`` and the engine's ``step()`` if there is one, timed on its own into
-    :attr:`engine_seconds` (the precise figure of the engine's own cost) unless ``time_engine``
-    is off: timing it synchronises CUDA in the middle of the step, which a throughput figure
-    must not include.
+
+def bench_trainer(
+    model_name: str,
+    model_kwargs: Mapping[str, Any],
+    *,
+    device: torch.device,
+    amp: bool,
+    method: str = "dense",
+    sparsity: Mapping[str, Any] | None = None,
+    steps: int = 10_000,
+    seed: int = 0,
+) -> Any:
+    """A :class:`svite_search.train.Trainer` set up for timing its ``train_step``.
+
+    Its model is ``timm.create_model(model_name, **model_kwargs)`` (the run config's ``model:``
+    keys), trained with AdamW (lr 5e-4, weight decay 0.05) at a constant learning rate on
+    plain cross-entropy, autocast as ``amp`` says (the trainer's dtype: bf16 where supported,
+    else fp16 with its gradient scaler); ``method`` and ``sparsity`` (the ``sparsity:`` keys)
+    choose the engine, whose schedule spans ``steps`` iterations (``update_interval: NEVER``:
+    no update inside the timed steps). The same ``seed`` gives the same initial weights, so
+    trainers of one architecture start alike. The caller hands ``train_step`` its own batch;
+    the trainer's (tiny, synthetic) data set is never read. Nothing is written.
+    """
+    from svite_search.config import config_from_dict
+    from svite_search.train import Trainer
+
+    cfg = config_from_dict({
+        "method": method,
+        "data": {"dataset": "synthetic", "synthetic_size": 16},
+        "model": {"name": model_name, **model_kwargs},
+        "train": {"epochs": steps, "max_steps_per_epoch": 1, "lr": 5e-4, "weight_decay": 0.05, "sched": "none",
+                  "warmup_epochs": 0, "label_smoothing": 0.0, "device": str(device), "amp": amp,
+                  "checkpoint": False, "seed": seed},
+        **({"sparsity": dict(sparsity)} if sparsity else {}),
+    })
+    return Trainer(cfg, None, progress=False)
+
+
+class TrainStep:
+    """One training iteration as :class:`svite_search.train.Trainer` runs it: its own
+    ``train_step`` on a fixed batch (forward under its autocast, scaled backward and unscale
+    under fp16, the optimizer step, then the engine's ``step()``).
+
+    The engine's ``step()``, if there is one, is timed on its own into :attr:`engine_seconds`
+    (the precise figure of the engine's own cost) unless ``time_engine`` is off: timing it
+    synchronises CUDA in the middle of the step, which a throughput figure must not include.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        device: torch.device,
-        *,
-        engine: Any = None,
-        amp: bool = False,
-        time_engine: bool = True,
-    ) -> None:
+    def __init__(self, trainer: Any, images: torch.Tensor, targets: torch.Tensor, *, time_engine: bool = True) -> None:
+        self.trainer, self.images, self.targets = trainer, images, targets
+        self.model, self.optimizer, self.device = trainer.model, trainer.optimizer, trainer.device
+        self.engine = next(iter(trainer.components.values()), None)
+        self.engine_seconds: list[float] = []
+        if time_engine and self.engine is not None:
+            engine_step = self.engine.step
+
+            def timed_step() -> None:
+                self.engine_seconds.append(time_call(engine_step, self.device))
+
+            self.engine.step = timed_step  # the trainer calls it where it calls the engine
+
+    def __call__(self) -> None:
+        self.trainer.train_step(self.images, self.targets)
+
+
+class PlainStep:
+    """A textbook fp32 iteration (forward, ``zero_grad``, backward, ``optimizer.step()``, then
+    ``engine.step()`` if any, timed on its own into :attr:`engine_seconds`): for comparisons
+    with peers that do not run in the trainer, so every contender runs the same loop."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                 targets: torch.Tensor, device: torch.device, *, engine: Any = None) -> None:
         self.model, self.optimizer, self.engine = model.train(), optimizer, engine
-        self.time_engine = time_engine
         self.images, self.targets, self.device = images, targets, device
-        self.amp = amp and device.type == "cuda"
-        self.dtype = amp_dtype(device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.dtype == torch.float16 else None
         self.engine_seconds: list[float] = []
 
     def __call__(self) -> None:
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.amp):
-            loss = F.cross_entropy(self.model(self.images), self.targets)
+        loss = F.cross_entropy(self.model(self.images), self.targets)
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)  # the engine reads unscaled gradients
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
-        if self.engine is None:
-            return
-        if self.time_engine:
+        loss.backward()
+        self.optimizer.step()
+        if self.engine is not None:
             self.engine_seconds.append(time_call(self.engine.step, self.device))
-        else:
-            self.engine.step()
 
 
 @torch.no_grad()

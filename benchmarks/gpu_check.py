@@ -50,11 +50,10 @@ from typing import Any, Callable
 from . import benchkit as bk  # first: it runs the torchvision import guard before timm
 import timm
 import torch
-from torch import nn
 
 from svite_search._io import atomic_write_text
-from svite_search.engine.sparse import SViTE, SViTEConfig, resolve_update_interval
-from svite_search.engine.structured import S2ViTE, S2ViTEConfig, random_block_masks, slim_model
+from svite_search.engine.sparse import SViTE, resolve_update_interval
+from svite_search.engine.structured import random_block_masks, slim_model
 from svite_search.engine.tokens import install_token_selector, kept_patch_tokens
 from svite_search.metrics.flops import vit_macs
 
@@ -94,13 +93,13 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     return bk.amp_dtype(device) if device.type == "cuda" else None
 
 
-def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, device: torch.device,
-               engine: Callable[[nn.Module, torch.optim.Optimizer], Any] | None = None) -> bk.TrainStep:
-    """One training iteration as the trainer runs it, under its autocast on CUDA; the engine's
-    ``step()`` after the optimizer's, not timed on its own (a throughput figure)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
-    return bk.TrainStep(model, optimizer, images, targets, device, amp=device.type == "cuda", time_engine=False,
-                        engine=engine(model, optimizer) if engine is not None else None)
+def train_step(model_name: str, kwargs: dict[str, Any], images: torch.Tensor, targets: torch.Tensor,
+               device: torch.device, method: str = "dense", **sparsity: Any) -> bk.TrainStep:
+    """One iteration of a trainer's own ``train_step``, under its autocast on CUDA; the engine's
+    ``step()`` not timed on its own (a throughput figure)."""
+    trainer = bk.bench_trainer(model_name, kwargs, device=device, amp=device.type == "cuda", method=method,
+                               sparsity=sparsity)
+    return bk.TrainStep(trainer, images, targets, time_engine=False)
 
 
 def count_syncs(fn: Callable[[], Any], device: torch.device, steps: int) -> float | None:
@@ -210,22 +209,16 @@ def train_throughput(args: argparse.Namespace, device: torch.device, budget_s: f
     batch = _train_batch(args, device)
     warmup, repeats = (1, 2) if args.tiny else (args.warmup, args.repeats)
     started = time.perf_counter()
-    torch.manual_seed(0)
-    dense = timm.create_model(model_name, **kwargs).to(device)
     images, targets = bk.random_batch(batch, 3, pixels, kwargs["num_classes"], device)
-    never = dict(total_steps=10**9, update_interval=10**9)  # no update inside the timed steps
-    steps = {
-        "dense": train_step(dense, images, targets, device),
-        "svite": train_step(copy.deepcopy(dense), images, targets, device,
-                            lambda m, o: SViTE(m, o, SViTEConfig(density=0.5, distribution="erk", **never))),
-        "s2vite": train_step(copy.deepcopy(dense), images, targets, device,
-                             lambda m, o: S2ViTE(m, o, S2ViTEConfig(head_density=HEAD_DENSITY,
-                                                                     mlp_density=MLP_DENSITY, **never))),
+    never = dict(update_interval=bk.NEVER)  # no update inside the timed steps
+    heads = dict(head_density=HEAD_DENSITY, mlp_density=MLP_DENSITY)
+    steps = {  # one architecture, one seed: every model starts from the same weights
+        "dense": train_step(model_name, kwargs, images, targets, device),
+        "svite": train_step(model_name, kwargs, images, targets, device, "svite", density=0.5, distribution="erk",
+                            **never),
+        "s2vite": train_step(model_name, kwargs, images, targets, device, "s2vite", **heads, **never),
         # S²ViTE with an update at every step: the update iteration (head-score capture + update)
-        "s2vite_update": train_step(copy.deepcopy(dense), images, targets, device,
-                                    lambda m, o: S2ViTE(m, o, S2ViTEConfig(head_density=HEAD_DENSITY,
-                                                                            mlp_density=MLP_DENSITY,
-                                                                            total_steps=10**9, update_interval=1))),
+        "s2vite_update": train_step(model_name, kwargs, images, targets, device, "s2vite", **heads, update_interval=1),
     }
     timings = bk.interleave(steps, warmup=warmup, repeats=repeats, device=device)
     svite: SViTE = steps["svite"].engine
