@@ -326,7 +326,9 @@ def _scheduler(spec: StudySpec) -> TrialScheduler | None:
 
     A trial the scheduler stops ends without its final report, and the searcher records it as
     PRUNED with the epoch it reached (:func:`.ray_trial.outcome_from_result`), whichever
-    scheduler this returns."""
+    scheduler this returns. The scores come in that final report, after the last epoch's: a
+    scheduler must let a trial that reached its last epoch finish (ASHA's
+    ``stop_last_trials=False``), or every trial that survives would be PRUNED unscored."""
     if spec.executor.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
@@ -334,7 +336,8 @@ def _scheduler(spec: StudySpec) -> TrialScheduler | None:
     epochs = spec.searched.get("train.epochs")
     max_t = int(epochs.high) if epochs is not None else int(spec.base.get("train", {}).get("epochs", 30))
     return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=max_t,
-                         grace_period=spec.executor.grace_period, reduction_factor=spec.executor.reduction_factor)
+                         grace_period=spec.executor.grace_period, reduction_factor=spec.executor.reduction_factor,
+                         stop_last_trials=False)
 
 
 def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = False) -> str | None:

@@ -211,3 +211,25 @@ def test_stopping_the_search_fails_and_requeues_the_running_trials(searcher_of: 
     assert trials[2].system_attrs["fixed_params"] == running[TRIAL_KEY]["params"]
     searcher.on_trial_complete("t-b", None)  # Tune's late word on the stopped trial changes nothing
     assert searcher.study.get_trials()[1].state == TrialState.FAIL
+
+
+# ----------------------------------------------------------------------------- early stopping
+
+
+def test_asha_lets_a_trial_that_reaches_its_last_epoch_finish(tiny_spec: Any) -> None:
+    """The scheduler may stop a trial at a rung, never at its last epoch: a trial stopped there
+    would lose the final report that carries its scores, and be PRUNED after a whole training."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    spec = spec_from_dict(tiny_spec(
+        train={"epochs": 3, "max_steps_per_epoch": 2, "warmup_epochs": 0, "checkpoint": False},
+        executor={"kind": "ray", "scheduler": "asha", "grace_period": 1, "reduction_factor": 2},
+    ))
+    scheduler = ray_executor._scheduler(spec)
+    assert isinstance(scheduler, TrialScheduler)
+    trial = Trial("trainable", config={}, stub=True)
+    scheduler.on_trial_add(None, trial)
+    decisions = [scheduler.on_trial_result(None, trial, {"epoch": epoch, "top1": 50.0}) for epoch in (1, 2, 3)]
+    assert decisions == [TrialScheduler.CONTINUE] * 3
+    assert ray_executor._scheduler(spec_from_dict(tiny_spec(executor={"kind": "ray"}))) is None
