@@ -1,31 +1,37 @@
-"""The Ray executor: Ray Tune runs the trials, Ray Tune's ``OptunaSearch`` drives the study.
+"""The Ray executor: Ray Tune runs the trials, the study's own Optuna study chooses them.
 
 How it fits together (all Optuna and MLflow writes happen in this driver process):
 
-- :class:`StudySearcher` is an ``OptunaSearch`` on the study's own persistent storage. It asks
-  the study for each trial's parameters (define-by-run, so conditional parameters work and
-  enqueued, grid and rerun trials come first), decides when the study has enough trials, and
-  tells the study how each trial ended, with its result metrics as user attributes.
-- Each Tune trial runs :func:`ray_trial` (or, with ``executor.workers_per_trial > 1``,
-  :func:`distributed_trial`: Ray Train's ``TorchTrainer`` inside the Tune trial, DDP over
-  ``workers_per_trial`` workers, gloo on CPU). A trial reports every epoch with
-  ``ray.tune.report`` and ends with one final report carrying its outcome.
+- :class:`StudySearcher` is a plain ``ray.tune.search.Searcher`` on the same ask -> suggest ->
+  record path as the local executor (:mod:`.local`): ``study.ask()`` on the study's persistent
+  storage (interrupted trials' reruns first, then enqueued and grid points), a claim checked
+  against every driver's trials (:func:`.study.claim_is_surplus`), the define-by-run
+  parameters of :func:`.space.suggest_params` (so conditional parameters work), and
+  :func:`.study.record_outcome` with the trial's result metrics and reason. It also decides
+  when the study has enough trials.
+- Each Tune trial runs :func:`.ray_trial.trial_function` (or, with
+  ``executor.workers_per_trial > 1``, :func:`.ray_trial.distributed_trial`), which reports
+  every epoch and ends with one final report carrying its outcome.
 - :class:`DriverCallback` (a ``ray.tune.Callback``) turns Tune's trial events into the
   monitor's: MLflow runs, heartbeats and the progress line.
 
 Resources come from the spec: ``cpus_per_trial`` and (fractional) ``gpus_per_trial`` per trial
 (per worker when distributed), ``max_concurrent`` trials at once, ``max_retries`` reruns of a
 trial lost to an infrastructure failure (a worker or node dying; a trial that raises or whose
-loss is not finite fails at once, a rerun would fail again). ``scheduler: asha`` adds
-early stopping on per-epoch ``top1`` (Tune's schedulers are single-metric, so ASHA judges top-1
-alone even in a multi-objective study; a stopped trial is PRUNED). Ray is joined at
-``executor.address`` or ``RAY_ADDRESS`` when given, else started locally for the search and
-stopped on every way out (:mod:`.ray_session`); Tune's results go to ``<study_dir>/ray``.
+loss is not finite fails at once, a rerun would fail again). Early stopping is a Tune trial
+scheduler (:func:`_scheduler`; ``scheduler: asha`` judges per-epoch ``top1``, as Tune's
+schedulers are single-metric, even in a multi-objective study); a trial it stops is PRUNED with
+the epoch it reached. Ray is joined at ``executor.address`` or ``RAY_ADDRESS`` when given, else
+started locally for the search and stopped on every way out (:mod:`.ray_session`); Tune's
+results go to ``<study_dir>/ray``.
 
 Stopping: SIGINT and SIGTERM are the driver's, not Tune's (Tune's own handler would end
 ``fit()`` as a success with trials left RUNNING); they, and a trial's infrastructure error, fail
 and requeue the running trials and stop the search (:mod:`.stop`). The searcher counts the
 shared storage's trials, so several drivers on one study run ``n_trials`` together.
+
+Only public Optuna and Ray APIs are used here: a trial's storage id (heartbeats, reading a
+trial back) comes from the storage's own lookup by study name and trial number.
 """
 from __future__ import annotations
 
@@ -35,18 +41,29 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 from ray import tune
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from . import ray_session
-from .objective import FAIL, PRUNED, TrialOutcome, run_trial
 from .monitor import SearchMonitor
+from .objective import FAIL, TrialOutcome
+from .ray_session import RAY_DIR
+from .ray_trial import (
+    FINAL_KEY,
+    TRIAL_KEY,
+    TrialContext,
+    distributed_trial,
+    outcome_from_result,
+    trial_function,
+    trial_info,
+)
 from .space import suggest_params
 from .spec import EPOCH_METRICS, StudySpec
 from .stop import InfrastructureStop, as_stopped, claim_signals, interrupted_reason
@@ -59,7 +76,6 @@ from .study import (
     driver_id,
     give_back,
     live_running,
-    make_sampler,
     queue_again,
     record_outcome,
     retries_first,
@@ -68,145 +84,7 @@ from .study import (
 
 log = logging.getLogger(__name__)
 
-RAY_DIR = "ray"
-TRIAL_KEY = "svite_trial"  # the Tune config entry with the Optuna trial's number and parameters
-FINAL_KEY, OUTCOME_KEY = "svite_final", "svite_outcome"
-
-
-@dataclass(frozen=True)
-class TrialContext:
-    """What every Ray trial needs besides its parameters (shipped once to the object store)."""
-
-    spec: StudySpec
-    study_dir: str
-
-
-# ----------------------------------------------------------------------------- trial side
-
-
-def _scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def epoch_payload(spec: StudySpec, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """One epoch's report. Every objective key is present (NaN until known): Tune checks that
-    each result carries the searcher's metrics."""
-    payload = {metric: float("nan") for metric in spec.metrics}
-    payload["top1"] = float("nan")
-    payload.update(_scalar_metrics(metrics))
-    payload[FINAL_KEY] = False
-    return payload
-
-
-def final_payload(spec: StudySpec, outcome: TrialOutcome, last_epoch: int) -> dict[str, Any]:
-    """The last report of a trial: its objectives and the whole outcome (JSON)."""
-    payload: dict[str, Any] = {metric: float("nan") for metric in spec.metrics}
-    payload["top1"] = float("nan")
-    if outcome.values:
-        payload.update(dict(zip(spec.metrics, outcome.values)))
-    if outcome.attrs.get("top1") is not None:
-        payload["top1"] = outcome.attrs["top1"]
-    payload["epoch"] = last_epoch
-    payload[FINAL_KEY] = True
-    payload[OUTCOME_KEY] = json.dumps(outcome.to_dict(), default=str)
-    return payload
-
-
-def _set_threads(spec: StudySpec) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, int(round(spec.executor.cpus_per_trial))))
-
-
-def ray_trial(config: dict[str, Any], context: TrialContext) -> None:
-    """A Tune function trainable: one trial in one process."""
-    from .._torchvision_guard import ensure_torchvision
-
-    ensure_torchvision()  # before timm (the trial imports it)
-
-    info = config[TRIAL_KEY]
-    spec = context.spec
-    _set_threads(spec)
-    epochs = [0]
-
-    def on_epoch(metrics: dict[str, Any]) -> None:
-        epochs[0] = int(metrics.get("epoch", epochs[0]))
-        tune.report(epoch_payload(spec, metrics))
-
-    outcome = run_trial(spec, context.study_dir, int(info["number"]), info["params"], on_epoch=on_epoch,
-                        retry_of=info.get("retry_of"))
-    tune.report(final_payload(spec, outcome, epochs[0]))
-
-
-def _train_worker(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker of a distributed trial (the process group is set up by Ray Train)."""
-    import ray.train
-
-    from .._torchvision_guard import ensure_torchvision
-
-    ensure_torchvision()
-
-    context: TrialContext = loop_config["context"]
-    info = loop_config["info"]
-    spec = context.spec
-    _set_threads(spec)
-    epochs = [0]
-
-    def on_epoch(metrics: dict[str, Any]) -> None:
-        epochs[0] = int(metrics.get("epoch", epochs[0]))
-        ray.train.report(epoch_payload(spec, metrics))
-
-    outcome = run_trial(spec, context.study_dir, int(info["number"]), info["params"], on_epoch=on_epoch)
-    ray.train.report(final_payload(spec, outcome, epochs[0]))
-
-
-def distributed_trial(config: dict[str, Any], context: TrialContext) -> None:
-    """A Tune function trainable that trains one trial data-parallel on several workers with Ray
-    Train's ``TorchTrainer`` (the trainer's DDP path; the sparse engine keeps masks identical
-    on every worker). Rank 0's reports reach Tune through ``TuneReportCallback``."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from ..train.device import ddp_backend
-
-    info = config[TRIAL_KEY]
-    spec = context.spec
-    ex = spec.executor
-    worker_resources: dict[str, float] = {"CPU": ex.cpus_per_trial}
-    if ex.gpus_per_trial:
-        worker_resources["GPU"] = ex.gpus_per_trial
-    trainer = TorchTrainer(
-        _train_worker,
-        train_loop_config={"context": context, "info": info},
-        scaling_config=ScalingConfig(num_workers=ex.workers_per_trial, use_gpu=ex.gpus_per_trial > 0,
-                                     resources_per_worker=worker_resources),
-        torch_config=TorchConfig(backend=ddp_backend(ex.backend, gpus_per_worker=ex.gpus_per_trial)),
-        run_config=RunConfig(name=f"trial-{info['number']}-{int(time.time())}",
-                             storage_path=str(Path(context.study_dir).resolve() / RAY_DIR / "train"),
-                             callbacks=[TuneReportCallback()]),
-    )
-    try:
-        trainer.fit()
-    except Exception as err:  # the workers failed: the trial fails with their reason
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        outcome = TrialOutcome(int(info["number"]), FAIL, error=f"distributed training failed: {reason}"[:2000])
-        tune.report(final_payload(spec, outcome, 0))
-
-
-# ----------------------------------------------------------------------------- driver side
-
-
-def outcome_from_result(number: int, result: Mapping[str, Any] | None, *, early_stopping: bool) -> TrialOutcome:
-    """The outcome a trial reported last. A trial that ended without its final report was
-    stopped: by the early-stopping scheduler (PRUNED) or, without one, by an interruption of
-    the search (FAIL, to be rerun)."""
-    if result and result.get(FINAL_KEY) and result.get(OUTCOME_KEY):
-        return TrialOutcome.from_dict(json.loads(result[OUTCOME_KEY]))
-    epoch = int((result or {}).get("epoch") or 0)
-    if early_stopping:
-        return TrialOutcome(number, PRUNED, error=f"stopped by the scheduler after epoch {epoch}")
-    return TrialOutcome(number, FAIL, error=INTERRUPTED)
+__all__ = ["DriverCallback", "StudySearcher", "run_ray"]
 
 
 def _error_text(trial: Any) -> str:
@@ -221,137 +99,6 @@ def _error_text(trial: Any) -> str:
     return f"Ray trial failed (see {path})" if path else "Ray trial failed"
 
 
-class StudySearcher(OptunaSearch):
-    """``OptunaSearch`` on the study's storage, which also decides how many trials to start and
-    records outcomes with their reasons and metrics (see the module docstring)."""
-
-    def __init__(self, handle: StudyHandle, monitor: SearchMonitor, *, parallel: bool, early_stopping: bool) -> None:
-        spec = handle.spec
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            super().__init__(
-                space=SpaceFunction(spec),
-                metric=list(spec.metrics),
-                mode=["max" if d == "maximize" else "min" for d in spec.directions],
-                sampler=make_sampler(spec, parallel=parallel),
-                study_name=spec.name,
-                storage=handle.storage,
-            )
-        self.spec, self.monitor, self.early_stopping = spec, monitor, early_stopping
-        retries_first(self._ot_study)
-        self._failures = 0
-        #: ``"PATH: cause"`` once a trial hit an infrastructure error: the search stops
-        self.stop_reason: str | None = None
-        self._live: dict[str, int] = {}  # Tune trial id -> Optuna trial number
-        self._tune_trials: dict[str, Any] = {}  # Tune trial id -> Tune Trial (for error files)
-
-    # the Optuna storage is the state: nothing to checkpoint in Tune, nothing to pickle
-    def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_text(json.dumps({"study": self.spec.name, "state": "in the Optuna storage"}))
-
-    def restore(self, checkpoint_path: str) -> None:
-        pass
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}
-
-    def _enough(self) -> bool:
-        """The study (every driver's trials in the shared storage) has its trials, this run hit
-        ``max_failures``, a grid has no point left, or the machine failed."""
-        spec = self.spec
-        if self.stop_reason is not None or self._failures >= spec.max_failures:
-            return True
-        counts = study_counts(self._ot_study)
-        if counts.finished >= spec.n_trials:
-            return True
-        return spec.search.sampler == "grid" and counts.waiting <= 0
-
-    def short_reason(self) -> str | None:
-        """Why the search ended before ``n_trials`` (None when it did not)."""
-        if self._failures >= self.spec.max_failures:
-            return f"{self._failures} trials failed in this run (search.max_failures {self.spec.max_failures})"
-        return None
-
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self._enough():
-            return Searcher.FINISHED
-        study, n_trials = self._ot_study, self.spec.n_trials
-        if study_counts(study).finished + len(live_running(study)) >= n_trials:
-            return None  # enough running (here or in another driver): another only if one fails
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # heartbeats outside Study.optimize are ours
-            trial = study.ask()
-            if claim_is_surplus(study, trial._trial_id, n_trials):
-                give_back(study, trial._trial_id)  # another driver took the last place meanwhile
-                return None
-            trial.set_user_attr(DRIVER_ATTR, driver_id())
-            self._ot_trials[trial_id] = trial
-            config = super().suggest(trial_id)
-        self._live[trial_id] = trial.number
-        return config
-
-    def interrupt_live(self, reason: str) -> list[int]:
-        """Fail the trials still running with ``reason`` and queue their points again (the
-        search is stopping); returns their numbers."""
-        stopped = []
-        for trial_id, number in list(self._live.items()):
-            self._live.pop(trial_id, None)
-            ot_trial = self._ot_trials[trial_id]
-            frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-            if frozen.state != optuna.trial.TrialState.RUNNING:
-                continue
-            outcome = TrialOutcome(number, FAIL, error=reason)
-            record_outcome(self._ot_study, ot_trial, outcome, self.spec)
-            queue_again(self._ot_study, number, {**(frozen.system_attrs.get("fixed_params") or {}), **frozen.params})
-            self.monitor.finished(outcome)
-            stopped.append(number)
-        return stopped
-
-    def register(self, trial_id: str, tune_trial: Any) -> None:
-        self._tune_trials[trial_id] = tune_trial
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None:
-            self.monitor.started(ot_trial.number, dict(tune_trial.config[TRIAL_KEY]["params"]), ot_trial._trial_id)
-
-    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if result.get(FINAL_KEY) or trial_id not in self._ot_trials:
-            return
-        number = self._live.get(trial_id)
-        if number is not None:
-            self.monitor.epoch(number, {k: v for k, v in result.items() if k in _EPOCH_KEYS or ("." in k and "/" not in k)})
-        metric = self.spec.metrics[0]
-        if len(self.spec.metrics) == 1 and metric in EPOCH_METRICS and _finite(result.get(metric)):
-            self._ot_trials[trial_id].report(float(result[metric]), int(result.get("epoch", 0)))
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        if trial_id not in self._live:
-            return
-        number = self._live.pop(trial_id)
-        ot_trial = self._ot_trials[trial_id]
-        if error:
-            outcome = TrialOutcome(number, FAIL, error=_error_text(self._tune_trials.get(trial_id)))
-        else:
-            outcome = outcome_from_result(number, result, early_stopping=self.early_stopping)
-        if outcome.stop is not None and self.stop_reason is None:
-            self.stop_reason = outcome.stop  # DriverCallback stops the search at the next step
-        try:
-            record_outcome(self._ot_study, ot_trial, outcome, self.spec)
-            if outcome.error == INTERRUPTED or outcome.stop is not None:
-                frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-                queue_again(self._ot_study, number, {**(frozen.system_attrs.get("fixed_params") or {}),
-                                                     **frozen.params})
-        except Exception as err:  # never lose the Tune loop over one trial's bookkeeping
-            log.warning("trial %d: could not record its outcome: %s: %s", number, type(err).__name__, err)
-            outcome = TrialOutcome(number, FAIL, error=f"recording failed: {err}")
-            try:
-                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            except Exception:
-                pass
-        if outcome.state == FAIL and outcome.stop is None:
-            self._failures += 1
-        self.monitor.finished(outcome)
-
-
 _EPOCH_KEYS = ("epoch", "step", "train_loss", "val_loss", "top1", "top5", "lr")
 
 
@@ -359,16 +106,167 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-class SpaceFunction:
-    """The define-by-run search space handed to ``OptunaSearch`` (a class so Tune can pickle it)."""
+@dataclass
+class _Claim:
+    """A study trial this driver asked for one Tune trial, until its outcome is recorded."""
 
-    def __init__(self, spec: StudySpec) -> None:
-        self.spec = spec
+    trial: optuna.Trial
+    trial_id: int  # the storage's id of the trial: heartbeats, reading it back
+    params: dict[str, Any] = field(default_factory=dict)
 
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        params = suggest_params(trial, self.spec)
-        retry_of = trial.user_attrs.get(RETRY_ATTR)
-        return {TRIAL_KEY: {"number": trial.number, "params": params, "retry_of": retry_of}}
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+class StudySearcher(Searcher):
+    """The study's trials for Ray Tune (see the module docstring): asks the study, suggests the
+    parameters, records each outcome with its reason and metrics, and says when the study (all
+    its drivers together) has its trials. The Optuna storage is its whole state."""
+
+    def __init__(self, handle: StudyHandle, monitor: SearchMonitor, *, early_stopping: bool) -> None:
+        spec = handle.spec
+        super().__init__(metric=list(spec.metrics),
+                         mode=["max" if d == "maximize" else "min" for d in spec.directions])
+        self.spec, self.monitor, self.early_stopping = spec, monitor, early_stopping
+        self.study = retries_first(handle.study)
+        self.storage = handle.storage
+        self._study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        self._failures = 0
+        #: ``"PATH: cause"`` once a trial hit an infrastructure error: the search stops
+        self.stop_reason: str | None = None
+        self._claims: dict[str, _Claim] = {}  # Tune trial id -> the study trial it runs
+        self._tune_trials: dict[str, Any] = {}  # Tune trial id -> Tune Trial (for error files)
+
+    # ------------------------------------------------------------------ Tune's searcher API
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
+                              **spec: Any) -> bool:
+        """The search space, metrics and directions are the study's: a Tune ``param_space``,
+        ``metric`` or ``mode`` cannot replace them (Tune then refuses a space to sample)."""
+        return False
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to checkpoint in Tune: the Optuna storage is the state."""
+        Path(checkpoint_path).write_text(json.dumps({"study": self.spec.name, "state": "in the Optuna storage"}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: resuming the study resumes the search (:mod:`.study`)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # nothing to pickle: the study and the monitor live in this driver only
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The next trial's Tune config, None to wait (enough trials are running, here or in
+        another driver; another starts only if one fails), or FINISHED."""
+        if self._enough():
+            return Searcher.FINISHED
+        study, n_trials = self.study, self.spec.n_trials
+        if study_counts(study).finished + len(live_running(study)) >= n_trials:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # heartbeats outside Study.optimize are ours
+            trial = study.ask()
+        storage_id = self._storage_id(trial.number)
+        if claim_is_surplus(study, storage_id, n_trials):
+            give_back(study, storage_id)  # another driver took the last place meanwhile
+            return None
+        trial.set_user_attr(DRIVER_ATTR, driver_id())
+        claim = self._claims[trial_id] = _Claim(trial, storage_id)  # a stop from here on requeues it
+        claim.params = suggest_params(trial, self.spec)
+        info = trial_info(trial.number, claim.params, trial.user_attrs.get(RETRY_ATTR))
+        return {**claim.params, TRIAL_KEY: info}  # the parameters at the top too: Tune's tables show them
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        claim = self._claims.get(trial_id)
+        if claim is None or result.get(FINAL_KEY):
+            return
+        self.monitor.epoch(claim.number, {k: v for k, v in result.items()
+                                          if k in _EPOCH_KEYS or ("." in k and "/" not in k)})
+        metric = self.spec.metrics[0]
+        if len(self.spec.metrics) == 1 and metric in EPOCH_METRICS and _finite(result.get(metric)):
+            claim.trial.report(float(result[metric]), int(result.get("epoch", 0)))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        claim = self._claims.pop(trial_id, None)
+        tune_trial = self._tune_trials.pop(trial_id, None)
+        if claim is None:
+            return  # not this searcher's, or recorded already (the search is stopping)
+        number = claim.number
+        if error:
+            outcome = TrialOutcome(number, FAIL, error=_error_text(tune_trial))
+        else:
+            outcome = outcome_from_result(number, result, early_stopping=self.early_stopping)
+        if outcome.stop is not None and self.stop_reason is None:
+            self.stop_reason = outcome.stop  # DriverCallback stops the search at the next step
+        try:
+            record_outcome(self.study, claim.trial, outcome, self.spec)
+            if outcome.error == INTERRUPTED or outcome.stop is not None:
+                self._queue_again(claim, self._frozen(claim))
+        except Exception as err:  # never lose the Tune loop over one trial's bookkeeping
+            log.warning("trial %d: could not record its outcome: %s: %s", number, type(err).__name__, err)
+            outcome = TrialOutcome(number, FAIL, error=f"recording failed: {err}")
+            try:
+                self.study.tell(claim.trial, state=TrialState.FAIL, skip_if_finished=True)
+            except Exception:
+                pass
+        if outcome.state == FAIL and outcome.stop is None:
+            self._failures += 1
+        self.monitor.finished(outcome)
+
+    # ------------------------------------------------------------------ the driver's
+
+    def register(self, trial_id: str, tune_trial: Any) -> None:
+        """A Tune trial started: the monitor opens its run and its heartbeats."""
+        self._tune_trials[trial_id] = tune_trial
+        claim = self._claims.get(trial_id)
+        if claim is not None:
+            self.monitor.started(claim.number, dict(claim.params), claim.trial_id)
+
+    def interrupt_live(self, reason: str) -> list[int]:
+        """Fail the trials still running with ``reason`` and queue their points again (the
+        search is stopping); returns their numbers."""
+        stopped = []
+        for trial_id, claim in list(self._claims.items()):
+            self._claims.pop(trial_id, None)
+            frozen = self._frozen(claim)
+            if frozen.state != TrialState.RUNNING:
+                continue
+            outcome = TrialOutcome(claim.number, FAIL, error=reason)
+            record_outcome(self.study, claim.trial, outcome, self.spec)
+            self._queue_again(claim, frozen)
+            self.monitor.finished(outcome)
+            stopped.append(claim.number)
+        return stopped
+
+    def short_reason(self) -> str | None:
+        """Why the search ended before ``n_trials`` (None when it did not)."""
+        if self._failures >= self.spec.max_failures:
+            return f"{self._failures} trials failed in this run (search.max_failures {self.spec.max_failures})"
+        return None
+
+    def _enough(self) -> bool:
+        """The study (every driver's trials in the shared storage) has its trials, this run hit
+        ``max_failures``, a grid has no point left, or the machine failed."""
+        spec = self.spec
+        if self.stop_reason is not None or self._failures >= spec.max_failures:
+            return True
+        counts = study_counts(self.study)
+        if counts.finished >= spec.n_trials:
+            return True
+        return spec.search.sampler == "grid" and counts.waiting <= 0
+
+    def _storage_id(self, number: int) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+
+    def _frozen(self, claim: _Claim) -> FrozenTrial:
+        return self.storage.get_trial(claim.trial_id)
+
+    def _queue_again(self, claim: _Claim, frozen: FrozenTrial) -> None:
+        """Queue a stopped trial's whole point again: an enqueued trial's fixed parameters and
+        what was suggested (also a suggestion the stop cut short)."""
+        fixed = frozen.system_attrs.get("fixed_params") or {}
+        queue_again(self.study, claim.number, {**fixed, **frozen.params, **claim.params})
 
 
 class DriverCallback(tune.Callback):
@@ -420,10 +318,17 @@ def _trainable(spec: StudySpec, study_dir: Path) -> Any:
         # the workers hold the resources; the Tune trial only waits for them
         return tune.with_resources(tune.with_parameters(distributed_trial, context=context), {"cpu": 0.01})
     resources = {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(ray_trial, context=context), resources)
+    return tune.with_resources(tune.with_parameters(trial_function, context=context), resources)
 
 
-def _scheduler(spec: StudySpec) -> Any:
+def _scheduler(spec: StudySpec) -> TrialScheduler | None:
+    """The spec's early stopping as a Tune trial scheduler, or None for none.
+
+    A trial the scheduler stops ends without its final report, and the searcher records it as
+    PRUNED with the epoch it reached (:func:`.ray_trial.outcome_from_result`), whichever
+    scheduler this returns. The scores come in that final report, after the last epoch's: a
+    scheduler must let a trial that reached its last epoch finish (ASHA's
+    ``stop_last_trials=False``), or every trial that survives would be PRUNED unscored."""
     if spec.executor.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
@@ -431,7 +336,8 @@ def _scheduler(spec: StudySpec) -> Any:
     epochs = spec.searched.get("train.epochs")
     max_t = int(epochs.high) if epochs is not None else int(spec.base.get("train", {}).get("epochs", 30))
     return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=max_t,
-                         grace_period=spec.executor.grace_period, reduction_factor=spec.executor.reduction_factor)
+                         grace_period=spec.executor.grace_period, reduction_factor=spec.executor.reduction_factor,
+                         stop_last_trials=False)
 
 
 def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = False) -> str | None:
@@ -450,7 +356,7 @@ def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = Fals
         claim_signals()  # ray.init replaced the SIGTERM handler
         ex = spec.executor
         scheduler = _scheduler(spec)
-        searcher = StudySearcher(handle, monitor, parallel=ex.max_concurrent != 1, early_stopping=scheduler is not None)
+        searcher = StudySearcher(handle, monitor, early_stopping=scheduler is not None)
         tuner = tune.Tuner(
             _trainable(spec, handle.study_dir),
             tune_config=tune.TuneConfig(

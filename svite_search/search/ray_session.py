@@ -33,6 +33,30 @@ log = logging.getLogger(__name__)
 
 RAY_DIR = "ray"
 RECORD_GLOB = "local-*.json"
+#: the Ray major release whose ``ray.init`` takes a local instance's folder as ``_temp_dir``
+SESSION_FOLDER_RAY_MAJOR = 2
+
+
+def session_folder_kwargs(session_dir: str, ray_version: str | None = None) -> dict[str, str]:
+    """``ray.init``'s keyword that puts a local instance's files in ``session_dir``.
+
+    Ray has no public argument for it: ``_temp_dir`` is one of ``ray.init``'s hidden options
+    (documented as unstable), and the only way to give one instance a folder of its own, whose
+    path every one of its processes then carries in its command line (how this module finds
+    them). So it is passed here alone, and only on the Ray major release it was tested with;
+    on another this raises one line before anything is started or written."""
+    if ray_version is None:
+        import ray
+
+        ray_version = ray.__version__
+    major = ray_version.split(".", 1)[0]
+    if not major.isdigit() or int(major) != SESSION_FOLDER_RAY_MAJOR:
+        raise RuntimeError(
+            f"Ray {ray_version}: a local Ray instance is only started with Ray {SESSION_FOLDER_RAY_MAJOR}.x "
+            f"(install 'ray[tune,train]<{SESSION_FOLDER_RAY_MAJOR + 1}'), or join a running one with "
+            "executor.address or RAY_ADDRESS"
+        )
+    return {"_temp_dir": session_dir}
 
 
 def _record_path(study_dir: Path) -> Path:
@@ -114,13 +138,14 @@ def start_local(study_dir: Path, **init_kwargs: Any) -> str:
     folder of its own, recorded in the study directory first; returns the folder."""
     import ray
 
+    session_folder_kwargs("")  # an untested Ray is refused before anything is written
     clean_leftovers(study_dir)
     session_dir = tempfile.mkdtemp(prefix="ray")  # short: unix socket paths have a length limit
     record = _record_path(study_dir)
     record.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(record, json.dumps({"driver": driver_id(), "session_dir": session_dir}) + "\n")
     try:
-        ray.init(_temp_dir=session_dir, **init_kwargs)
+        ray.init(**session_folder_kwargs(session_dir), **init_kwargs)
     except BaseException:
         stop_local(study_dir, session_dir)
         raise

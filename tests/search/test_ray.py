@@ -1,4 +1,4 @@
-"""The Ray executor on a real 2-CPU Ray instance: OptunaSearch on the persistent study."""
+"""The Ray executor on a real 2-CPU Ray instance: the study's searcher on the persistent study."""
 from __future__ import annotations
 
 from pathlib import Path
