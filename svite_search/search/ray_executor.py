@@ -16,9 +16,8 @@ How it fits together (all Optuna and MLflow writes happen in this driver process
 Resources come from the spec: ``cpus_per_trial`` and (fractional) ``gpus_per_trial`` per trial
 (per worker when distributed), ``max_concurrent`` trials at once, ``max_retries`` reruns of a
 trial lost to an infrastructure failure (a worker or node dying; a trial that raises or whose
-loss is not finite fails at once, a rerun would fail again). ``scheduler: asha`` adds
-early stopping on per-epoch ``top1`` (Tune's schedulers are single-metric, so ASHA judges top-1
-alone even in a multi-objective study; a stopped trial is PRUNED). Ray is joined at
+loss is not finite fails at once, a rerun would fail again). ``search.early_stopping`` adds
+the rung engine's scheduler (:mod:`.early_stopping._ray`; a stopped trial is PRUNED). Ray is joined at
 ``executor.address`` or ``RAY_ADDRESS`` when given, else started locally for the search and
 stopped on every way out (:mod:`.ray_session`); Tune's results go to ``<study_dir>/ray``.
 
@@ -197,13 +196,16 @@ def distributed_trial(config: dict[str, Any], context: TrialContext) -> None:
 # ----------------------------------------------------------------------------- driver side
 
 
-def outcome_from_result(number: int, result: Mapping[str, Any] | None, *, early_stopping: bool) -> TrialOutcome:
+def outcome_from_result(number: int, result: Mapping[str, Any] | None, *, early_stopping: Any) -> TrialOutcome:
     """The outcome a trial reported last. A trial that ended without its final report was
     stopped: by the early-stopping scheduler (PRUNED) or, without one, by an interruption of
     the search (FAIL, to be rerun)."""
     if result and result.get(FINAL_KEY) and result.get(OUTCOME_KEY):
         return TrialOutcome.from_dict(json.loads(result[OUTCOME_KEY]))
     epoch = int((result or {}).get("epoch") or 0)
+    stopped = early_stopping.stopped_outcome(number, result) if early_stopping else None
+    if stopped is not None:
+        return stopped  # the rung engine's PRUNED: last values and the rung in the reason
     if early_stopping:
         return TrialOutcome(number, PRUNED, error=f"stopped by the scheduler after epoch {epoch}")
     return TrialOutcome(number, FAIL, error=INTERRUPTED)
@@ -225,7 +227,7 @@ class StudySearcher(OptunaSearch):
     """``OptunaSearch`` on the study's storage, which also decides how many trials to start and
     records outcomes with their reasons and metrics (see the module docstring)."""
 
-    def __init__(self, handle: StudyHandle, monitor: SearchMonitor, *, parallel: bool, early_stopping: bool) -> None:
+    def __init__(self, handle: StudyHandle, monitor: SearchMonitor, *, parallel: bool, early_stopping: Any) -> None:
         spec = handle.spec
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -423,15 +425,13 @@ def _trainable(spec: StudySpec, study_dir: Path) -> Any:
     return tune.with_resources(tune.with_parameters(ray_trial, context=context), resources)
 
 
-def _scheduler(spec: StudySpec) -> Any:
-    if spec.executor.scheduler != "asha":
+def _scheduler(spec: StudySpec, handle: StudyHandle) -> Any:
+    """``search.early_stopping`` on Tune: the rung engine's scheduler (rung records in the study storage)."""
+    if spec.search.early_stopping.kind == "none":
         return None
-    from ray.tune.schedulers import ASHAScheduler
+    from .early_stopping._ray import RungScheduler
 
-    epochs = spec.searched.get("train.epochs")
-    max_t = int(epochs.high) if epochs is not None else int(spec.base.get("train", {}).get("epochs", 30))
-    return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=max_t,
-                         grace_period=spec.executor.grace_period, reduction_factor=spec.executor.reduction_factor)
+    return RungScheduler(spec, handle.storage, trial_key=TRIAL_KEY, final_key=FINAL_KEY)
 
 
 def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = False) -> str | None:
@@ -449,8 +449,8 @@ def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = Fals
     try:
         claim_signals()  # ray.init replaced the SIGTERM handler
         ex = spec.executor
-        scheduler = _scheduler(spec)
-        searcher = StudySearcher(handle, monitor, parallel=ex.max_concurrent != 1, early_stopping=scheduler is not None)
+        scheduler = _scheduler(spec, handle)
+        searcher = StudySearcher(handle, monitor, parallel=ex.max_concurrent != 1, early_stopping=scheduler)
         tuner = tune.Tuner(
             _trainable(spec, handle.study_dir),
             tune_config=tune.TuneConfig(
