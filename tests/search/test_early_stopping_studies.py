@@ -18,8 +18,8 @@ from svite_search.search import load_spec, load_study, run_search, spec_from_dic
 from svite_search.search.early_stopping import nondominated_fronts, should_continue
 from svite_search.search.early_stopping.engine import replay, rung_objectives
 
-#: 4 epochs of 2 steps: rungs at epochs 1 and 2 (reduction factor 2)
-TRAIN = {"epochs": 4, "max_steps_per_epoch": 2, "warmup_epochs": 0, "checkpoint": False}
+#: 3 epochs of 2 steps: rungs at epochs 1 and 2 (reduction factor 2)
+TRAIN = {"epochs": 3, "max_steps_per_epoch": 2, "warmup_epochs": 0, "checkpoint": False}
 PARETO = {"kind": "pareto", "min_epochs": 1, "reduction_factor": 2}
 
 
@@ -61,11 +61,11 @@ def test_local_pareto_study_stops_dominated_trials_as_pruned_and_killed(tmp_path
 
     spec = spec_from_dict(tiny_spec(
         method="svite", tokens=None, train=TRAIN, sparsity={"density": {"low": 0.2, "high": 0.9}},
-        search={"sampler": "random", "n_trials": 4, "seed": 3, "early_stopping": PARETO},
+        search={"sampler": "random", "n_trials": 3, "seed": 3, "early_stopping": PARETO},
         tracking={"enabled": True},
     ))
     summary = run_search(spec, tmp_path / "study", live=False)
-    assert summary["trials_complete"] + summary["trials_pruned"] == 4 and summary["trials_failed"] == 0
+    assert summary["trials_complete"] + summary["trials_pruned"] == 3 and summary["trials_failed"] == 0
     trials = load_study(tmp_path / "study").trials
     pruned = _check_stopped(trials)
     assert pruned and any(t.state == TrialState.COMPLETE for t in trials)
@@ -85,11 +85,11 @@ def test_local_pareto_study_stops_dominated_trials_as_pruned_and_killed(tmp_path
 def test_ray_pareto_study_with_trials_at_once(ray_session: None, tmp_path: Path, tiny_spec: Any) -> None:
     spec = spec_from_dict(tiny_spec(
         method="svite", tokens=None, train=TRAIN, sparsity={"density": {"low": 0.2, "high": 0.9}},
-        search={"sampler": "random", "n_trials": 4, "seed": 3, "early_stopping": PARETO},
+        search={"sampler": "random", "n_trials": 3, "seed": 3, "early_stopping": PARETO},
         executor={"kind": "ray", "max_concurrent": 2},
     ))
     summary = run_search(spec, tmp_path / "study", live=False)
-    assert summary["trials_complete"] + summary["trials_pruned"] == 4 and summary["trials_failed"] == 0
+    assert summary["trials_complete"] + summary["trials_pruned"] == 3 and summary["trials_failed"] == 0
     trials = load_study(tmp_path / "study").trials
     assert _check_stopped(trials)
     _check_decisions(spec, trials)
@@ -151,7 +151,7 @@ def test_a_driver_killed_mid_rung_resumes_with_its_rung_records(tmp_path: Path, 
     spec_path = write_spec(tmp_path, tiny_spec(
         method="svite", tokens=None, sparsity={"density": {"low": 0.2, "high": 0.9}},
         train={**TRAIN, "checkpoint": True},
-        search={"sampler": "random", "n_trials": 3, "seed": 3, "early_stopping": PARETO},
+        search={"sampler": "random", "n_trials": 2, "seed": 3, "early_stopping": PARETO},
     ))
     out = tmp_path / "study"
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
@@ -185,5 +185,5 @@ def test_a_driver_killed_mid_rung_resumes_with_its_rung_records(tmp_path: Path, 
     adopted = rerun.user_attrs["rung_1"]
     assert adopted["adopted_from"] == killed and adopted["go_on"] and adopted["values"] == before[(killed, 1)]["values"]
     assert all(r["lineage"] == killed for (n, _), r in after.items() if n == rerun.number)
-    assert summary["trials_complete"] + summary["trials_pruned"] == 3
+    assert summary["trials_complete"] + summary["trials_pruned"] == 2
     _check_decisions(spec, trials)
