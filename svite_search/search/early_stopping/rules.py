@@ -117,6 +117,17 @@ def nondominated_fronts(points: Sequence[Sequence[float]], directions: Sequence[
     return fronts
 
 
+def first_front(oriented: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the non-dominated points (already oriented to maximise), in input order, in
+    ``O(n * front size)``: each point is checked against the front found so far only."""
+    front: list[int] = []
+    for i, point in enumerate(oriented):
+        if any(dominates(oriented[j], point) for j in front):
+            continue
+        front = [j for j in front if not dominates(point, oriented[j])] + [i]
+    return sorted(front)
+
+
 def crowding_distances(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[float]:
     """NSGA-II crowding distance of each point of one front: per objective, the gap between
     its two neighbours divided by the front's range, summed; the ends of each objective get
@@ -194,7 +205,10 @@ def should_continue(
         return True, (f"pareto: non-dominated; {len(recorded)} trials recorded at this rung, it stops "
                       f"none before {needed}")
     points = [*recorded, candidate]
-    front = nondominated_fronts(points, directions)[0]  # the candidate is on it
+    # The pool's first front: the recorded trials' own, less those the candidate dominates,
+    # plus the candidate (a recorded trial off that front stays dominated).
+    front = [i for i in first_front([_oriented(r, directions) for r in recorded])
+             if not dominates(mine_vec, _oriented(recorded[i], directions))] + [n - 1]
     crowd = dict(zip(front, crowding_distances([points[i] for i in front], directions)))
     ahead = sum(1 for i in front if crowd[i] > crowd[n - 1])  # a tie goes to the candidate
     verdict = ahead < keep
