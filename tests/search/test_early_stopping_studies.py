@@ -83,8 +83,8 @@ def test_local_pareto_study_stops_dominated_trials_as_pruned_and_killed(tmp_path
 
 @pytest.mark.slow
 def test_ray_pareto_study_with_trials_at_once(ray_session: None, tmp_path: Path, tiny_spec: Any) -> None:
-    spec = spec_from_dict(tiny_spec(
-        method="svite", tokens=None, train=TRAIN, sparsity={"density": {"low": 0.2, "high": 0.9}},
+    spec = spec_from_dict(tiny_spec(  # 2 epochs: one rung, at epoch 1
+        method="svite", tokens=None, train={**TRAIN, "epochs": 2}, sparsity={"density": {"low": 0.2, "high": 0.9}},
         search={"sampler": "random", "n_trials": 3, "seed": 3, "early_stopping": PARETO},
         executor={"kind": "ray", "max_concurrent": 2},
     ))
