@@ -1,7 +1,8 @@
 """The local executor: trials run one after another in this process (ask, train, tell).
 
-Single-objective studies with ``search.pruner`` stop unpromising trials early: every epoch's
-objective is reported to Optuna, and the pruner's verdict ends the trial as PRUNED.
+With ``search.early_stopping`` the driver judges a trial after each epoch that is one of its
+rungs (:mod:`.early_stopping.engine`, records in the study storage); a stop ends the trial as
+PRUNED with the rung and the rule's verdict as its reason.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import optuna
 
+from .early_stopping.engine import RungEngine
 from .objective import FAIL, TrialOutcome, run_trial
 from .monitor import SearchMonitor
 from .space import suggest_params
@@ -34,14 +36,15 @@ from .study import (
 log = logging.getLogger(__name__)
 
 
-def _pruning_reporter(trial: optuna.Trial, metric: str) -> Any:
+def _rung_reporter(engine: RungEngine, trial: optuna.Trial, params: dict[str, Any]) -> Any:
+    """The per-epoch callback that judges the trial at its rungs; a stop raises TrialPruned."""
+    history: list[float] = []
+
     def report(metrics: dict[str, Any]) -> None:
-        value, epoch = metrics.get(metric), int(metrics.get("epoch", 0))
-        if value is None:
-            return
-        trial.report(float(value), epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch} ({metric} {float(value):.4g})")
+        history.append(metrics.get("top1"))
+        verdict = engine.judge(trial.number, trial._trial_id, int(metrics.get("epoch", 0)), params, metrics, history)
+        if not verdict.go_on:
+            raise optuna.TrialPruned(verdict.reason)
 
     return report
 
@@ -64,7 +67,7 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
     raises :class:`.stop.InfrastructureStop` and a signal :class:`.stop.SearchInterrupted`; the
     trial they stopped is failed with the reason and queued again first."""
     spec, study = handle.spec, handle.study
-    prune = spec.search.pruner != "none" and len(spec.objectives) == 1
+    engine = RungEngine.for_study(spec, handle.storage) if spec.search.early_stopping.kind != "none" else None
     failures = 0
     while True:
         counts = study_counts(study)
@@ -96,7 +99,7 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
         try:
             params = suggest_params(trial, spec)
             monitor.started(trial.number, params, trial._trial_id)
-            reporter = _pruning_reporter(trial, spec.metrics[0]) if prune else None
+            reporter = _rung_reporter(engine, trial, params) if engine is not None else None
 
             def on_epoch(metrics: dict[str, Any], number: int = trial.number) -> None:
                 monitor.epoch(number, metrics)

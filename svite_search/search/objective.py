@@ -169,12 +169,18 @@ def run_trial(
 
     from ..train import Trainer
 
+    from .early_stopping.engine import trial_epochs, trial_rungs
+
     study_dir = Path(study_dir)
     run_dir = trial_dir(study_dir, number)
     attrs: dict[str, Any] = {"run_dir": str(run_dir)}
     epochs: list[dict[str, Any]] = []
+    rungs = set(trial_rungs(spec, trial_epochs(spec, params)))
+    trainer: Any = None
 
     def report(metrics: dict[str, Any]) -> None:
+        if int(metrics.get("epoch", 0)) in rungs and trainer is not None:
+            metrics = {**metrics, **rung_structure(trainer)}  # what early stopping judges besides accuracy
         epochs.append(dict(metrics))
         if on_epoch is not None:
             on_epoch(metrics)
@@ -190,7 +196,7 @@ def run_trial(
         attrs["world_size"] = trainer.world
         values = objective_values(spec, result)
     except optuna.TrialPruned as err:
-        attrs["top1_history"] = [_clean(e.get("top1")) for e in epochs]
+        attrs.update(stopped_attrs(epochs))
         reason = str(err) or f"pruned after epoch {len(epochs)}"
         return TrialOutcome(number, PRUNED, attrs=attrs, error=reason, result={"history": epochs})
     except Exception as err:  # a failed trial is data, not a crash of the study
@@ -203,6 +209,26 @@ def run_trial(
         log.warning("trial %d failed: %s", number, _reason(err))
         return TrialOutcome(number, FAIL, attrs=attrs, error=_reason(err), result={"history": epochs})
     return TrialOutcome(number, COMPLETE, values=values, attrs=attrs, result=_jsonable(result))
+
+
+def rung_structure(trainer: Any) -> dict[str, Any]:
+    """MACs, parameters and density of the model as it stands (the objectives a rung knows
+    besides accuracy): the same numbers the final result reports."""
+    from ..train.summary import compute_summary
+
+    summary = compute_summary(trainer)
+    return {k: summary[k] for k in ("gmacs", "dense_gmacs", "flops_savings", "params_nonzero", "density") if k in summary}
+
+
+def stopped_attrs(epochs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The attributes of a trial stopped early: its last epoch's scalar metrics (its last
+    values), the epochs it trained and its top-1 curve."""
+    last = epochs[-1] if epochs else {}
+    attrs = {k: _clean(v) for k, v in last.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")}
+    attrs["epochs"] = int(last.get("epoch", len(epochs))) if last else 0
+    attrs["top1_history"] = [_clean(e.get("top1")) for e in epochs]
+    return attrs
 
 
 def _jsonable(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,10 +18,10 @@ How it fits together (all Optuna and MLflow writes happen in this driver process
 Resources come from the spec: ``cpus_per_trial`` and (fractional) ``gpus_per_trial`` per trial
 (per worker when distributed), ``max_concurrent`` trials at once, ``max_retries`` reruns of a
 trial lost to an infrastructure failure (a worker or node dying; a trial that raises or whose
-loss is not finite fails at once, a rerun would fail again). Early stopping is a Tune trial
-scheduler (:func:`_scheduler`; ``scheduler: asha`` judges per-epoch ``top1``, as Tune's
-schedulers are single-metric, even in a multi-objective study); a trial it stops is PRUNED with
-the epoch it reached. Ray is joined at ``executor.address`` or ``RAY_ADDRESS`` when given, else
+loss is not finite fails at once, a rerun would fail again). ``search.early_stopping`` is the
+rung engine's Tune trial scheduler (:func:`_scheduler`, :mod:`.early_stopping._ray`: the same
+rules and rung records as the local executor); a trial it stops is PRUNED with its last values
+and the rung in the reason. Ray is joined at ``executor.address`` or ``RAY_ADDRESS`` when given, else
 started locally for the search and stopped on every way out (:mod:`.ray_session`); Tune's
 results go to ``<study_dir>/ray``.
 
@@ -124,7 +124,7 @@ class StudySearcher(Searcher):
     parameters, records each outcome with its reason and metrics, and says when the study (all
     its drivers together) has its trials. The Optuna storage is its whole state."""
 
-    def __init__(self, handle: StudyHandle, monitor: SearchMonitor, *, early_stopping: bool) -> None:
+    def __init__(self, handle: StudyHandle, monitor: SearchMonitor, *, early_stopping: Any) -> None:
         spec = handle.spec
         super().__init__(metric=list(spec.metrics),
                          mode=["max" if d == "maximize" else "min" for d in spec.directions])
@@ -321,23 +321,20 @@ def _trainable(spec: StudySpec, study_dir: Path) -> Any:
     return tune.with_resources(tune.with_parameters(trial_function, context=context), resources)
 
 
-def _scheduler(spec: StudySpec) -> TrialScheduler | None:
-    """The spec's early stopping as a Tune trial scheduler, or None for none.
+def _scheduler(spec: StudySpec, handle: StudyHandle) -> TrialScheduler | None:
+    """``search.early_stopping`` as a Tune trial scheduler (the rung engine's, with its records in
+    the study storage), or None for none.
 
     A trial the scheduler stops ends without its final report, and the searcher records it as
-    PRUNED with the epoch it reached (:func:`.ray_trial.outcome_from_result`), whichever
-    scheduler this returns. The scores come in that final report, after the last epoch's: a
-    scheduler must let a trial that reached its last epoch finish (ASHA's
-    ``stop_last_trials=False``), or every trial that survives would be PRUNED unscored."""
-    if spec.executor.scheduler != "asha":
+    PRUNED with the scheduler's reason and last values (:func:`.ray_trial.outcome_from_result`).
+    The scores come in that final report, after the last epoch's: a scheduler must let a trial
+    that reached its last epoch finish (the rung engine's rungs all lie below ``train.epochs``),
+    or every trial that survives would be PRUNED unscored."""
+    if spec.search.early_stopping.kind == "none":
         return None
-    from ray.tune.schedulers import ASHAScheduler
+    from .early_stopping._ray import RungScheduler
 
-    epochs = spec.searched.get("train.epochs")
-    max_t = int(epochs.high) if epochs is not None else int(spec.base.get("train", {}).get("epochs", 30))
-    return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=max_t,
-                         grace_period=spec.executor.grace_period, reduction_factor=spec.executor.reduction_factor,
-                         stop_last_trials=False)
+    return RungScheduler(spec, handle.storage, trial_key=TRIAL_KEY, final_key=FINAL_KEY)
 
 
 def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = False) -> str | None:
@@ -355,8 +352,8 @@ def run_ray(handle: StudyHandle, monitor: SearchMonitor, *, verbose: bool = Fals
     try:
         claim_signals()  # ray.init replaced the SIGTERM handler
         ex = spec.executor
-        scheduler = _scheduler(spec)
-        searcher = StudySearcher(handle, monitor, early_stopping=scheduler is not None)
+        scheduler = _scheduler(spec, handle)
+        searcher = StudySearcher(handle, monitor, early_stopping=scheduler)
         tuner = tune.Tuner(
             _trainable(spec, handle.study_dir),
             tune_config=tune.TuneConfig(

@@ -80,13 +80,16 @@ def final_payload(spec: StudySpec, outcome: TrialOutcome, last_epoch: int) -> di
     return payload
 
 
-def outcome_from_result(number: int, result: Mapping[str, Any] | None, *, early_stopping: bool) -> TrialOutcome:
+def outcome_from_result(number: int, result: Mapping[str, Any] | None, *, early_stopping: Any) -> TrialOutcome:
     """The outcome a trial reported last. A trial that ended without its final report was
     stopped: by the early-stopping scheduler (PRUNED, with the epoch it reached) or, without
     one, by an interruption of the search (FAIL, to be rerun)."""
     if result and result.get(FINAL_KEY) and result.get(OUTCOME_KEY):
         return TrialOutcome.from_dict(json.loads(result[OUTCOME_KEY]))
     epoch = int((result or {}).get("epoch") or 0)
+    stopped = early_stopping.stopped_outcome(number, result) if early_stopping else None
+    if stopped is not None:
+        return stopped  # the rung engine's PRUNED: last values and the rung in the reason
     if early_stopping:
         return TrialOutcome(number, PRUNED, error=f"stopped by the scheduler after epoch {epoch}")
     return TrialOutcome(number, FAIL, error=INTERRUPTED)

@@ -42,9 +42,15 @@ RUN_SCALARS = ("method", "preset")
 STUDY_KEYS = ("name", "objectives", "constraints", "search", "executor", "tracking")
 
 SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random", "grid")
-PRUNERS = ("none", "median", "successive_halving")
 EXECUTORS = ("local", "ray")
-SCHEDULERS = ("none", "asha")
+EARLY_STOPPING = ("none", "asha", "pareto")
+#: Keys of earlier releases, each with the setting that replaced it.
+REPLACED_KEYS = {
+    ("search", "pruner"): "search.early_stopping.kind",
+    ("executor", "scheduler"): "search.early_stopping.kind",
+    ("executor", "grace_period"): "search.early_stopping.min_epochs",
+    ("executor", "reduction_factor"): "search.early_stopping.reduction_factor",
+}
 
 #: Metrics a trial can be scored on, with the direction that is better.
 METRICS: dict[str, str] = {
@@ -62,6 +68,10 @@ METRICS: dict[str, str] = {
 }
 #: Metrics known after every epoch (an early-stopping pruner or scheduler can act on them).
 EPOCH_METRICS = ("top1", "top5", "val_loss")
+#: Objectives early stopping can judge a trial on at a rung: per-epoch accuracy so far ...
+RUNG_PROGRESS_METRICS = ("top1", "top1_final", "top1_best", "top5", "val_loss")
+#: ... and what the model's structure fixes (the sparse model as it stands at the rung).
+RUNG_STRUCTURE_METRICS = ("gmacs", "flops_savings", "params_nonzero", "density")
 DEFAULT_OBJECTIVES = (("top1", "maximize"), ("gmacs", "minimize"))
 DEFAULT_N_TRIALS = 16
 #: Most points a grid may have (each is a trained model): a step of 1e-12 would ask for 10**12.
@@ -171,6 +181,20 @@ class LatencySettings:
 
 
 @dataclass(frozen=True)
+class EarlyStoppingSettings:
+    """Asynchronous successive halving for both executors: a trial is judged at the rungs
+    ``min_epochs * reduction_factor**k`` below its ``train.epochs`` and goes on only in the
+    top ``1/reduction_factor`` of its rung (``asha``: by top-1; ``pareto``: by non-dominated
+    sorting of every objective; see :mod:`svite_search.search.early_stopping`)."""
+
+    kind: str = setting("none", choices=EARLY_STOPPING, help="asha: rank a rung by top-1; pareto: by every "
+                        "objective (non-dominated sorting, crowding distance inside a front)")
+    min_epochs: int = setting(1, ge=1, le=EPOCHS_MAX, help="the first rung: epochs before a trial may be stopped")
+    reduction_factor: int = setting(3, ge=2, le=1000, help="rungs at min_epochs * reduction_factor**k; the top "
+                                    "1/reduction_factor of a rung go on")
+
+
+@dataclass(frozen=True)
 class SearchSettings:
     sampler: str = setting("tpe", choices=SAMPLERS)
     n_trials: int | None = setting(None, ge=1, le=MAX_TRIALS, help="trials to finish (default 16; grid: the grid's size)")
@@ -181,7 +205,7 @@ class SearchSettings:
     points: list = setting(default_factory=list, help="grid: exactly these parameter sets (e.g. a paper's runs) "
                           "instead of every combination of the searched values")
     storage: str | None = setting(None, help="database URL of the Optuna storage (default: sqlite in the study dir)")
-    pruner: str = setting("none", choices=PRUNERS, help="local executor, single objective only")
+    early_stopping: EarlyStoppingSettings = setting(default_factory=EarlyStoppingSettings)
     max_failures: int | None = setting(None, ge=1, le=MAX_TRIALS, help="stop after this many failed trials in one run (default n_trials)")
     latency: LatencySettings = setting(default_factory=LatencySettings)
 
@@ -197,9 +221,6 @@ class ExecutorSettings:
     address: str | None = setting(None, help="Ray cluster to join (default RAY_ADDRESS, else a local instance)")
     num_cpus: int | None = setting(None, ge=1, le=1 << 20, help="CPUs of a local Ray instance (default: all)")
     num_gpus: int | None = setting(None, ge=0, le=1 << 20, help="GPUs of a local Ray instance (default: all)")
-    scheduler: str = setting("none", choices=SCHEDULERS, help="asha: early stopping on per-epoch top1")
-    grace_period: int = setting(1, ge=1, le=EPOCHS_MAX, help="asha: epochs before a trial may be stopped")
-    reduction_factor: float = setting(2.0, gt=1.0, le=1000.0)
     backend: str | None = setting(None, choices=("gloo", "nccl", None), help="workers_per_trial > 1 (default by device)")
 
 
@@ -570,6 +591,22 @@ def _parse_enqueue(
     return tuple(out)
 
 
+def _check_early_stopping(settings: EarlyStoppingSettings, objectives: tuple[Objective, ...],
+                          base: dict[str, Any], dists: list[Distribution]) -> None:
+    """Early stopping needs an objective known after every epoch, and a rung below the
+    longest trial's ``train.epochs``."""
+    if settings.kind == "none":
+        return
+    if not any(o.metric in RUNG_PROGRESS_METRICS for o in objectives):
+        raise ConfigError("search.early_stopping.kind", f"{settings.kind} needs an objective known after every "
+                          f"epoch ({', '.join(RUNG_PROGRESS_METRICS)})")
+    searched = {d.key: d for d in dists}
+    epochs = searched["train.epochs"].high if "train.epochs" in searched else (base.get("train") or {}).get("epochs")
+    if epochs is not None and settings.min_epochs >= int(epochs):
+        raise ConfigError("search.early_stopping.min_epochs", f"{settings.min_epochs} leaves no rung below "
+                          f"train.epochs {int(epochs)} (a trial is judged after min_epochs epochs)")
+
+
 def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
     """Validate a raw spec mapping into a :class:`StudySpec`."""
     if not isinstance(data, dict):
@@ -584,6 +621,10 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
     base, dists = _split(data)
     _validate_values(base, dists)
 
+    for (section, key), new in REPLACED_KEYS.items():
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise ConfigError(f"{section}.{key}", f"replaced by {new} (search.early_stopping: "
+                              "{kind: none | asha | pareto, min_epochs, reduction_factor}, for both executors)")
     search = from_dict(SearchSettings, data.get("search"), "search")
     executor = from_dict(ExecutorSettings, data.get("executor"), "executor")
     tracking = from_dict(TrackingSettings, data.get("tracking"), "tracking")
@@ -594,9 +635,7 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
     if points and search.sampler != "grid":
         raise ConfigError("search.points", "only with sampler grid (other samplers take search.enqueue)")
 
-    if search.pruner != "none" and (len(objectives) > 1 or objectives[0].metric not in EPOCH_METRICS):
-        raise ConfigError("search.pruner", "needs a single objective known after every epoch "
-                          f"({', '.join(EPOCH_METRICS)}); Optuna's pruners are single-objective")
+    _check_early_stopping(search.early_stopping, objectives, base, dists)
     if search.sampler == "grid":
         from .space import initial_queue
 

@@ -222,11 +222,8 @@ def _make_inner_sampler(spec: StudySpec, *, parallel: bool) -> optuna.samplers.B
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """Early stopping on the per-epoch objective (single-objective studies only)."""
-    if spec.search.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if spec.search.pruner == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    """No Optuna pruner: early stopping (``search.early_stopping``) is decided by the driver's
+    rung engine for both executors (Optuna's pruners cannot judge a multi-objective study)."""
     return optuna.pruners.NopPruner()
 
 

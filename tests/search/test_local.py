@@ -114,16 +114,17 @@ def test_grid_runs_exactly_the_grid(tmp_path: Path, tiny_spec: Any) -> None:
     assert params == expected
 
 
-def test_single_objective_with_pruner_and_constraint(tmp_path: Path, tiny_spec: Any) -> None:
+def test_single_objective_with_early_stopping_and_constraint(tmp_path: Path, tiny_spec: Any) -> None:
     spec = spec_from_dict(tiny_spec(
         objectives=[{"metric": "top1"}], constraints=["gmacs <= 0.0015"],
-        search={"sampler": "random", "n_trials": 3, "pruner": "median", "seed": 1},
+        search={"sampler": "random", "n_trials": 3, "seed": 1,
+                "early_stopping": {"kind": "asha", "min_epochs": 1, "reduction_factor": 2}},
     ))
     summary = run_search(spec, tmp_path / "study", live=False)
     assert summary["trials_complete"] + summary["trials_pruned"] == 3
     study = load_study(tmp_path / "study")
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
-        assert sorted(t.intermediate_values) == [1, 2]  # per-epoch top-1 reported to the pruner
+        assert t.user_attrs["rung_1"]["go_on"]  # judged at its rung (epoch 1 of 2) and let go on
         assert t.constraints == {"gmacs <= 0.0015": pytest.approx(t.user_attrs["gmacs"] - 0.0015)}
     feasible = [t.number for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.user_attrs["gmacs"] <= 0.0015]
     assert {p["number"] for p in summary["pareto"]} <= set(feasible)

@@ -66,15 +66,16 @@ def test_ray_failing_trials_are_recorded_and_the_study_goes_on(ray_session: None
 def test_ray_asha_stops_or_completes_every_trial(ray_session: None, tmp_path: Path, tiny_spec: Any) -> None:
     spec = spec_from_dict(tiny_spec(
         train={"epochs": 3, "max_steps_per_epoch": 2, "warmup_epochs": 0, "checkpoint": False},
-        search={"sampler": "random", "n_trials": 3, "seed": 0},
-        executor={"kind": "ray", "max_concurrent": 2, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2},
+        search={"sampler": "random", "n_trials": 3, "seed": 0,
+                "early_stopping": {"kind": "asha", "min_epochs": 1, "reduction_factor": 2}},
+        executor={"kind": "ray", "max_concurrent": 2},
     ))
     summary = run_search(spec, tmp_path / "study", live=False)
     assert summary["trials_complete"] + summary["trials_pruned"] == 3 and summary["trials_failed"] == 0
     for t in load_study(tmp_path / "study").trials:
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         if t.state == TrialState.PRUNED:
-            assert "scheduler" in t.user_attrs["pruned_reason"]
+            assert t.user_attrs["pruned_reason"].startswith("stopped at rung ")
 
 
 def test_ray_trial_spanning_two_workers(ray_session: None, tmp_path: Path, tiny_spec: Any) -> None:

@@ -134,10 +134,15 @@ def searcher_of(tmp_path: Path, tiny_spec: Any):
     """``searcher_of(early_stopping=False, **spec changes)``: a StudySearcher on a new study."""
 
     def make(*, early_stopping: bool = False, **changes: Any) -> StudySearcher:
+        if early_stopping:  # the rung engine's Tune scheduler, asha on top-1
+            changes["search"] = {**changes.get("search", {}), "early_stopping": {"kind": "asha", "min_epochs": 1,
+                                                                                 "reduction_factor": 2}}
+            changes.setdefault("train", {"epochs": 3, "max_steps_per_epoch": 2, "warmup_epochs": 0,
+                                         "checkpoint": False})
         spec = spec_from_dict(tiny_spec(executor={"kind": "ray", "max_concurrent": 2}, **changes))
         handle = prepare_study(spec, tmp_path / "study", parallel=True)
         monitor = SearchMonitor(spec, handle.study, make_tracker(handle), live=False)
-        return StudySearcher(handle, monitor, early_stopping=early_stopping)
+        return StudySearcher(handle, monitor, early_stopping=ray_executor._scheduler(spec, handle))
 
     return make
 
@@ -216,20 +221,19 @@ def test_stopping_the_search_fails_and_requeues_the_running_trials(searcher_of: 
 # ----------------------------------------------------------------------------- early stopping
 
 
-def test_asha_lets_a_trial_that_reaches_its_last_epoch_finish(tiny_spec: Any) -> None:
+def test_the_scheduler_lets_a_trial_that_reaches_its_last_epoch_finish(searcher_of: Any) -> None:
     """The scheduler may stop a trial at a rung, never at its last epoch: a trial stopped there
     would lose the final report that carries its scores, and be PRUNED after a whole training."""
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
 
-    spec = spec_from_dict(tiny_spec(
-        train={"epochs": 3, "max_steps_per_epoch": 2, "warmup_epochs": 0, "checkpoint": False},
-        executor={"kind": "ray", "scheduler": "asha", "grace_period": 1, "reduction_factor": 2},
-    ))
-    scheduler = ray_executor._scheduler(spec)
+    searcher = searcher_of(early_stopping=True, search={"sampler": "random", "n_trials": 1, "seed": 0})
+    scheduler = searcher.early_stopping
     assert isinstance(scheduler, TrialScheduler)
-    trial = Trial("trainable", config={}, stub=True)
+    config = searcher.suggest("t-a")
+    trial = Trial("trainable", config=config, stub=True)
     scheduler.on_trial_add(None, trial)
     decisions = [scheduler.on_trial_result(None, trial, {"epoch": epoch, "top1": 50.0}) for epoch in (1, 2, 3)]
     assert decisions == [TrialScheduler.CONTINUE] * 3
-    assert ray_executor._scheduler(spec_from_dict(tiny_spec(executor={"kind": "ray"}))) is None
+    no_stopping = spec_from_dict({**searcher.spec.raw, "search": {**searcher.spec.raw["search"], "early_stopping": {"kind": "none"}}})
+    assert ray_executor._scheduler(no_stopping, None) is None

@@ -5,8 +5,8 @@ reaches a *rung*, an epoch count ``min_epochs * reduction_factor**k`` below the 
 ``train.epochs`` (:func:`rung_epochs`). It is compared with the trials recorded at the same
 rung before it (the *recorded* vectors; a trial is judged once per rung, against whoever got
 there first) and goes on only if it ranks in the top ``1 / reduction_factor`` of the rung,
-itself included. Nobody is stopped by a rung that holds fewer than ``reduction_factor``
-recorded trials (:data:`WARMUP` explains why).
+itself included. Neither rule ranks a rung that holds fewer than ``reduction_factor``
+recorded trials (:data:`WARMUP` explains why); only ``pareto``'s dominance rule acts earlier.
 
 Two rules rank a rung (:func:`should_continue`):
 
@@ -14,7 +14,7 @@ Two rules rank a rung (:func:`should_continue`):
     by the first objective alone (per-epoch top-1): the single-metric rule of Li et al. (2020).
 ``pareto``
     by non-dominated sorting of every objective at the rung: top-1 so far, and the objectives
-    known before training (MACs, parameters, latency: exact from the first rung on). Within a
+    known before training (MACs, parameters, density: exact from the first rung on). Within a
     front, trials are ordered by crowding distance (NSGA-II: the two ends of each objective
     first, then the trials with the emptiest neighbourhood), so the survivors spread along the
     front instead of bunching. On top of that quota, a trial dominated by a trial recorded at its
@@ -43,8 +43,8 @@ from typing import Sequence
 KINDS = ("none", "asha", "pareto")
 DIRECTIONS = ("maximize", "minimize")
 
-#: A rung stops nobody until it holds this many recorded trials times ``reduction_factor``
-#: (before the candidate): the first arrivals have nothing to be compared with, and the top
+#: A rung ranks nobody until it holds this many recorded trials times ``reduction_factor``
+#: (before the candidate; ``pareto`` still stops a dominated trial): the first arrivals have nothing to be compared with, and the top
 #: ``1/η`` of fewer than ``η + 1`` trials is at most the best one, so a stop there would judge
 #: on one or two noisy early scores. With ``η`` recorded trials the candidate is the
 #: ``(η+1)``-th, and the quota is one trial.
@@ -117,6 +117,17 @@ def nondominated_fronts(points: Sequence[Sequence[float]], directions: Sequence[
     return fronts
 
 
+def first_front(oriented: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the non-dominated points (already oriented to maximise), in input order, in
+    ``O(n * front size)``: each point is checked against the front found so far only."""
+    front: list[int] = []
+    for i, point in enumerate(oriented):
+        if any(dominates(oriented[j], point) for j in front):
+            continue
+        front = [j for j in front if not dominates(point, oriented[j])] + [i]
+    return sorted(front)
+
+
 def crowding_distances(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[float]:
     """NSGA-II crowding distance of each point of one front: per objective, the gap between
     its two neighbours divided by the front's range, summed; the ends of each objective get
@@ -137,6 +148,10 @@ def crowding_distances(points: Sequence[Sequence[float]], directions: Sequence[s
             gap = oriented[order[k + 1]][m] - oriented[order[k - 1]][m]
             distance[order[k]] += gap / span if math.isfinite(gap) else math.inf
     return distance
+
+
+def _trials(count: int) -> str:
+    return f"{count} trial" if count == 1 else f"{count} trials"
 
 
 def _check(kind: str, candidate: Sequence[float], recorded: Sequence[Sequence[float]],
@@ -180,7 +195,7 @@ def should_continue(
         mine = _oriented(candidate[:1], directions[:1])[0]
         better = sum(1 for r in recorded if _oriented(r[:1], directions[:1])[0] > mine)
         if len(recorded) < needed:
-            return True, f"asha: {len(recorded)} trials recorded at this rung, it stops none before {needed}"
+            return True, f"asha: {_trials(len(recorded))} recorded at this rung, it ranks none before {needed}"
         verdict = better < keep
         return verdict, (f"asha: ranks {better + 1} of {n} by the first objective; the top {keep} "
                          f"(1/{eta}) go on")
@@ -188,13 +203,16 @@ def should_continue(
     mine_vec = _oriented(candidate, directions)
     dominating = sum(1 for r in recorded if dominates(_oriented(r, directions), mine_vec))
     if dominating:
-        return False, (f"pareto: dominated by {dominating} of the {len(recorded)} trials recorded at "
+        return False, (f"pareto: dominated by {dominating} of the {_trials(len(recorded))} recorded at "
                        "this rung")
     if len(recorded) < needed:
-        return True, (f"pareto: non-dominated; {len(recorded)} trials recorded at this rung, it stops "
+        return True, (f"pareto: non-dominated; {_trials(len(recorded))} recorded at this rung, it ranks "
                       f"none before {needed}")
     points = [*recorded, candidate]
-    front = nondominated_fronts(points, directions)[0]  # the candidate is on it
+    # The pool's first front: the recorded trials' own, less those the candidate dominates,
+    # plus the candidate (a recorded trial off that front stays dominated).
+    front = [i for i in first_front([_oriented(r, directions) for r in recorded])
+             if not dominates(mine_vec, _oriented(recorded[i], directions))] + [n - 1]
     crowd = dict(zip(front, crowding_distances([points[i] for i in front], directions)))
     ahead = sum(1 for i in front if crowd[i] > crowd[n - 1])  # a tie goes to the candidate
     verdict = ahead < keep

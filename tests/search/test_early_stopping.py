@@ -1,0 +1,250 @@
+"""Early stopping's rules and rung engine: decisions against a brute-force non-dominated sort,
+rung records in a real Optuna storage, arrivals out of order, and the replaced keys' exit 2."""
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+import pytest
+
+from svite_search.errors import ConfigError
+from svite_search.search import spec_from_dict
+from svite_search.search.early_stopping import nondominated_fronts, rung_epochs, should_continue
+from svite_search.search.early_stopping.engine import RungEngine, replay, rung_objectives
+
+MAXMIN = ["maximize", "minimize"]
+
+
+# ----------------------------------------------------------------------------- brute force
+
+
+def _better_or_equal(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> list[bool]:
+    return [(x >= y) if d == "maximize" else (x <= y) for x, y, d in zip(a, b, directions)]
+
+
+def _dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    return all(_better_or_equal(a, b, directions)) and list(a) != list(b)
+
+
+def _fronts(points: list[Sequence[float]], directions: Sequence[str]) -> list[list[int]]:
+    """Peel the non-dominated set off again and again."""
+    left, fronts = list(range(len(points))), []
+    while left:
+        front = [i for i in left if not any(_dominates(points[j], points[i], directions) for j in left)]
+        fronts.append(front)
+        left = [i for i in left if i not in front]
+    return fronts
+
+
+def _crowding(points: list[Sequence[float]], directions: Sequence[str]) -> list[float]:
+    n = len(points)
+    if n <= 2:
+        return [math.inf] * n
+    out = [0.0] * n
+    for m, direction in enumerate(directions):
+        sign = 1.0 if direction == "maximize" else -1.0
+        order = sorted(range(n), key=lambda i: (sign * points[i][m], i))
+        span = sign * points[order[-1]][m] - sign * points[order[0]][m]
+        out[order[0]] = out[order[-1]] = math.inf
+        if span > 0:
+            for k in range(1, n - 1):
+                out[order[k]] += (sign * points[order[k + 1]][m] - sign * points[order[k - 1]][m]) / span
+    return out
+
+
+def _brute_pareto(candidate: list[float], recorded: list[list[float]], directions: list[str], eta: int) -> bool:
+    """The documented rule, from scratch: never a dominated candidate; nobody stopped before
+    eta recorded; else in the top max(1, n // eta) of the first front by crowding distance."""
+    pool = [*recorded, candidate]
+    fronts = _fronts(pool, directions)
+    if len(pool) - 1 not in fronts[0]:
+        return False
+    if len(recorded) < eta:
+        return True
+    front = fronts[0]
+    crowd = dict(zip(front, _crowding([pool[i] for i in front], directions)))
+    ahead = sum(1 for i in front if crowd[i] > crowd[len(pool) - 1])
+    return ahead < max(1, len(pool) // eta)
+
+
+def _brute_asha(candidate: list[float], recorded: list[list[float]], directions: list[str], eta: int) -> bool:
+    if len(recorded) < eta:
+        return True
+    sign = 1.0 if directions[0] == "maximize" else -1.0
+    ranked = sorted([sign * r[0] for r in recorded] + [sign * candidate[0]], reverse=True)
+    keep = max(1, (len(recorded) + 1) // eta)
+    return sign * candidate[0] >= ranked[keep - 1]
+
+
+def _vector(rng: random.Random, k: int) -> list[float]:
+    return [rng.choice([0.1, 0.2, 0.3, 0.4, 0.5, rng.random()]) for _ in range(k)]  # ties on purpose
+
+
+def test_rung_epochs_are_min_epochs_times_powers_of_eta_below_the_run() -> None:
+    assert rung_epochs(1, 3, 30) == [1, 3, 9, 27]
+    assert rung_epochs(2, 2, 16) == [2, 4, 8]
+    assert rung_epochs(1, 3, 27) == [1, 3, 9]  # a trial that reaches 27 is complete: no rung there
+    assert rung_epochs(5, 2, 5) == []
+    with pytest.raises(ValueError):
+        rung_epochs(1, 1, 10)
+
+
+def test_fronts_match_a_brute_force_peel() -> None:
+    rng = random.Random(0)
+    for _ in range(60):
+        directions = rng.choice([MAXMIN, ["maximize", "minimize", "minimize"], ["minimize"]])
+        points = [_vector(rng, len(directions)) for _ in range(rng.randint(1, 25))]
+        assert nondominated_fronts(points, directions) == _fronts(points, directions)
+
+
+@pytest.mark.parametrize("eta", [2, 3, 4])
+def test_promotion_decisions_match_a_brute_force_non_dominated_sort(eta: int) -> None:
+    rng = random.Random(eta)
+    seen = {True: 0, False: 0}
+    for _ in range(400):
+        directions = rng.choice([MAXMIN, ["maximize", "minimize", "minimize"]])
+        recorded = [_vector(rng, len(directions)) for _ in range(rng.randint(0, 14))]
+        candidate = _vector(rng, len(directions))
+        go_on, reason = should_continue("pareto", candidate, recorded, directions, eta)
+        assert go_on == _brute_pareto(candidate, recorded, directions, eta), (candidate, recorded, reason)
+        assert reason.startswith("pareto: ")
+        seen[go_on] += 1
+        go_on, reason = should_continue("asha", candidate, recorded, directions, eta)
+        assert go_on == _brute_asha(candidate, recorded, directions, eta), (candidate, recorded, reason)
+    assert min(seen.values()) > 40  # both verdicts were exercised
+
+
+def test_a_trial_dominated_by_one_already_recorded_does_not_go_on_however_early() -> None:
+    # bigger and less accurate than the one trial that reached the rung before it
+    go_on, reason = should_continue("pareto", [0.5, 2.0], [[0.6, 1.0]], MAXMIN, 3)
+    assert not go_on and "dominated by 1" in reason
+    # asha looks at top-1 only, and stops nobody that early
+    assert should_continue("asha", [0.5, 2.0], [[0.6, 1.0]], MAXMIN, 3)[0]
+    # a smaller model is on the front whatever its top-1: pareto keeps it, asha does not
+    recorded = [[0.9, 2.0], [0.8, 2.0], [0.7, 2.0]]
+    assert should_continue("pareto", [0.1, 0.5], recorded, MAXMIN, 3)[0]
+    assert not should_continue("asha", [0.1, 0.5], recorded, MAXMIN, 3)[0]
+    assert should_continue("none", [0.0, 9.0], recorded, MAXMIN, 3) == (True, "none: no early stopping")
+    assert not should_continue("pareto", [math.nan, 0.5], recorded, MAXMIN, 3)[0]
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+def _spec(kind: str = "pareto", eta: int = 2, epochs: int = 9, objectives: Any = None) -> Any:
+    data = {
+        "name": "rungs", "method": "svite", "data": {"dataset": "digits"}, "model": {"name": "vit_digits"},
+        "train": {"epochs": epochs}, "sparsity": {"density": {"low": 0.2, "high": 0.9}},
+        "search": {"sampler": "random", "early_stopping": {"kind": kind, "min_epochs": 1, "reduction_factor": eta}},
+        "tracking": {"enabled": False},
+    }
+    if objectives is not None:
+        data["objectives"] = objectives
+    return spec_from_dict(data)
+
+
+def test_rung_objectives_put_top1_first_and_leave_out_what_a_rung_cannot_know() -> None:
+    spec = _spec(objectives=[{"metric": "gmacs"}, {"metric": "latency_ms"}, {"metric": "top1_best"}])
+    assert rung_objectives(spec) == (["top1_best", "gmacs"], ["maximize", "minimize"])
+
+
+def test_arrivals_out_of_order_are_judged_against_whoever_reached_the_rung_first(tmp_path: Path) -> None:
+    spec = _spec(eta=2, epochs=9)  # rungs 1, 2, 4, 8
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions)
+    trials = [study.ask() for _ in range(6)]
+    engine = RungEngine.for_study(spec, storage)
+    # (trial, epoch reported, top-1 at it, MACs): trial 5 races ahead; trial 4's results come
+    # buffered (its first report is epoch 4: judged at rungs 1, 2 and 4 at once)
+    arrivals = [(5, 1, 30.0, 1.0), (5, 2, 40.0, 1.0), (0, 1, 20.0, 1.5), (5, 4, 50.0, 1.0), (1, 1, 25.0, 0.8),
+                (2, 1, 10.0, 2.0), (0, 2, 35.0, 1.5), (3, 1, 28.0, 0.9), (4, 4, 45.0, 0.7), (1, 2, 30.0, 0.8),
+                (3, 2, 41.0, 0.9)]
+    stopped: set[int] = set()
+    expected: dict[tuple[int, int], bool] = {}
+    for number, epoch, top1, gmacs in arrivals:
+        if number in stopped:
+            continue
+        frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
+        verdict = engine.judge(number, trials[number]._trial_id, epoch, {}, {"top1": top1, "gmacs": gmacs}, [top1])
+        go_on = True
+        for rung in (r for r in (1, 2, 4, 8) if r <= epoch):
+            recorded = [frozen[n].user_attrs[f"rung_{rung}"] for n in sorted(frozen)
+                        if f"rung_{rung}" in frozen[n].user_attrs and n != number]
+            if f"rung_{rung}" in frozen[number].user_attrs:
+                continue
+            go_on = _brute_pareto([top1, gmacs], [r["values"] for r in recorded], MAXMIN, 2)
+            expected[(number, rung)] = go_on
+            if not go_on:
+                break
+        assert verdict.go_on == go_on, (number, epoch, verdict)
+        if not verdict.go_on:
+            stopped.add(number)
+            assert verdict.reason.startswith(f"stopped at rung {verdict.epoch} ")
+    done = {t.number: t for t in study.get_trials(deepcopy=False)}
+    records = {(n, int(k.split("_")[1])): v for n, t in done.items() for k, v in t.user_attrs.items()}
+    assert {key: r["go_on"] for key, r in records.items()} == expected
+    assert records[(4, 1)]["against"] == [0, 1, 2, 3, 5] and records[(4, 4)]["against"] == [5]
+    assert records[(4, 1)]["reported_epoch"] == 4
+    assert stopped and len(stopped) < 6  # some went on, some did not
+    for item in replay(spec, study.get_trials(deepcopy=False)):
+        assert item["recorded"] == item["replayed"], item
+
+
+def test_a_rerun_adopts_its_first_attempts_record_and_is_not_compared_with_it(tmp_path: Path) -> None:
+    spec = _spec(eta=2, epochs=9)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions)
+    engine = RungEngine.for_study(spec, storage)
+    first = [study.ask() for _ in range(3)]
+    for trial, top1 in zip(first, (30.0, 20.0, 25.0)):
+        engine.judge(trial.number, trial._trial_id, 1, {}, {"top1": top1, "gmacs": 1.0}, [top1])
+    study.tell(first[0], state=optuna.trial.TrialState.FAIL)  # trial 0 crashed after rung 1
+    study.enqueue_trial({}, user_attrs={"retry_of": 0})
+    rerun = study.ask()
+    # resumed from its checkpoint: it reports epoch 2 first, with a top-1 that rung 1 would stop
+    verdict = engine.judge(rerun.number, rerun._trial_id, 2, {}, {"top1": 1.0, "gmacs": 1.0}, [1.0])
+    records = study.get_trials(deepcopy=False)[rerun.number].user_attrs
+    assert records["rung_1"]["adopted_from"] == 0 and records["rung_1"]["go_on"]
+    assert records["rung_1"]["values"] == [30.0, 1.0]  # the first attempt's values, not judged again
+    assert records["rung_2"]["against"] == [] and records["rung_2"]["lineage"] == 0
+    assert verdict.go_on
+
+
+@pytest.mark.parametrize(("section", "key", "new"), [
+    ("search", {"pruner": "median"}, "search.early_stopping.kind"),
+    ("executor", {"scheduler": "asha"}, "search.early_stopping.kind"),
+    ("executor", {"grace_period": 2}, "search.early_stopping.min_epochs"),
+    ("executor", {"reduction_factor": 3}, "search.early_stopping.reduction_factor"),
+])
+def test_replaced_keys_name_the_new_one(section: str, key: dict, new: str) -> None:
+    data = {"name": "old", "model": {"name": "vit_digits"}, section: key}
+    with pytest.raises(ConfigError) as caught:
+        spec_from_dict(data)
+    assert caught.value.field == f"{section}.{next(iter(key))}" and new in str(caught.value)
+
+
+@pytest.mark.parametrize(("settings", "field"), [
+    ({"kind": "pareto", "min_epochs": 9}, "search.early_stopping.min_epochs"),
+    ({"kind": "sha"}, "search.early_stopping.kind"),
+    ({"kind": "asha", "reduction_factor": 1}, "search.early_stopping.reduction_factor"),
+])
+def test_early_stopping_settings_are_checked(settings: dict, field: str) -> None:
+    data = {"name": "bad", "model": {"name": "vit_digits"}, "train": {"epochs": 9},
+            "search": {"early_stopping": settings}}
+    with pytest.raises(ConfigError) as caught:
+        spec_from_dict(data)
+    assert caught.value.field == field
+
+
+def test_old_key_on_the_command_line_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from svite_search.cli import main
+
+    spec = tmp_path / "old.yaml"
+    spec.write_text("name: old\nmodel: {name: vit_digits}\nexecutor: {scheduler: asha}\n")
+    code = main(["search", str(spec), "--out", str(tmp_path / "study")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "executor.scheduler" in err[0] and "search.early_stopping" in err[0]
+    assert not (tmp_path / "study").exists()
