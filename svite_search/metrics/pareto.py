@@ -238,3 +238,74 @@ def _added_area(keys: list[tuple[float, ...]], i: int, x: float, y: float) -> fl
         j += 1
     added += (1.0 - left) * max(level - y, 0.0)
     return added
+
+
+def hypervolume_exact(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """Exact hypervolume that ``points`` (losses, every objective minimised) dominate up to
+    ``reference``: the volume of the union of the boxes ``[p, reference]``.
+
+    Points not strictly better than the reference in every objective add nothing. One objective
+    is a length, two a sort and one sweep along the staircase (O(n log n)), more objectives are
+    sliced along the last one into lower-dimensional problems (the HSO scheme: exact, O(n^(d-1)
+    log n), ample for the fronts of a study). Why our own: the exact algorithm Optuna ships is
+    private (``optuna._hypervolume``) and may change with any release.
+    """
+    ref = tuple(float(r) for r in reference)
+    inside = [tuple(float(v) for v in p) for p in points
+              if len(p) == len(ref) and all(not math.isnan(float(v)) and float(v) < r for v, r in zip(p, ref))]
+    if not ref:
+        raise ValueError("reference: expected at least one objective")
+    return _hv(inside, ref)
+
+
+def _hv(points: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
+    if not points:
+        return 0.0
+    d = len(ref)
+    if d == 1:
+        return ref[0] - min(p[0] for p in points)
+    if d == 2:
+        area, level = 0.0, ref[1]
+        for x, y in sorted(points):  # x ascending: each point adds its strip below the staircase
+            if y < level:
+                area += (ref[0] - x) * (level - y)
+                level = y
+        return area
+    ordered = sorted(points, key=lambda p: p[-1])
+    volume = 0.0
+    for k, point in enumerate(ordered):
+        top = ordered[k + 1][-1] if k + 1 < len(ordered) else ref[-1]
+        depth = top - point[-1]
+        if depth > 0:
+            volume += depth * _hv([p[:-1] for p in _front_of(ordered[: k + 1])], ref[:-1])
+    return volume
+
+
+def _front_of(points: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
+    """The points of a slice that matter for its lower-dimensional volume (dominance in the
+    first d-1 objectives), so each slice works on a front, not on every point below it."""
+    cut = [p[:-1] for p in points]
+    return [points[i] for i, p in enumerate(cut)
+            if not any(_dominates(q, p) for q in cut) and cut.index(p) == i]
+
+
+def hypervolume_brute_force(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """The hypervolume by counting the cells of the grid every point's coordinates span: each
+    cell is dominated or not as a whole. O(n^(d+1)); the reference the exact method is tested
+    against."""
+    import itertools
+
+    ref = [float(r) for r in reference]
+    pts = [[float(v) for v in p] for p in points if all(float(v) < r for v, r in zip(p, ref))]
+    if not pts:
+        return 0.0
+    axes = [sorted({p[c] for p in pts} | {ref[c]}) for c in range(len(ref))]
+    volume = 0.0
+    for cell in itertools.product(*[range(len(a) - 1) for a in axes]):
+        corner = [axes[c][i] for c, i in enumerate(cell)]
+        if any(all(p[c] <= corner[c] for c in range(len(ref))) for p in pts):
+            size = 1.0
+            for c, i in enumerate(cell):
+                size *= axes[c][i + 1] - axes[c][i]
+            volume += size
+    return volume

@@ -8,7 +8,9 @@
 ``pareto.csv``         the non-dominated completed trials (same columns)
 ``pareto.png``         all trials, the front ringed and joined, the dense baseline marked
 ``pareto.html``        the same, interactive: hover shows each trial's parameters
-``hypervolume.csv``    hypervolume after each completed trial (and ``hypervolume.png``)
+``hypervolume.csv``    hypervolume after each completed trial, on the study's scale and the fixed one
+``compute.csv``        after each finished trial: trial-epochs and trial-hours spent, hypervolume
+``hypervolume.png``    hypervolume against trial number and against trial-epochs spent
 ``importances.csv``    parameter importances per objective
 ``summary.md``         settings, Pareto table, best accuracy per MACs budget, savings vs dense
 =====================  ================================================================
@@ -88,7 +90,8 @@ def write_report_for_study(study: Any, out_dir: str | Path, spec: Mapping[str, A
     """Write the report of ``study`` (an ``optuna.Study``) into ``out_dir``.
 
     ``study_dir``, when given, makes the trial directories in the tables relative to it.
-    Returns ``{"report_dir", "files", "pareto", "trials", "complete", "failed", "hypervolume"}``.
+    Returns ``{"report_dir", "files", "pareto", "trials", "complete", "failed", "hypervolume",
+    "hypervolume_fixed", "reference_point", "compute"}`` (``compute``: :func:`.compute.compute_spent`).
     """
     spec = dict(spec or {})
     final = Path(out_dir)
@@ -140,6 +143,8 @@ def _remove_abandoned_staging(final: Path) -> None:
 def _write_files(study: Any, out: Path, spec: dict[str, Any], *, title: str | None,
                  study_dir: str | Path | None) -> dict[str, Any]:
     from .importance import param_importances
+    from .compute import compute_history, compute_spent
+    from .pareto import fixed_bounds
     from .plots import hypervolume_png, pareto_html, pareto_png
     from .summary import summary_markdown
 
@@ -160,7 +165,10 @@ def _write_files(study: Any, out: Path, spec: dict[str, Any], *, title: str | No
     frame[frame["pareto"]].sort_values("number").to_csv(out / "pareto.csv", index=False)
     keep(out / "pareto.csv")
 
-    history = hypervolume_history(frame, objectives) if len(objectives) >= 2 and len(frame) else None
+    bounds = fixed_bounds(objectives, frame) if len(objectives) >= 2 and len(frame) else None
+    history = hypervolume_history(frame, objectives, bounds) if len(objectives) >= 2 and len(frame) else None
+    spent = compute_spent(frame, spec)
+    compute = compute_history(frame, objectives, spec, bounds) if len(objectives) >= 2 else None
     complete = int((frame["state"] == "COMPLETE").sum()) if len(frame) else 0
     if len(objectives) >= 2 and complete:
         subtitle = _subtitle(spec)
@@ -172,8 +180,11 @@ def _write_files(study: Any, out: Path, spec: dict[str, Any], *, title: str | No
     if history is not None:
         history.to_csv(out / "hypervolume.csv", index=False)
         keep(out / "hypervolume.csv")
-        if len(history):
-            keep(hypervolume_png(history, out / "hypervolume.png", title=f"{name}: hypervolume over trials"))
+    if compute is not None and len(compute):
+        compute.to_csv(out / "compute.csv", index=False)
+        keep(out / "compute.csv")
+    if history is not None and len(history):
+        keep(hypervolume_png(history, out / "hypervolume.png", title=f"{name}: hypervolume", compute=compute))
     import pandas as pd
 
     importances, reason = param_importances(study, objectives) if complete else (pd.DataFrame(columns=["objective", "param", "importance"]), "no completed trial")
@@ -184,7 +195,8 @@ def _write_files(study: Any, out: Path, spec: dict[str, Any], *, title: str | No
     text = summary_markdown(
         name=str(name), spec=spec, frame=frame, objectives=objectives,
         history=history if history is not None else pd.DataFrame(columns=["number", "hypervolume", "front_size"]),
-        importances=importances, importance_reason=reason, files=files,
+        importances=importances, importance_reason=reason, files=files, spent=spent, compute=compute,
+        bounds=bounds.points(objectives) | {"fixed": list(bounds.fixed)} if bounds is not None else None,
         generated=f"Written by `svite-search report` on {stamp}.",
     )
     (out / "summary.md").write_text(text)
@@ -196,7 +208,17 @@ def _write_files(study: Any, out: Path, spec: dict[str, Any], *, title: str | No
         "complete": complete,
         "failed": int((frame["state"] == "FAIL").sum()) if len(frame) else 0,
         "hypervolume": float(history["hypervolume"].iloc[-1]) if history is not None and len(history) else None,
+        "hypervolume_fixed": _final(history, "hypervolume_fixed"),
+        "reference_point": bounds.points(objectives)["reference"] if bounds is not None else None,
+        "compute": spent,
     }
+
+
+def _final(history: Any, column: str) -> float | None:
+    if history is None or not len(history) or column not in history:
+        return None
+    value = float(history[column].iloc[-1])
+    return value if value == value else None
 
 
 def _subtitle(spec: Mapping[str, Any]) -> str:

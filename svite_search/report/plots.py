@@ -251,23 +251,52 @@ def pareto_html(frame: pd.DataFrame, objectives: Sequence[Objective], path: str 
     return write_html(pareto_figure(frame, objectives, title=title), path)
 
 
-def hypervolume_png(history: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
-    """Write the hypervolume-over-trials curve."""
+def hypervolume_png(history: pd.DataFrame, path: str | Path, *, title: str = "",
+                    compute: pd.DataFrame | None = None) -> Path:
+    """Write the hypervolume curves: against the trial number (left) and, given ``compute``
+    (:func:`~svite_search.report.compute.compute_history`), against the trial-epochs spent
+    (right), where a study that stops weak trials early shows its saving. Solid: the study's own
+    scale; dashed: the fixed scale, which compares across studies."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=150)
+    with_compute = compute is not None and len(compute) > 0
+    fig, axes = plt.subplots(1, 2 if with_compute else 1, figsize=(11.0 if with_compute else 6.4, 3.6), dpi=150,
+                             squeeze=False)
+    fixed = "hypervolume_fixed" in history and history["hypervolume_fixed"].notna().any()
+    ax = axes[0][0]
     if len(history):
-        ax.step(history["number"], history["hypervolume"], where="post", color="#2ca02c", lw=1.6)
+        ax.step(history["number"], history["hypervolume"], where="post", color="#2ca02c", lw=1.6,
+                label="study's own scale")
         ax.scatter(history["number"], history["hypervolume"], s=12, color="#2ca02c")
+        if fixed:
+            ax.step(history["number"], history["hypervolume_fixed"], where="post", color="#1f77b4", lw=1.4,
+                    ls="--", label="fixed scale")
     ax.set_xlabel("trial number (completed trials, in order)")
-    ax.set_ylabel("hypervolume (share of the\nnormalised objective box)")
+    ax.set_ylabel("hypervolume (share of the\nobjective box)")
+    if with_compute:
+        ax2 = axes[0][1]
+        ax2.step(compute["trial_epochs"], compute["hypervolume"], where="post", color="#2ca02c", lw=1.6,
+                 label="study's own scale")
+        if compute["hypervolume_fixed"].notna().any():
+            ax2.step(compute["trial_epochs"], compute["hypervolume_fixed"], where="post", color="#1f77b4", lw=1.4,
+                     ls="--", label="fixed scale")
+        stopped = compute[compute["state"] == "PRUNED"]
+        if len(stopped):
+            ax2.scatter(stopped["trial_epochs"], stopped["hypervolume"], s=14, marker="x", color="#d62728",
+                        zorder=3, label=f"stopped early ({len(stopped)})")
+        ax2.set_xlabel("trial-epochs spent (finished trials, in the order they ended)")
+        ax2.set_ylim(0, 1.02)
+        ax2.grid(True, alpha=0.25)
+        ax2.legend(loc="lower right", fontsize=7)
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.25)
+    if fixed:
+        ax.legend(loc="lower right", fontsize=7)
     if title:
-        ax.set_title(title, fontsize=10)
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

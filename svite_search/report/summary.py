@@ -1,8 +1,9 @@
 """``summary.md``: the report a person reads first.
 
 Sections: the study's settings, the trials' outcome, the Pareto table, the best accuracy within
-several compute budgets, the savings of each variant against the dense baseline, the
-hypervolume, the parameter importances, and, for toy-scale studies, a plain statement of what
+several compute budgets, the savings of each variant against the dense baseline, the compute
+the study spent (trial-epochs and trial-hours, complete against stopped early), the
+hypervolume (on the study's own scale and on a fixed one), the parameter importances, and, for toy-scale studies, a plain statement of what
 the scale does and does not show.
 """
 from __future__ import annotations
@@ -255,16 +256,75 @@ def seeds_section(frame: pd.DataFrame, x: Objective, y: Objective, baseline: dic
             markdown_table(headers, body), ""]
 
 
-def hypervolume_section(history: pd.DataFrame) -> list[str]:
+def compute_section(spent: Mapping[str, Any] | None) -> list[str]:
+    """Trial-epochs and trial-hours spent, complete against stopped early (and failed)."""
+    if not spent or not spent.get("by_state"):
+        return []
+    names = {"COMPLETE": "complete", "PRUNED": "stopped early (pruned)", "FAIL": "failed", "RUNNING": "still running"}
+    total_epochs, total_hours = float(spent["trial_epochs"]), float(spent["trial_hours"])
+    rows = []
+    for state, part in spent["by_state"].items():
+        share = f"{100 * part['trial_epochs'] / total_epochs:.0f} %" if total_epochs else "—"
+        mean = part["trial_epochs"] / part["trials"] if part["trials"] else math.nan
+        rows.append([names.get(state, state.lower()), part["trials"], _fmt(part["trial_epochs"], 0), share,
+                     _fmt(mean, 1), _fmt(part["trial_hours"], 3)])
+    rows.append(["all", sum(p["trials"] for p in spent["by_state"].values()), _fmt(total_epochs, 0),
+                 "100 %" if total_epochs else "—", "", _fmt(total_hours, 3)])
+    lines = ["## Compute spent", "",
+             f"{total_epochs:.0f} trial-epochs and {total_hours:.3g} trial-hours in all (a trial's epochs are the ones "
+             "it trained; its hours, its run time in the study storage). compute.csv has the running totals after "
+             "each finished trial, with the hypervolume they bought (hypervolume.png, right).", "",
+             markdown_table(["trials", "count", "trial-epochs", "share of epochs", "epochs per trial",
+                             "trial-hours"], rows)]
+    stopped = spent["by_state"].get("PRUNED")
+    complete = spent["by_state"].get("COMPLETE")
+    if stopped and complete and complete["trials"]:
+        full = complete["trial_epochs"] / complete["trials"]
+        saved = stopped["trials"] * full - stopped["trial_epochs"]
+        if full > 0 and total_epochs + saved > 0:
+            lines += [f"Stopping {stopped['trials']} trial(s) early saved about {saved:.0f} trial-epochs "
+                      f"({100 * saved / (total_epochs + saved):.0f} % of what running them to the end would have cost).",
+                      ""]
+    return lines + [""]
+
+
+def hypervolume_section(history: pd.DataFrame, bounds: Mapping[str, Any] | None = None,
+                        compute: pd.DataFrame | None = None) -> list[str]:
     if history.empty:
         return []
     final = float(history["hypervolume"].iloc[-1])
     improved = history[history["hypervolume"] >= final - 1e-12]["number"].iloc[0]
-    return ["## Hypervolume", "",
-            f"{final:.3f} of the normalised objective box after {len(history)} completed trials, last improved by trial "
-            f"#{int(improved)} (hypervolume.csv, hypervolume.png). Each objective is scaled to [0, 1] between the worst "
-            "value seen (pushed out by 10 % of the range) and the best, so the figure compares trials of this study, "
-            "not studies with each other (`svite-search compare` puts several studies on one scale).", ""]
+    lines = ["## Hypervolume", "",
+             f"{final:.3f} of the normalised objective box after {len(history)} completed trials, last improved by trial "
+             f"#{int(improved)} (hypervolume.csv, hypervolume.png). Each objective is scaled to [0, 1] between the worst "
+             "value seen (pushed out by 10 % of the range) and the best, so the figure compares trials of this study, "
+             "not studies with each other (`svite-search compare` puts several studies on one scale)."]
+    fixed = history["hypervolume_fixed"] if "hypervolume_fixed" in history else None
+    if bounds is not None and fixed is not None and fixed.notna().any():
+        ref = ", ".join(f"{m} {_fmt_point(m, v)}" for m, v in bounds["reference"].items())
+        ideal = ", ".join(f"{m} {_fmt_point(m, v)}" for m, v in bounds["ideal"].items())
+        lines += ["", f"On the fixed scale, from the reference point ({ref}) to the ideal ({ideal}): "
+                  f"{float(fixed.iloc[-1]):.4f}. That box does not depend on the trials (accuracy from 0 % to 100 %, "
+                  "MACs from the dense model's to none), so this figure compares with other studies of the same model."]
+        if not all(bounds.get("fixed", [])):
+            lines.append("One objective has no natural bound: its reference is the dense baseline's value, or the "
+                         "worst value seen, so compare this figure only with studies on the same reference.")
+        if compute is not None and len(compute):
+            target = 0.95 * float(fixed.iloc[-1])
+            reached = compute[compute["hypervolume_fixed"] >= target - 1e-12]
+            if len(reached) and float(compute["trial_epochs"].iloc[-1]) > 0:
+                at = float(reached["trial_epochs"].iloc[0])
+                lines += ["", f"95 % of the final fixed-scale hypervolume was reached after {at:.0f} of "
+                          f"{float(compute['trial_epochs'].iloc[-1]):.0f} trial-epochs "
+                          f"({100 * at / float(compute['trial_epochs'].iloc[-1]):.0f} %)."]
+    return lines + [""]
+
+
+def _fmt_point(metric: str, value: float) -> str:
+    if metric == "gmacs":
+        factor, unit = macs_unit([value])
+        return f"{value * factor:.4g} {unit}"
+    return f"{value:.4g}" + (" %" if metric.startswith("top") else "")
 
 
 def importance_section(importances: pd.DataFrame, reason: str | None, top: int = 5) -> list[str]:
@@ -342,7 +402,8 @@ def scale_note(spec: Mapping[str, Any], frame: pd.DataFrame) -> list[str]:
 
 def summary_markdown(*, name: str, spec: Mapping[str, Any], frame: pd.DataFrame, objectives: Sequence[Objective],
                      history: pd.DataFrame, importances: pd.DataFrame, importance_reason: str | None,
-                     files: Sequence[str], generated: str = "") -> str:
+                     files: Sequence[str], generated: str = "", spent: Mapping[str, Any] | None = None,
+                     compute: pd.DataFrame | None = None, bounds: Mapping[str, Any] | None = None) -> str:
     """The whole ``summary.md``."""
     lines = [f"# Study `{name}`", ""]
     if generated:
@@ -368,7 +429,8 @@ def summary_markdown(*, name: str, spec: Mapping[str, Any], frame: pd.DataFrame,
         lines += seeds_section(frame, x, y, baseline)
         lines += budget_section(frame, x, y, dense_cost)
         lines += savings_section(frame, x, y, baseline)
-    lines += hypervolume_section(history)
+    lines += compute_section(spent)
+    lines += hypervolume_section(history, bounds, compute)
     lines += importance_section(importances, importance_reason)
     lines += scale_note(spec, frame)
     lines += ["## Files", ""] + [f"- `{f}`" for f in files] + [""]
