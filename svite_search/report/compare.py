@@ -1,11 +1,14 @@
 """Several studies side by side: their Pareto fronts overlaid, one hypervolume scale, the compute
 each spent.
 
-The hypervolume of every study is computed against one reference point and one ideal point,
-taken from the completed trials of all the studies together (see :mod:`.pareto`), so the
-numbers compare across studies: a larger share of the common box is a better front. The
-compute spent is the sum of the trials' run times (trial time) and the span from the first
-trial's start to the last trial's end (wall time).
+The hypervolume of every study is computed twice. On the pooled scale, against one reference
+point and one ideal point taken from the completed trials of all the studies together (see
+:mod:`.pareto`), so the numbers compare among the studies given: a larger share of the common
+box is a better front. On the fixed scale (:func:`.pareto.fixed_bounds`: top-1 from 0 % to
+100 %, MACs from the dense model's to none), which does not depend on the trials, so the numbers
+also compare with a comparison run another day on other studies of the same model. The compute
+spent is the trial-epochs the trials trained, the sum of their run times (trial time) and the
+span from the first trial's start to the last trial's end (wall time).
 
 ``compare_studies([DIR, DIR, ...], OUT)`` writes into ``OUT``:
 
@@ -29,7 +32,8 @@ import pandas as pd
 from ..errors import UserInputError
 from ._frame import Objective, objectives_of, settings_text, trials_frame
 from ._study import load_study_dir
-from .pareto import hypervolume, normalisation, pareto_mask
+from .compute import compute_spent as _spent
+from .pareto import fixed_bounds, hypervolume, normalisation, pareto_mask
 from .plots import axis_label, dense_baseline, macs_unit, plot_axes
 
 #: One colour per study, in the order given (matplotlib's tab10).
@@ -70,15 +74,20 @@ def _complete(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     return done[np.all(np.isfinite(done[list(metrics)].to_numpy(dtype=float)), axis=1)]
 
 
-def compute_spent(frame: pd.DataFrame) -> dict[str, Any]:
-    """Trials run and the time they took (trial time summed, and first start to last end)."""
+def compute_spent(frame: pd.DataFrame, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trials run, the epochs they trained (in all, and in trials stopped early) and the time
+    they took (trial time summed, and first start to last end)."""
     if frame.empty:
-        return {"trials": 0, "trial_time_s": 0.0, "wall_time_s": None}
+        return {"trials": 0, "trial_epochs": 0.0, "stopped": 0, "stopped_epochs": 0.0, "trial_time_s": 0.0,
+                "wall_time_s": None}
+    spent = _spent(frame, spec)
+    stopped = spent["by_state"].get("PRUNED", {})
     starts = pd.to_datetime(frame["datetime_start"], errors="coerce").dropna()
     ends = pd.to_datetime(frame["datetime_complete"], errors="coerce").dropna()
     wall = (ends.max() - starts.min()).total_seconds() if len(starts) and len(ends) else None
-    return {"trials": int(len(frame)), "trial_time_s": float(pd.to_numeric(frame["duration_s"], errors="coerce").sum()),
-            "wall_time_s": wall}
+    return {"trials": int(len(frame)), "trial_epochs": spent["trial_epochs"], "stopped": int(stopped.get("trials", 0)),
+            "stopped_epochs": float(stopped.get("trial_epochs", 0.0)),
+            "trial_time_s": float(pd.to_numeric(frame["duration_s"], errors="coerce").sum()), "wall_time_s": wall}
 
 
 def comparison(studies: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,6 +99,7 @@ def comparison(studies: list[dict[str, Any]]) -> dict[str, Any]:
     reference = ideal = None
     if len(pooled):
         reference, ideal = normalisation(pooled.to_numpy(dtype=float), maximize)
+    bounds = fixed_bounds(objectives, *[s["frame"] for s in studies if len(s["frame"])])
     rows = []
     for s in studies:
         frame = s["frame"]
@@ -102,13 +112,19 @@ def comparison(studies: list[dict[str, Any]]) -> dict[str, Any]:
             "complete": int(len(done)), "failed": int((frame["state"] == "FAIL").sum()) if len(frame) else 0,
             "front": [{"number": int(r["number"]), "variant": r["variant"], "settings": settings_text(r),
                        "values": {m: float(r[m]) for m in metrics}} for _, r in front.iterrows()],
-            "hypervolume": hv, **compute_spent(frame),
+            "hypervolume": hv,
+            "hypervolume_fixed": hypervolume(done[metrics].to_numpy(dtype=float), maximize, bounds.reference,
+                                             bounds.ideal) if bounds is not None and len(done) else None,
+            **compute_spent(frame, s.get("spec")),
         })
     signs = np.where(np.asarray(maximize), -1.0, 1.0)
     return {
         "objectives": [{"metric": o.metric, "direction": o.direction} for o in objectives],
         "reference_point": None if reference is None else dict(zip(metrics, (reference * signs).tolist())),
         "ideal_point": None if ideal is None else dict(zip(metrics, (ideal * signs).tolist())),
+        "fixed_reference_point": None if bounds is None else bounds.points(objectives)["reference"],
+        "fixed_ideal_point": None if bounds is None else bounds.points(objectives)["ideal"],
+        "fixed_scale_fixed": None if bounds is None else bounds.all_fixed,
         "studies": rows,
     }
 
@@ -197,13 +213,24 @@ def compare_markdown(studies: list[dict[str, Any]], result: dict[str, Any], file
         lines += [f"Hypervolume: the share of one box shared by all studies, from the reference point ({shown}: the "
                   "worst values of all their completed trials, pushed out by 10 % of the range) to the best values; "
                   "larger is a better front.", ""]
+    fixed = result.get("fixed_reference_point")
+    if fixed:
+        shown = ", ".join(f"{m} {v * (factor if m == 'gmacs' else 1.0):.4g}{' ' + unit if m == 'gmacs' and unit else ''}"
+                          for m, v in fixed.items())
+        lines += [f"Hypervolume (fixed): the share of a box that does not depend on the trials, from ({shown}) to the "
+                  "ideal (top-1 100 %, no MACs): it compares with studies outside this comparison too"
+                  + ("." if result.get("fixed_scale_fixed") else
+                     " only on the same reference, since one objective has no natural bound.")
+                  + " Trial-epochs: the epochs the trials trained (stopped: those of trials stopped early).", ""]
     rows = []
     for r in result["studies"]:
         hv = f"{r['hypervolume']:.3f}" if r["hypervolume"] is not None else "—"
-        rows.append([r["study"], r["complete"], r["failed"], len(r["front"]), hv, format_duration(r["trial_time_s"]),
-                     format_duration(r["wall_time_s"]), r["study_dir"]])
-    lines += [markdown_table(["study", "complete", "failed", "front", "hypervolume (shared)", "trial time",
-                              "wall time", "directory"], rows), ""]
+        hv_fixed = f"{r['hypervolume_fixed']:.4f}" if r.get("hypervolume_fixed") is not None else "—"
+        epochs = f"{r['trial_epochs']:.0f}" + (f" ({r['stopped_epochs']:.0f} in {r['stopped']} stopped)" if r["stopped"] else "")
+        rows.append([r["study"], r["complete"], r["failed"], len(r["front"]), hv, hv_fixed, epochs,
+                     format_duration(r["trial_time_s"]), format_duration(r["wall_time_s"]), r["study_dir"]])
+    lines += [markdown_table(["study", "complete", "failed", "front", "hypervolume (shared)", "hypervolume (fixed)",
+                              "trial-epochs", "trial time", "wall time", "directory"], rows), ""]
     for s, r in zip(studies, result["studies"]):
         base = dense_baseline(s["frame"], x.metric, y.metric)
         headers = ["trial", "variant", "settings", y.metric, axis_label(x.metric, unit) if x.metric == "gmacs" else x.metric]
