@@ -16,13 +16,14 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-scaleout bench gpu-check clean help
+.PHONY: setup demo test test-scaleout bench bench-search gpu-check clean help
 
 help:
 	@echo "make demo   set up and run the quickstart study (digits, CPU, a few minutes)"
 	@echo "make test   set up and run the tests (all but the scale-out tier)"
 	@echo "make test-scaleout  the scale-out tests: a Ray cluster, PostgreSQL, an MLflow server (several minutes)"
 	@echo "make bench  set up and run the benchmark suite (writes reports/benchmarks/)"
+	@echo "make bench-search  search efficiency of the samplers and early stopping (writes reports/benchmarks/search/)"
 	@echo "make gpu-check  on a CUDA machine: GPU tests + GPU benchmarks (writes reports/benchmarks/gpu/)"
 
 $(PY):
@@ -49,6 +50,10 @@ test-scaleout: setup
 
 bench: setup
 	$(PY) -m benchmarks.run_all
+
+# Replays the committed table of learning curves (benchmarks/search_table.py records it); a few minutes.
+bench-search: setup
+	$(PY) -m benchmarks.bench_search
 
 # No set-up step: a GPU image may have torch and timm but no network; the check runs what is installed
 # (run from here, python -m finds the package even where it is not installed).

@@ -46,8 +46,9 @@ BENCHMARKS: dict[str, tuple[str, bool, bool]] = {
     "peers": ("bench_peers.py", True, False),
 }
 #: benchmarks run on their own, not by this suite: each needs a service it cannot start for itself
-#: (bench_storage.py: a PostgreSQL server, see its --help)
-STANDALONE = ("bench_storage.py",)
+#: (bench_storage.py: a PostgreSQL server, see its --help), or runs long and writes its own report
+#: (bench_search.py: `make bench-search`, reports/benchmarks/search/)
+STANDALONE = ("bench_storage.py", "bench_search.py")
 #: the environment `make` gives every command (quiet telemetry, no display)
 ENV_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0", "MPLBACKEND": "Agg",
                 "PYTHONUNBUFFERED": "1"}

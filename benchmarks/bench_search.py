@@ -1,0 +1,620 @@
+"""Search efficiency: the hypervolume each search method buys per trial-epoch, on a fixed problem.
+
+The problem is the quickstart study (dense, SViTE and S²ViTE on the embedded 8×8 digits, top-1
+up, MACs down) in tabulated form (``benchmarks/search_table.py``): every point of a grid over
+the method, the weight, head and neuron densities and the token keep ratio was trained once
+with the project's trainer, and its per-epoch top-1 and its MACs were kept. Methods "train" a
+point by replaying its curve, as HPO benchmarks do: a trial that runs ``k`` epochs spends ``k``
+trial-epochs and sees the top-1 after each. Time runs on a simulated clock: each epoch of a
+point lasts what it lasted when it was recorded, and ``--workers`` trials run at once,
+asynchronously (a freed worker starts the next trial at once, so trials reach a rung out of
+order).
+
+Methods, each with the same budget of trial-epochs (``--budget-trials`` full-length trials'
+worth) and the same workers:
+
+* ``tpe``: the project's default sampler (``search.sampler: tpe``, multivariate TPE with the
+  constant liar), every trial to the end;
+* ``random`` and ``nsga2`` (NSGA-II, population ``--population``), every trial to the end;
+* ``asha``: TPE, with asynchronous successive halving on top-1 (``search.early_stopping.kind:
+  asha``);
+* ``pareto``: TPE, with the Pareto promotion rule (``kind: pareto``) on top-1 so far and MACs;
+* ``moasha``: Syne Tune's MOASHA scheduler (random configurations, non-dominated sorting at
+  each rung), driven through its scheduler API (``suggest``, ``on_trial_add``,
+  ``on_trial_result``) on the same table, with the same rungs.
+
+The early-stopping arms call the project's rule module
+(``svite_search.search.early_stopping.rules``: ``should_continue`` at each rung of
+``rung_epochs``) exactly as the engine does; a stopped trial is told PRUNED to Optuna.
+
+The hypervolume is on the fixed scale of the report (top-1 from 0 % to 100 %, MACs from the
+dense model's to none), over the trials that ran to the end, after every finished trial.
+
+Goals: ``pareto`` reaches full-length TPE's final hypervolume (median over seeds) with at most
+40 % of TPE's trial-epochs (median over seeds), and at equal budgets its median hypervolume is
+at least MOASHA's.
+
+Usage (``make bench-search``)::
+
+    python benchmarks/bench_search.py                     # writes reports/benchmarks/search/
+    python benchmarks/bench_search.py --tiny --out-dir /tmp/bench-search   # seconds: a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import heapq
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE = Path(__file__).resolve().parent / "data" / "search_table.json"
+OUT_DIR = REPO / "reports" / "benchmarks" / "search"
+SPEC = REPO / "studies" / "quickstart.yaml"
+METHODS = ("tpe", "random", "nsga2", "asha", "pareto", "moasha")
+EARLY_STOPPING = {"asha", "pareto", "moasha"}
+DIRECTIONS = ("maximize", "minimize")
+#: the goals: pareto's share of TPE's trial-epochs to reach TPE's final hypervolume
+SHARE_GOAL = 0.40
+#: budgets (shares of the whole) at which the arms' hypervolumes are compared
+CHECKPOINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Point:
+    params: dict[str, Any]
+    top1: tuple[float, ...]
+    gmacs: float
+    epoch_s: float  # one epoch's duration when recorded (the median over its epochs after the first)
+
+
+class Table:
+    """The recorded grid: look a configuration up (values snapped to the grid's levels)."""
+
+    def __init__(self, path: Path) -> None:
+        data = json.loads(Path(path).read_text())
+        self.epochs = int(data["epochs"])
+        self.points: dict[str, Point] = {}
+        self.dense_gmacs = float(np.median([p["dense_gmacs"] for p in data["points"]]))
+        for raw in data["points"]:
+            steps = raw["epoch_s"][1:] or raw["epoch_s"]
+            point = Point(raw["params"], tuple(raw["top1"]), float(raw["gmacs"]), float(statistics.median(steps)))
+            self.points[self._key(point.params)] = point
+        self.levels: dict[str, list[float]] = {}
+        for point in self.points.values():
+            for name, value in point.params.items():
+                if name != "method":
+                    self.levels.setdefault(name, [])
+                    if value not in self.levels[name]:
+                        self.levels[name].append(value)
+        for values in self.levels.values():
+            values.sort()
+        self.methods = sorted({p.params["method"] for p in self.points.values()}, key=["dense", "svite", "s2vite"].index)
+
+    @staticmethod
+    def _key(params: dict[str, Any]) -> str:
+        return json.dumps(params, sort_keys=True)
+
+    def snap(self, name: str, value: float) -> float:
+        return min(self.levels[name], key=lambda level: abs(level - float(value)))
+
+    def lookup(self, params: dict[str, Any]) -> Point:
+        method = params["method"]
+        used = {"dense": ("tokens.keep_ratio",), "svite": ("sparsity.density", "tokens.keep_ratio"),
+                "s2vite": ("sparsity.head_density", "sparsity.mlp_density", "tokens.keep_ratio")}[method]
+        key = {"method": method, **{name: self.snap(name, params[name]) for name in used}}
+        return self.points[self._key(key)]
+
+    def front_hypervolume(self) -> float:
+        """The hypervolume of the whole table's front: what a method that tried every point reaches."""
+        return hypervolume_of([(p.top1[-1], p.gmacs) for p in self.points.values()], self.dense_gmacs)
+
+
+def scaled(top1: float, gmacs: float, dense_gmacs: float) -> tuple[float, float]:
+    """The fixed scale of the report: (1 - top-1 / 100, MACs / dense MACs), reference (1, 1)."""
+    return (1.0 - top1 / 100.0, gmacs / dense_gmacs)
+
+
+def hypervolume_of(points: Sequence[tuple[float, float]], dense_gmacs: float) -> float:
+    from svite_search.metrics.pareto import hypervolume_exact
+
+    return hypervolume_exact([scaled(t, g, dense_gmacs) for t, g in points], [1.0, 1.0])
+
+
+# ----------------------------------------------------------------------------- the methods
+
+
+def load_rules() -> Any | None:
+    """The project's early-stopping rule module, or ``None`` where this checkout lacks it."""
+    try:
+        from svite_search.search.early_stopping import rules
+    except ImportError:
+        return None
+    return rules
+
+
+def make_sampler(kind: str, seed: int, n_trials: int, population: int) -> Any:
+    """The project's own sampler for ``search.sampler: kind`` (as a search builds it)."""
+    from svite_search.search.spec import load_spec
+    from svite_search.search.study import make_sampler as project_sampler
+
+    overrides = [f"search.sampler={kind}", f"search.seed={seed}", f"search.n_trials={n_trials}"]
+    if kind == "nsga2":
+        overrides.append(f"search.population_size={population}")
+    return project_sampler(load_spec(SPEC, overrides), parallel=True)
+
+
+class OptunaMethod:
+    """An Optuna sampler asking for configurations over the table's grid (define-by-run: the
+    densities a method does not use are not sampled), told each trial's end."""
+
+    def __init__(self, table: Table, sampler: Any) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        self.optuna = optuna
+        self.table = table
+        self.study = optuna.create_study(directions=list(DIRECTIONS), sampler=sampler)
+        self.trials: dict[int, Any] = {}
+
+    def ask(self, number: int) -> dict[str, Any]:
+        levels = self.table.levels
+        trial = self.study.ask()
+        self.trials[number] = trial
+        method = trial.suggest_categorical("method", self.table.methods)
+        params: dict[str, Any] = {"method": method}
+        if method == "svite":
+            params["sparsity.density"] = trial.suggest_categorical("sparsity.density", levels["sparsity.density"])
+        if method == "s2vite":
+            for name in ("sparsity.head_density", "sparsity.mlp_density"):
+                params[name] = trial.suggest_categorical(name, levels[name])
+        params["tokens.keep_ratio"] = trial.suggest_categorical("tokens.keep_ratio", levels["tokens.keep_ratio"])
+        return params
+
+    def complete(self, number: int, values: tuple[float, float]) -> None:
+        self.study.tell(self.trials.pop(number), list(values))
+
+    def prune(self, number: int, epoch: int, values: tuple[float, float]) -> None:
+        trial = self.trials.pop(number)
+        trial.set_user_attr("epoch", epoch)
+        trial.set_user_attr("top1", values[0])
+        self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
+
+
+class RuleStopper:
+    """The engine's decision at a rung: the arriving trial's vector against the vectors already
+    recorded at that rung, by the project's rule module; every arrival is recorded."""
+
+    def __init__(self, rules: Any, kind: str, min_epochs: int, reduction_factor: int, max_epochs: int) -> None:
+        self.rules, self.kind, self.rf = rules, kind, reduction_factor
+        self.rungs = set(int(r) for r in rules.rung_epochs(min_epochs, reduction_factor, max_epochs))
+        self.recorded: dict[int, list[list[float]]] = {r: [] for r in self.rungs}
+        self.reasons: list[str] = []
+
+    def go_on(self, number: int, epoch: int, vector: list[float]) -> bool:
+        if epoch not in self.rungs:
+            return True
+        go, reason = self.rules.should_continue(self.kind, vector, list(self.recorded[epoch]), list(DIRECTIONS), self.rf)
+        self.recorded[epoch].append(list(vector))
+        if not go:
+            self.reasons.append(reason)
+        return bool(go)
+
+
+class MoashaMethod:
+    """Syne Tune's MOASHA through its public scheduler API: it suggests the configurations
+    (random, from its config space) and says CONTINUE or STOP on every epoch's result."""
+
+    def __init__(self, table: Table, seed: int, min_epochs: int, reduction_factor: int) -> None:
+        from syne_tune.config_space import choice
+        from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
+
+        np.random.seed(seed)  # its config space samples from numpy's global generator
+        levels = table.levels
+        space = {"method": choice(table.methods), **{name: choice(values) for name, values in levels.items()}}
+        self.scheduler = MOASHA(config_space=space, metrics=["error", "gmacs"], do_minimize=True,
+                                time_attr="epoch", max_t=table.epochs, grace_period=min_epochs,
+                                reduction_factor=reduction_factor, random_seed=seed)
+        self.trials: dict[int, Any] = {}
+
+    def ask(self, number: int) -> dict[str, Any]:
+        from syne_tune.backend.trial_status import Trial
+
+        config = dict(self.scheduler.suggest().config)
+        trial = Trial(trial_id=number, config=config, creation_time=_dt.datetime.now())
+        self.scheduler.on_trial_add(trial)
+        self.trials[number] = trial
+        return config
+
+    def go_on(self, number: int, epoch: int, vector: list[float]) -> bool:
+        from syne_tune.optimizer.scheduler import SchedulerDecision
+
+        result = {"epoch": epoch, "error": 100.0 - vector[0], "gmacs": vector[1]}
+        return self.scheduler.on_trial_result(self.trials[number], result) != SchedulerDecision.STOP
+
+    def complete(self, number: int, values: tuple[float, float]) -> None:
+        trial = self.trials.pop(number)
+        self.scheduler.on_trial_complete(trial, {"epoch": self.scheduler.max_t, "error": 100.0 - values[0],
+                                                 "gmacs": values[1]})
+
+    def prune(self, number: int, epoch: int, values: tuple[float, float]) -> None:
+        self.trials.pop(number)
+
+
+# ----------------------------------------------------------------------------- the simulation
+
+
+@dataclass
+class Run:
+    """One arm with one seed: the hypervolume after each finished trial, against epochs spent."""
+
+    method: str
+    seed: int
+    spent: list[float] = field(default_factory=list)
+    hypervolume: list[float] = field(default_factory=list)
+    trials: int = 0
+    complete: int = 0
+    stopped: int = 0
+    stopped_at: dict[int, int] = field(default_factory=dict)
+
+    def at(self, budget: float) -> float:
+        """The hypervolume once ``budget`` trial-epochs were spent (a step function)."""
+        k = int(np.searchsorted(self.spent, budget, side="right"))
+        return self.hypervolume[k - 1] if k else 0.0
+
+    def epochs_to_reach(self, target: float) -> float:
+        for spent, hv in zip(self.spent, self.hypervolume):
+            if hv >= target - 1e-12:
+                return spent
+        return math.inf
+
+
+def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int, min_epochs: int,
+             reduction_factor: int, population: int, rules: Any) -> Run:
+    """Replay one search: ``workers`` trials at once on the simulated clock, until ``budget``
+    trial-epochs are spent. A full-length arm runs ``budget / epochs`` trials, each to the end
+    (its last workers fall idle, as a study of that many trials does); an early-stopping arm
+    starts trials until the budget is spent, and those still running then are cut (their epochs
+    are spent, their fronts not counted), as a study stopped at that budget would be."""
+    n_trials = budget  # an upper bound on the trials any arm can start
+    full_length = budget // table.epochs if method not in EARLY_STOPPING else None
+    if method == "moasha":
+        searcher: Any = MoashaMethod(table, seed, min_epochs, reduction_factor)
+        stopper: Any = searcher
+    else:
+        sampler = make_sampler({"asha": "tpe", "pareto": "tpe"}.get(method, method), seed,
+                               n_trials if method in EARLY_STOPPING else budget // table.epochs, population)
+        searcher = OptunaMethod(table, sampler)
+        stopper = RuleStopper(rules, method, min_epochs, reduction_factor, table.epochs) if method in EARLY_STOPPING else None
+    run = Run(method, seed)
+    front: list[tuple[float, float]] = []
+    hv = 0.0
+    spent = 0
+    clock: list[tuple[float, int, int]] = []  # (time an epoch ends, trial number, epoch)
+    running: dict[int, tuple[Point, list[float]]] = {}
+    next_number = 0
+
+    def start(now: float) -> None:
+        nonlocal next_number
+        if full_length is not None and next_number >= full_length:
+            return
+        number = next_number
+        next_number += 1
+        point = table.lookup(searcher.ask(number))
+        running[number] = (point, [])
+        run.trials += 1
+        heapq.heappush(clock, (now + point.epoch_s, number, 1))
+
+    for _ in range(workers):
+        start(0.0)
+    while clock and spent < budget:
+        now, number, epoch = heapq.heappop(clock)
+        point, seen = running[number]
+        spent += 1
+        top1 = point.top1[epoch - 1]
+        seen.append(top1)
+        vector = [max(seen), point.gmacs]  # top-1 so far, and the MACs known before training
+        if epoch >= table.epochs:
+            values = (point.top1[-1], point.gmacs)
+            searcher.complete(number, values)
+            run.complete += 1
+            front.append(values)
+            hv = hypervolume_of(front, table.dense_gmacs)
+            front = [front[i] for i in _front_indices(front)]
+        elif stopper is not None and not stopper.go_on(number, epoch, vector):
+            searcher.prune(number, epoch, (top1, point.gmacs))
+            run.stopped += 1
+            run.stopped_at[epoch] = run.stopped_at.get(epoch, 0) + 1
+        else:
+            heapq.heappush(clock, (now + point.epoch_s, number, epoch + 1))
+            continue
+        del running[number]
+        run.spent.append(float(spent))
+        run.hypervolume.append(hv)
+        start(now)
+    return run
+
+
+def _front_indices(points: list[tuple[float, float]]) -> list[int]:
+    from svite_search.metrics.pareto import non_dominated
+
+    return list(np.flatnonzero(non_dominated(np.array(points), [True, False])))
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile that keeps ``inf`` (a seed that never got there) as ``inf``."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    if math.isinf(ordered[lo]) or math.isinf(ordered[hi]):
+        return math.inf
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, quartiles, min and max over seeds."""
+    if not len(values):
+        return {k: math.nan for k in ("median", "q1", "q3", "min", "max")}
+    return {"median": _quantile(values, 0.5), "q1": _quantile(values, 0.25), "q3": _quantile(values, 0.75),
+            "min": float(min(values)), "max": float(max(values))}
+
+
+def summarise(runs: dict[str, list[Run]], budget: int, table: Table) -> dict[str, Any]:
+    arms: dict[str, Any] = {}
+    for method, per_seed in runs.items():
+        arms[method] = {
+            "hypervolume_at": {f"{share:g}": spread([r.at(share * budget) for r in per_seed]) for share in CHECKPOINTS},
+            "trials": spread([r.trials for r in per_seed]),
+            "complete": spread([r.complete for r in per_seed]),
+            "stopped": spread([r.stopped for r in per_seed]),
+            "stopped_at_epoch": _sum_dicts([r.stopped_at for r in per_seed]),
+        }
+    goals: dict[str, Any] = {}
+    if "tpe" in runs:
+        target = statistics.median(r.at(budget) for r in runs["tpe"])
+        goals["tpe_final_hypervolume"] = target
+        for method in runs:
+            needed = [r.epochs_to_reach(target) / budget for r in runs[method]]
+            arms[method]["share_of_tpe_epochs_to_reach_tpe_final"] = spread(needed)
+        if "pareto" in runs:
+            share = arms["pareto"]["share_of_tpe_epochs_to_reach_tpe_final"]["median"]
+            goals["pareto_share"] = {"value": share, "goal": SHARE_GOAL, "met": bool(share <= SHARE_GOAL)}
+    if "pareto" in runs and "moasha" in runs:
+        rows = {}
+        for share in CHECKPOINTS:
+            p = arms["pareto"]["hypervolume_at"][f"{share:g}"]["median"]
+            m = arms["moasha"]["hypervolume_at"][f"{share:g}"]["median"]
+            rows[f"{share:g}"] = {"pareto": p, "moasha": m, "met": bool(p >= m - 1e-12)}
+        goals["pareto_vs_moasha"] = {"at": rows, "met": all(r["met"] for r in rows.values())}
+    return {"arms": arms, "goals": goals, "table_front_hypervolume": table.front_hypervolume()}
+
+
+def _sum_dicts(dicts: Sequence[dict[int, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[str(k)] = out.get(str(k), 0) + v
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
+def plot(runs: dict[str, list[Run]], budget: int, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    colours = {"tpe": "#1f77b4", "random": "#7f7f7f", "nsga2": "#9467bd", "asha": "#ff7f0e", "pareto": "#2ca02c",
+               "moasha": "#d62728"}
+    grid = np.linspace(0, budget, 201)
+    fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=150)
+    for method, per_seed in runs.items():
+        curves = np.array([[r.at(b) for b in grid] for r in per_seed])
+        med = np.median(curves, axis=0)
+        lo, hi = np.quantile(curves, 0.25, axis=0), np.quantile(curves, 0.75, axis=0)
+        ax.plot(grid, med, color=colours.get(method), lw=1.8, label=f"{method} (median of {len(per_seed)} seeds)")
+        ax.fill_between(grid, lo, hi, color=colours.get(method), alpha=0.15, lw=0)
+    if "tpe" in runs:
+        target = statistics.median(r.at(budget) for r in runs["tpe"])
+        ax.axhline(target, color="#1f77b4", ls=":", lw=0.9)
+        ax.axvline(SHARE_GOAL * budget, color="#2ca02c", ls=":", lw=0.9)
+        ax.annotate("TPE's final (median)", (budget, target), xytext=(-4, 4), textcoords="offset points",
+                    ha="right", fontsize=7, color="#1f77b4")
+        ax.annotate(f"goal: {SHARE_GOAL:.0%} of the budget", (SHARE_GOAL * budget, ax.get_ylim()[0]), xytext=(4, 4),
+                    textcoords="offset points", fontsize=7, color="#2ca02c")
+    ax.set_xlabel("trial-epochs spent")
+    ax.set_ylabel("hypervolume (fixed scale: top-1 0-100 %,\nMACs from the dense model's to none)")
+    ax.grid(True, alpha=0.25)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.text(0.01, 0.01, "Bands: quartiles over seeds. Tabulated quickstart on digits, replayed.", fontsize=7,
+             color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _fmt(s: dict[str, float], digits: int = 4) -> str:
+    if not math.isfinite(s["median"]):
+        return f"never (median); quartiles {s['q1']:.{digits}g}-{s['q3']:.{digits}g}"
+    return f"{s['median']:.{digits}f} [{s['q1']:.{digits}f}, {s['q3']:.{digits}f}]"
+
+
+def _share(s: dict[str, float]) -> str:
+    def one(v: float) -> str:
+        return "never" if not math.isfinite(v) else f"{100 * v:.0f} %"
+    return f"{one(s['median'])} [{one(s['q1'])}, {one(s['q3'])}]"
+
+
+def readme(result: dict[str, Any]) -> str:
+    cfg, summary = result["config"], result["summary"]
+    arms, goals = summary["arms"], summary["goals"]
+    lines = ["# Search efficiency: hypervolume per trial-epoch", "",
+             f"Written by `make bench-search` (`python benchmarks/bench_search.py`) on {result['date']}; "
+             f"{result['machine']}. The machine was shared with other jobs: nothing here is a timing (trials run on a "
+             "simulated clock, replayed from the table), so the load does not change the figures.", "",
+             "![hypervolume against trial-epochs](hypervolume.png)", "",
+             "## The problem", "",
+             f"The quickstart study (`studies/quickstart.yaml`: dense, SViTE and S²ViTE on the embedded 8×8 digits, "
+             f"`vit_digits`, {cfg['epochs']} epochs; top-1 up, MACs down) as a table of {cfg['points']} settings "
+             f"(`benchmarks/data/search_table.json`, recorded once by `benchmarks/search_table.py` with the project's "
+             f"trainer: {cfg['record_cpu_min']:.1f} CPU-minutes). Every setting's per-epoch top-1 and MACs are replayed: "
+             "a trial that runs k epochs spends k trial-epochs and sees its top-1 after each; each epoch lasts on the "
+             "simulated clock what it lasted when recorded, so cheaper settings finish sooner and trials reach a rung "
+             "out of order.", "",
+             f"Every method: {cfg['seeds']} seeds, {cfg['workers']} asynchronous workers, a budget of "
+             f"{cfg['budget']} trial-epochs ({cfg['budget_trials']} full-length trials). Early stopping: rungs at epochs "
+             f"{', '.join(map(str, cfg['rungs']))} (`min_epochs: {cfg['min_epochs']}`, `reduction_factor: "
+             f"{cfg['reduction_factor']}`); the vector at a rung is the top-1 so far (best of the epochs run) and the "
+             "MACs. Hypervolume: the report's fixed scale (reference top-1 0 % and the dense model's MACs, ideal 100 % "
+             "and no MACs), over the trials run to the end. The whole table's front has hypervolume "
+             f"{summary['table_front_hypervolume']:.4f}: no method can pass it.", ""]
+    lines += ["## Goals", ""]
+    share = goals.get("pareto_share")
+    if share:
+        lines.append(f"- `pareto` reaches full-length TPE's final hypervolume ({goals['tpe_final_hypervolume']:.4f}, "
+                     f"median over seeds) with at most {SHARE_GOAL:.0%} of TPE's trial-epochs: "
+                     f"median {_share(arms['pareto']['share_of_tpe_epochs_to_reach_tpe_final'])} "
+                     f"(quartiles in brackets): **{'met' if share['met'] else 'not met'}**.")
+    versus = goals.get("pareto_vs_moasha")
+    if versus:
+        missed = [k for k, r in versus["at"].items() if not r["met"]]
+        lines.append(f"- at equal budgets `pareto`'s median hypervolume is at least MOASHA's: "
+                     f"**{'met' if versus['met'] else 'not met'}**"
+                     + (f" (behind at {', '.join(f'{float(k):.0%}' for k in missed)} of the budget)" if missed else
+                        f" (at every one of {', '.join(f'{float(k):.0%}' for k in versus['at'])} of the budget)") + ".")
+    if not share and not versus:
+        lines.append("- not judged: the early-stopping arms did not run (see the notes).")
+    lines += ["", "## Hypervolume at a share of the budget", "",
+              "Median over seeds, quartiles in brackets.", ""]
+    shares = [f"{s:g}" for s in CHECKPOINTS]
+    header = "| method | " + " | ".join(f"{float(s):.0%} ({float(s) * cfg['budget']:.0f})" for s in shares) + " |"
+    lines += [header, "|:---|" + "---:|" * len(shares)]
+    for method, arm in arms.items():
+        lines.append(f"| {method} | " + " | ".join(_fmt(arm["hypervolume_at"][s], 3) for s in shares) + " |")
+    lines += ["", "## Trials and stopping", "",
+              "| method | trials started | run to the end | stopped early | stops by rung (all seeds) | "
+              "trial-epochs to reach TPE's final hypervolume (share of the budget) |",
+              "|:---|---:|---:|---:|:---|---:|"]
+    for method, arm in arms.items():
+        by_rung = ", ".join(f"epoch {k}: {v}" for k, v in arm["stopped_at_epoch"].items()) or "—"
+        reach = _share(arm["share_of_tpe_epochs_to_reach_tpe_final"]) if "share_of_tpe_epochs_to_reach_tpe_final" in arm else "—"
+        lines.append(f"| {method} | {arm['trials']['median']:.0f} | {arm['complete']['median']:.0f} | "
+                     f"{arm['stopped']['median']:.0f} | {by_rung} | {reach} |")
+    if result.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
+    lines += ["", "Reproduce: `make bench-search`; the raw figures are in `results.json` (per method and seed, the "
+              "hypervolume after each finished trial and the trial-epochs spent by then).", ""]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    import torch
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
+           f"torch {torch.__version__}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=Path, default=TABLE, help="the recorded table (search_table.py)")
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where README.md, results.json, hypervolume.png go")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds per method (at least 5 for the goals)")
+    parser.add_argument("--workers", type=int, default=4, help="trials at once (asynchronous)")
+    parser.add_argument("--budget-trials", type=int, default=40, help="budget: this many full-length trials' epochs")
+    parser.add_argument("--min-epochs", type=int, default=2, help="early stopping: the first rung")
+    parser.add_argument("--reduction-factor", type=int, default=3, help="early stopping: rung spacing and cut")
+    parser.add_argument("--population", type=int, default=10, help="NSGA-II population")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--tiny", action="store_true", help="a smoke run: 2 seeds, 6 trials' budget")
+    parser.add_argument("--out", type=Path, default=None, help="also write the result record here (JSON)")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.seeds, args.budget_trials = 2, 6
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: {unknown[0]} is not one of {', '.join(METHODS)}")
+    if not args.table.is_file():
+        print(f"error: --table {args.table}: no such file (record it with benchmarks/search_table.py)", file=sys.stderr)
+        return 2
+    table = Table(args.table)
+    budget = args.budget_trials * table.epochs
+    rules = load_rules()
+    notes: list[str] = []
+    if rules is None:
+        skipped = [m for m in methods if m in ("asha", "pareto")]
+        methods = [m for m in methods if m not in ("asha", "pareto")]
+        if skipped:
+            notes.append(f"{', '.join(skipped)} not run: this checkout has no svite_search.search.early_stopping.rules.")
+    if "moasha" in methods:
+        try:
+            import syne_tune  # noqa: F401
+        except ImportError:
+            methods.remove("moasha")
+            notes.append("moasha not run: syne-tune is not installed (pip install 'svite-search[bench]').")
+    rungs = [int(r) for r in rules.rung_epochs(args.min_epochs, args.reduction_factor, table.epochs)] if rules else []
+    warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
+    runs: dict[str, list[Run]] = {}
+    started = time.perf_counter()
+    for method in methods:
+        runs[method] = []
+        for seed in range(args.seeds):
+            runs[method].append(simulate(table, method, seed, workers=args.workers, budget=budget,
+                                         min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
+                                         population=args.population, rules=rules))
+        print(f"{method}: median final hypervolume "
+              f"{statistics.median(r.at(budget) for r in runs[method]):.4f}", file=sys.stderr, flush=True)
+    raw = json.loads(args.table.read_text())
+    result = {
+        "benchmark": "search", "tiny": bool(args.tiny), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(), "replay_s": round(time.perf_counter() - started, 1),
+        "config": {"epochs": table.epochs, "points": len(table.points), "seeds": args.seeds, "workers": args.workers,
+                   "budget_trials": args.budget_trials, "budget": budget, "min_epochs": args.min_epochs,
+                   "reduction_factor": args.reduction_factor, "rungs": rungs, "population": args.population,
+                   "record_cpu_min": sum(p["cpu_s"] for p in raw["points"]) / 60, "methods": list(runs)},
+        "summary": summarise(runs, budget, table),
+        "runs": {m: [{"seed": r.seed, "spent": r.spent, "hypervolume": [round(h, 6) for h in r.hypervolume],
+                      "trials": r.trials, "complete": r.complete, "stopped": r.stopped} for r in rs]
+                 for m, rs in runs.items()},
+        "notes": notes,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(args.out_dir / "results.json", json.dumps(result, indent=1) + "\n")
+    plot(runs, budget, args.out_dir / "hypervolume.png",
+         f"Hypervolume against trial-epochs: tabulated quickstart, {args.workers} workers")
+    _write_atomic(args.out_dir / "README.md", readme(result))
+    if args.out is not None:
+        _write_atomic(args.out, json.dumps(result) + "\n")
+    print(f"wrote {args.out_dir / 'README.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
