@@ -39,7 +39,7 @@ SPEC = REPO / "studies" / "quickstart.yaml"
 KEEP_RATIOS = (1.0, 0.75, 0.5)
 DENSITIES = (0.2, 0.35, 0.5, 0.65, 0.8)
 HEAD_DENSITIES = (0.5, 0.75, 1.0)
-MLP_DENSITIES = (0.25, 0.5, 0.75, 1.0)
+MLP_DENSITIES = (0.25, 0.5, 1.0)
 
 
 def grid() -> Iterator[dict[str, Any]]:
