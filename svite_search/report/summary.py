@@ -275,7 +275,7 @@ def compute_section(spent: Mapping[str, Any] | None) -> list[str]:
              "it trained; its hours, its run time in the study storage). compute.csv has the running totals after "
              "each finished trial, with the hypervolume they bought (hypervolume.png, right).", "",
              markdown_table(["trials", "count", "trial-epochs", "share of epochs", "epochs per trial",
-                             "trial-hours"], rows)]
+                             "trial-hours"], rows), ""]
     stopped = spent["by_state"].get("PRUNED")
     complete = spent["by_state"].get("COMPLETE")
     if stopped and complete and complete["trials"]:
@@ -285,7 +285,7 @@ def compute_section(spent: Mapping[str, Any] | None) -> list[str]:
             lines += [f"Stopping {stopped['trials']} trial(s) early saved about {saved:.0f} trial-epochs "
                       f"({100 * saved / (total_epochs + saved):.0f} % of what running them to the end would have cost).",
                       ""]
-    return lines + [""]
+    return lines
 
 
 def hypervolume_section(history: pd.DataFrame, bounds: Mapping[str, Any] | None = None,
@@ -322,6 +322,8 @@ def hypervolume_section(history: pd.DataFrame, bounds: Mapping[str, Any] | None 
 
 def _fmt_point(metric: str, value: float) -> str:
     if metric == "gmacs":
+        if value == 0:
+            return "0"
         factor, unit = macs_unit([value])
         return f"{value * factor:.4g} {unit}"
     return f"{value:.4g}" + (" %" if metric.startswith("top") else "")
