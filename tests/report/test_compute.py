@@ -162,3 +162,17 @@ def test_compare_fixed_hypervolume_does_not_depend_on_the_company(tmp_path: Path
     assert with_b["studies"][0]["trial_epochs"] == 20
     text = (tmp_path / "ab" / "compare.md").read_text()
     assert "hypervolume (fixed)" in text and "trial-epochs" in text
+
+
+def test_fixed_bounds_of_an_objective_without_a_natural_bound() -> None:
+    objectives = OBJECTIVES + [Objective("latency_ms", "minimize")]
+    frame = pd.DataFrame({"state": ["COMPLETE"] * 3, "variant": ["dense", "SViTE", "SViTE"], "top1": [90.0, 85.0, 80.0],
+                          "gmacs": [DENSE, 0.5 * DENSE, 0.3 * DENSE], "dense_gmacs": [DENSE] * 3,
+                          "latency_ms": [4.0, 3.0, 5.0]})
+    bounds = fixed_bounds(objectives, frame)
+    assert bounds.fixed == (True, True, False)
+    assert bounds.points(objectives)["reference"] == {"top1": 0.0, "gmacs": DENSE, "latency_ms": 4.0}  # dense latency
+    # three objectives go through the exact sliced hypervolume; the trial slower than dense adds nothing
+    values = frame[["top1", "gmacs", "latency_ms"]].to_numpy()
+    expected = 0.85 * 0.5 * 0.25  # trial 1 alone: trial 0 sits on two references, trial 2 beyond one
+    assert hypervolume(values, [True, False, False], bounds.reference, bounds.ideal) == pytest.approx(expected)

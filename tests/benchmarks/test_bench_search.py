@@ -1,0 +1,64 @@
+"""Smoke test of the search-efficiency benchmark: the committed table replays for every method
+at a tiny size and the report renders; the recorder writes a table point with the project's
+trainer. Nothing is timed, and the tiny figures prove nothing about the methods."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def modules():
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        yield importlib.import_module("bench_search"), importlib.import_module("search_table")
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+
+def test_replay_every_method_tiny(modules, tmp_path: Path) -> None:
+    bench, _ = modules
+    out = tmp_path / "out"
+    assert bench.main(["--tiny", "--out-dir", str(out), "--out", str(tmp_path / "record.json")]) == 0
+    result = json.loads((out / "results.json").read_text())
+    expected = {"tpe", "random", "nsga2", "moasha"}
+    if bench.load_rules() is not None:
+        expected |= {"asha", "pareto"}
+    assert set(result["runs"]) == expected
+    budget = result["config"]["budget"]
+    for method, runs in result["runs"].items():
+        assert len(runs) == 2
+        for run in runs:
+            assert run["spent"] == sorted(run["spent"]) and run["spent"][-1] <= budget
+            assert run["hypervolume"] == sorted(run["hypervolume"])  # a front only grows
+            assert all(0.0 <= h <= result["summary"]["table_front_hypervolume"] + 1e-9 for h in run["hypervolume"])
+            if method in ("tpe", "random", "nsga2"):  # full length: every trial to the end, the budget exactly
+                assert run["stopped"] == 0 and run["complete"] == result["config"]["budget_trials"]
+                assert run["spent"][-1] == budget
+    text = (out / "README.md").read_text()
+    assert "## Goals" in text and "![hypervolume against trial-epochs](hypervolume.png)" in text
+    assert (out / "hypervolume.png").stat().st_size > 0
+
+
+def test_table_covers_the_grid(modules) -> None:
+    bench, table_module = modules
+    table = bench.Table(bench.TABLE)
+    for params in table_module.grid():
+        point = table.lookup(params)
+        assert len(point.top1) == table.epochs and 0 < point.gmacs <= table.dense_gmacs * (1 + 1e-9)
+
+
+def test_recorder_writes_a_point(modules, tmp_path: Path) -> None:
+    _, table_module = modules
+    out = tmp_path / "table.json"
+    assert table_module.main(["--out", str(out), "--epochs", "1", "--limit", "1"]) == 0
+    table = json.loads(out.read_text())
+    (point,) = table["points"]
+    assert point["params"] == {"method": "dense", "tokens.keep_ratio": 1.0}
+    assert len(point["top1"]) == 1 and point["gmacs"] == pytest.approx(point["dense_gmacs"])
