@@ -19,9 +19,17 @@ worth) and the same workers:
 * ``asha``: TPE, with asynchronous successive halving on top-1 (``search.early_stopping.kind:
   asha``);
 * ``pareto``: TPE, with the Pareto promotion rule (``kind: pareto``) on top-1 so far and MACs;
-* ``moasha``: Syne Tune's MOASHA scheduler (random configurations, non-dominated sorting at
-  each rung), driven through its scheduler API (``suggest``, ``on_trial_add``,
-  ``on_trial_result``) on the same table, with the same rungs.
+* ``moasha``: Syne Tune's MOASHA scheduler (random configurations, non-dominated sorting with
+  an epsilon-net at each rung), driven through its scheduler API (``suggest``,
+  ``on_trial_add``, ``on_trial_result``) on the same table, with the same rungs;
+* ``moasha_ranks``: the same scheduler given, through its ``multiobjective_priority``
+  parameter, a priority that is each trial's *place* in that non-dominated order. Why: in
+  Syne Tune 0.16 the default ``NonDominatedPriority`` returns the order itself (the indices of
+  the trials, best first), while the rung reads the value at the arriving trial's position as
+  that trial's priority, so it judges the arriving trial by whichever trial the order puts last
+  (``[[.1, .9], [.5, .5], [.9, .1], [.95, .95], [.05, .05]]`` gives ``[4, 0, 2, 1, 3]``: the
+  arriving trial, which dominates every other, reads priority 3 of 5 and is stopped). The
+  comparison is made with both.
 
 The early-stopping arms call the project's rule module
 (``svite_search.search.early_stopping.rules``: ``should_continue`` at each rung of
@@ -63,8 +71,9 @@ REPO = Path(__file__).resolve().parents[1]
 TABLE = Path(__file__).resolve().parent / "data" / "search_table.json"
 OUT_DIR = REPO / "reports" / "benchmarks" / "search"
 SPEC = REPO / "studies" / "quickstart.yaml"
-METHODS = ("tpe", "random", "nsga2", "asha", "pareto", "moasha")
-EARLY_STOPPING = {"asha", "pareto", "moasha"}
+METHODS = ("tpe", "random", "nsga2", "asha", "pareto", "moasha", "moasha_ranks")
+EARLY_STOPPING = {"asha", "pareto", "moasha", "moasha_ranks"}
+PEERS = ("moasha", "moasha_ranks")
 DIRECTIONS = ("maximize", "minimize")
 #: the goals: pareto's share of TPE's trial-epochs to reach TPE's final hypervolume
 SHARE_GOAL = 0.40
@@ -220,7 +229,7 @@ class MoashaMethod:
     """Syne Tune's MOASHA through its public scheduler API: it suggests the configurations
     (random, from its config space) and says CONTINUE or STOP on every epoch's result."""
 
-    def __init__(self, table: Table, seed: int, min_epochs: int, reduction_factor: int) -> None:
+    def __init__(self, table: Table, seed: int, min_epochs: int, reduction_factor: int, ranks: bool = False) -> None:
         from syne_tune.config_space import choice
         from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
 
@@ -229,7 +238,8 @@ class MoashaMethod:
         space = {"method": choice(table.methods), **{name: choice(values) for name, values in levels.items()}}
         self.scheduler = MOASHA(config_space=space, metrics=["error", "gmacs"], do_minimize=True,
                                 time_attr="epoch", max_t=table.epochs, grace_period=min_epochs,
-                                reduction_factor=reduction_factor, random_seed=seed)
+                                reduction_factor=reduction_factor, random_seed=seed,
+                                multiobjective_priority=_ranked_priority() if ranks else None)
         self.trials: dict[int, Any] = {}
 
     def ask(self, number: int) -> dict[str, Any]:
@@ -254,6 +264,21 @@ class MoashaMethod:
 
     def prune(self, number: int, epoch: int, values: tuple[float, float]) -> None:
         self.trials.pop(number)
+
+
+def _ranked_priority() -> Any:
+    """Syne Tune's non-dominated sort (epsilon-net within each front) as a per-trial priority:
+    each trial's place in the order, which is what MOASHA's rung compares."""
+    from syne_tune.optimizer.schedulers.multiobjective.multiobjective_priority import NonDominatedPriority
+
+    class PlaceInNonDominatedOrder(NonDominatedPriority):
+        def priority_unsafe(self, objectives: np.ndarray) -> np.ndarray:
+            order = np.asarray(super().priority_unsafe(objectives))
+            places = np.empty(len(order), dtype=float)
+            places[order] = np.arange(len(order))
+            return places
+
+    return PlaceInNonDominatedOrder()
 
 
 # ----------------------------------------------------------------------------- the simulation
@@ -293,8 +318,8 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
     are spent, their fronts not counted), as a study stopped at that budget would be."""
     n_trials = budget  # an upper bound on the trials any arm can start
     full_length = budget // table.epochs if method not in EARLY_STOPPING else None
-    if method == "moasha":
-        searcher: Any = MoashaMethod(table, seed, min_epochs, reduction_factor)
+    if method in PEERS:
+        searcher: Any = MoashaMethod(table, seed, min_epochs, reduction_factor, ranks=method == "moasha_ranks")
         stopper: Any = searcher
     else:
         sampler = make_sampler({"asha": "tpe", "pareto": "tpe"}.get(method, method), seed,
@@ -397,13 +422,14 @@ def summarise(runs: dict[str, list[Run]], budget: int, table: Table) -> dict[str
         if "pareto" in runs:
             share = arms["pareto"]["share_of_tpe_epochs_to_reach_tpe_final"]["median"]
             goals["pareto_share"] = {"value": share, "goal": SHARE_GOAL, "met": bool(share <= SHARE_GOAL)}
-    if "pareto" in runs and "moasha" in runs:
-        rows = {}
-        for share in CHECKPOINTS:
-            p = arms["pareto"]["hypervolume_at"][f"{share:g}"]["median"]
-            m = arms["moasha"]["hypervolume_at"][f"{share:g}"]["median"]
-            rows[f"{share:g}"] = {"pareto": p, "moasha": m, "met": bool(p >= m - 1e-12)}
-        goals["pareto_vs_moasha"] = {"at": rows, "met": all(r["met"] for r in rows.values())}
+    for peer in PEERS:
+        if "pareto" in runs and peer in runs:
+            rows = {}
+            for share in CHECKPOINTS:
+                p = arms["pareto"]["hypervolume_at"][f"{share:g}"]["median"]
+                m = arms[peer]["hypervolume_at"][f"{share:g}"]["median"]
+                rows[f"{share:g}"] = {"pareto": p, peer: m, "met": bool(p >= m - 1e-12)}
+            goals[f"pareto_vs_{peer}"] = {"at": rows, "met": all(r["met"] for r in rows.values())}
     return {"arms": arms, "goals": goals, "table_front_hypervolume": table.front_hypervolume()}
 
 
@@ -422,7 +448,7 @@ def plot(runs: dict[str, list[Run]], budget: int, path: Path, title: str) -> Pat
     import matplotlib.pyplot as plt
 
     colours = {"tpe": "#1f77b4", "random": "#7f7f7f", "nsga2": "#9467bd", "asha": "#ff7f0e", "pareto": "#2ca02c",
-               "moasha": "#d62728"}
+               "moasha": "#d62728", "moasha_ranks": "#8c564b"}
     grid = np.linspace(0, budget, 201)
     fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=150)
     for method, per_seed in runs.items():
@@ -494,14 +520,16 @@ def readme(result: dict[str, Any]) -> str:
                      f"median over seeds) with at most {SHARE_GOAL:.0%} of TPE's trial-epochs: "
                      f"median {_share(arms['pareto']['share_of_tpe_epochs_to_reach_tpe_final'])} "
                      f"(quartiles in brackets): **{'met' if share['met'] else 'not met'}**.")
-    versus = goals.get("pareto_vs_moasha")
-    if versus:
-        missed = [k for k, r in versus["at"].items() if not r["met"]]
-        lines.append(f"- at equal budgets `pareto`'s median hypervolume is at least MOASHA's: "
-                     f"**{'met' if versus['met'] else 'not met'}**"
-                     + (f" (behind at {', '.join(f'{float(k):.0%}' for k in missed)} of the budget)" if missed else
-                        f" (at every one of {', '.join(f'{float(k):.0%}' for k in versus['at'])} of the budget)") + ".")
-    if not share and not versus:
+    names = {"moasha": "MOASHA's (as Syne Tune ships it)", "moasha_ranks": "MOASHA's (with per-trial ranks)"}
+    for peer in PEERS:
+        versus = goals.get(f"pareto_vs_{peer}")
+        if versus:
+            missed = [k for k, r in versus["at"].items() if not r["met"]]
+            lines.append(f"- at equal budgets `pareto`'s median hypervolume is at least {names[peer]}: "
+                         f"**{'met' if versus['met'] else 'not met'}**"
+                         + (f" (behind at {', '.join(f'{float(k):.0%}' for k in missed)} of the budget)" if missed else
+                            f" (at each of {', '.join(f'{float(k):.0%}' for k in versus['at'])} of the budget)") + ".")
+    if not share and not any(f"pareto_vs_{peer}" in goals for peer in PEERS):
         lines.append("- not judged: the early-stopping arms did not run (see the notes).")
     lines += ["", "## Hypervolume at a share of the budget", "",
               "Median over seeds, quartiles in brackets.", ""]
@@ -573,11 +601,11 @@ def main(argv: list[str] | None = None) -> int:
         methods = [m for m in methods if m not in ("asha", "pareto")]
         if skipped:
             notes.append(f"{', '.join(skipped)} not run: this checkout has no svite_search.search.early_stopping.rules.")
-    if "moasha" in methods:
+    if any(m in PEERS for m in methods):
         try:
             import syne_tune  # noqa: F401
         except ImportError:
-            methods.remove("moasha")
+            methods = [m for m in methods if m not in PEERS]
             notes.append("moasha not run: syne-tune is not installed (pip install 'svite-search[bench]').")
     rungs = [int(r) for r in rules.rung_epochs(args.min_epochs, args.reduction_factor, table.epochs)] if rules else []
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")

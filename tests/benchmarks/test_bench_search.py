@@ -27,7 +27,7 @@ def test_replay_every_method_tiny(modules, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert bench.main(["--tiny", "--out-dir", str(out), "--out", str(tmp_path / "record.json")]) == 0
     result = json.loads((out / "results.json").read_text())
-    expected = {"tpe", "random", "nsga2", "moasha"}
+    expected = {"tpe", "random", "nsga2", "moasha", "moasha_ranks"}
     if bench.load_rules() is not None:
         expected |= {"asha", "pareto"}
     assert set(result["runs"]) == expected
