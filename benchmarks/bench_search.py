@@ -129,6 +129,23 @@ class Table:
         key = {"method": method, **{name: self.snap(name, params[name]) for name in used}}
         return self.points[self._key(key)]
 
+    def front_keys(self) -> set[str]:
+        """The settings on the whole table's front (final top-1 against MACs)."""
+        from svite_search.metrics.pareto import non_dominated
+
+        points = list(self.points.values())
+        mask = non_dominated(np.array([(p.top1[-1], p.gmacs) for p in points]), [True, False])
+        return {self._key(p.params) for p, on in zip(points, mask) if on}
+
+    def rung_correlation(self, rungs: Sequence[int]) -> dict[str, float]:
+        """Spearman correlation, over the table's settings, of the top-1 so far at each rung with
+        the final top-1: how much a rung can know."""
+        from scipy.stats import spearmanr
+
+        final = [p.top1[-1] for p in self.points.values()]
+        return {str(r): float(spearmanr([max(p.top1[:r]) for p in self.points.values()], final).correlation)
+                for r in rungs}
+
     def front_hypervolume(self) -> float:
         """The hypervolume of the whole table's front: what a method that tried every point reaches."""
         return hypervolume_of([(p.top1[-1], p.gmacs) for p in self.points.values()], self.dense_gmacs)
@@ -296,6 +313,7 @@ class Run:
     complete: int = 0
     stopped: int = 0
     stopped_at: dict[int, int] = field(default_factory=dict)
+    stopped_front: int = 0  # stops of a setting on the whole table's front (a loss the rule made)
 
     def at(self, budget: float) -> float:
         """The hypervolume once ``budget`` trial-epochs were spent (a step function)."""
@@ -328,6 +346,7 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
         stopper = RuleStopper(rules, method, min_epochs, reduction_factor, table.epochs) if method in EARLY_STOPPING else None
     run = Run(method, seed)
     front: list[tuple[float, float]] = []
+    table_front = table.front_keys()
     hv = 0.0
     spent = 0
     clock: list[tuple[float, int, int]] = []  # (time an epoch ends, trial number, epoch)
@@ -365,6 +384,7 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
             searcher.prune(number, epoch, (top1, point.gmacs))
             run.stopped += 1
             run.stopped_at[epoch] = run.stopped_at.get(epoch, 0) + 1
+            run.stopped_front += table._key(point.params) in table_front
         else:
             heapq.heappush(clock, (now + point.epoch_s, number, epoch + 1))
             continue
@@ -411,6 +431,7 @@ def summarise(runs: dict[str, list[Run]], budget: int, table: Table) -> dict[str
             "complete": spread([r.complete for r in per_seed]),
             "stopped": spread([r.stopped for r in per_seed]),
             "stopped_at_epoch": _sum_dicts([r.stopped_at for r in per_seed]),
+            "stopped_front_settings": int(sum(r.stopped_front for r in per_seed)),
         }
     goals: dict[str, Any] = {}
     if "tpe" in runs:
@@ -430,7 +451,8 @@ def summarise(runs: dict[str, list[Run]], budget: int, table: Table) -> dict[str
                 m = arms[peer]["hypervolume_at"][f"{share:g}"]["median"]
                 rows[f"{share:g}"] = {"pareto": p, peer: m, "met": bool(p >= m - 1e-12)}
             goals[f"pareto_vs_{peer}"] = {"at": rows, "met": all(r["met"] for r in rows.values())}
-    return {"arms": arms, "goals": goals, "table_front_hypervolume": table.front_hypervolume()}
+    return {"arms": arms, "goals": goals, "table_front_hypervolume": table.front_hypervolume(),
+            "table_front_settings": len(table.front_keys())}
 
 
 def _sum_dicts(dicts: Sequence[dict[int, int]]) -> dict[str, int]:
@@ -539,14 +561,22 @@ def readme(result: dict[str, Any]) -> str:
     for method, arm in arms.items():
         lines.append(f"| {method} | " + " | ".join(_fmt(arm["hypervolume_at"][s], 3) for s in shares) + " |")
     lines += ["", "## Trials and stopping", "",
+              f"Medians over seeds; stops summed over all seeds, with how many of them stopped one of the "
+              f"{summary['table_front_settings']} settings on the whole table's front (a stop the final front "
+              "pays for).", "",
               "| method | trials started | run to the end | stopped early | stops by rung (all seeds) | "
-              "trial-epochs to reach TPE's final hypervolume (share of the budget) |",
-              "|:---|---:|---:|---:|:---|---:|"]
+              "stops of front settings | trial-epochs to reach TPE's final hypervolume (share of the budget) |",
+              "|:---|---:|---:|---:|:---|---:|---:|"]
     for method, arm in arms.items():
         by_rung = ", ".join(f"epoch {k}: {v}" for k, v in arm["stopped_at_epoch"].items()) or "—"
         reach = _share(arm["share_of_tpe_epochs_to_reach_tpe_final"]) if "share_of_tpe_epochs_to_reach_tpe_final" in arm else "—"
         lines.append(f"| {method} | {arm['trials']['median']:.0f} | {arm['complete']['median']:.0f} | "
-                     f"{arm['stopped']['median']:.0f} | {by_rung} | {reach} |")
+                     f"{arm['stopped']['median']:.0f} | {by_rung} | {arm['stopped_front_settings']} | {reach} |")
+    correlation = result.get("rung_correlation")
+    if correlation:
+        lines += ["", "How much a rung can know: the Spearman correlation, over the table's settings, of the top-1 so "
+                  "far at each rung with the final top-1: " + ", ".join(f"epoch {k}: {v:.2f}" for k, v in correlation.items())
+                  + "."]
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     lines += ["", "Reproduce: `make bench-search`; the raw figures are in `results.json` (per method and seed, the "
@@ -573,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=Path, default=TABLE, help="the recorded table (search_table.py)")
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where README.md, results.json, hypervolume.png go")
-    parser.add_argument("--seeds", type=int, default=10, help="seeds per method (at least 5 for the goals)")
+    parser.add_argument("--seeds", type=int, default=11, help="seeds per method (at least 5 for the goals; odd: the median is a seed)")
     parser.add_argument("--workers", type=int, default=4, help="trials at once (asynchronous)")
     parser.add_argument("--budget-trials", type=int, default=40, help="budget: this many full-length trials' epochs")
     parser.add_argument("--min-epochs", type=int, default=2, help="early stopping: the first rung")
@@ -628,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
                    "reduction_factor": args.reduction_factor, "rungs": rungs, "population": args.population,
                    "record_cpu_min": sum(p["cpu_s"] for p in raw["points"]) / 60, "methods": list(runs)},
         "summary": summarise(runs, budget, table),
+        "rung_correlation": table.rung_correlation(rungs) if rungs else {},
         "runs": {m: [{"seed": r.seed, "spent": r.spent, "hypervolume": [round(h, 6) for h in r.hypervolume],
                       "trials": r.trials, "complete": r.complete, "stopped": r.stopped} for r in rs]
                  for m, rs in runs.items()},
