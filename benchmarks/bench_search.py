@@ -146,6 +146,20 @@ class Table:
         return {str(r): float(spearmanr([max(p.top1[:r]) for p in self.points.values()], final).correlation)
                 for r in rungs}
 
+    def front_dominated_at(self, rungs: Sequence[int]) -> dict[str, int]:
+        """Per rung, how many settings of the table's front are dominated at that rung (top-1 so
+        far and MACs) by another setting: the ones a rule that stops every dominated arrival can
+        lose, depending on who reaches the rung first."""
+        front = self.front_keys()
+        points = list(self.points.values())
+        out = {}
+        for r in rungs:
+            out[str(r)] = sum(
+                1 for p in points if self._key(p.params) in front
+                and any(max(q.top1[:r]) >= max(p.top1[:r]) and q.gmacs <= p.gmacs
+                        and (max(q.top1[:r]) > max(p.top1[:r]) or q.gmacs < p.gmacs) for q in points if q is not p))
+        return out
+
     def front_hypervolume(self) -> float:
         """The hypervolume of the whole table's front: what a method that tried every point reaches."""
         return hypervolume_of([(p.top1[-1], p.gmacs) for p in self.points.values()], self.dense_gmacs)
@@ -542,6 +556,14 @@ def readme(result: dict[str, Any]) -> str:
                      f"median over seeds) with at most {SHARE_GOAL:.0%} of TPE's trial-epochs: "
                      f"median {_share(arms['pareto']['share_of_tpe_epochs_to_reach_tpe_final'])} "
                      f"(quartiles in brackets): **{'met' if share['met'] else 'not met'}**.")
+    if share and not share["met"]:
+        at_goal = arms["pareto"]["hypervolume_at"][f"{SHARE_GOAL:g}"]["median"]
+        final = arms["pareto"]["hypervolume_at"]["1"]["median"]
+        target = goals["tpe_final_hypervolume"]
+        lines.append(f"- by how much: at {SHARE_GOAL:.0%} of the budget `pareto`'s median hypervolume is {at_goal:.4f}, "
+                     f"{100 * at_goal / target:.1f} % of TPE's final {target:.4f} (TPE's own at {SHARE_GOAL:.0%}: "
+                     f"{arms['tpe']['hypervolume_at'][f'{SHARE_GOAL:g}']['median']:.4f}); with the whole budget it "
+                     f"reaches {final:.4f} ({100 * final / target:.1f} %).")
     names = {"moasha": "MOASHA's (as Syne Tune ships it)", "moasha_ranks": "MOASHA's (with per-trial ranks)"}
     for peer in PEERS:
         versus = goals.get(f"pareto_vs_{peer}")
@@ -577,6 +599,11 @@ def readme(result: dict[str, Any]) -> str:
         lines += ["", "How much a rung can know: the Spearman correlation, over the table's settings, of the top-1 so "
                   "far at each rung with the final top-1: " + ", ".join(f"epoch {k}: {v:.2f}" for k, v in correlation.items())
                   + "."]
+    dominated = result.get("front_dominated_at_rung")
+    if dominated:
+        lines += ["", f"Of the {summary['table_front_settings']} settings on the table's front, dominated at a rung (top-1 "
+                  "so far and MACs) by another setting, so that a rule stopping every dominated arrival can lose them: "
+                  + ", ".join(f"epoch {k}: {v}" for k, v in dominated.items()) + "."]
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     lines += ["", "Reproduce: `make bench-search`; the raw figures are in `results.json` (per method and seed, the "
@@ -637,6 +664,11 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             methods = [m for m in methods if m not in PEERS]
             notes.append("moasha not run: syne-tune is not installed (pip install 'svite-search[bench]').")
+    if "moasha_ranks" in methods:
+        notes.append("moasha_ranks is MOASHA given a priority that is each trial's place in Syne Tune's non-dominated "
+                     "order (through its multiobjective_priority parameter): in syne-tune 0.16 the default "
+                     "NonDominatedPriority returns the order itself, and the rung reads the entry at the arriving "
+                     "trial's position as its priority, so it judges the arriving trial by another trial's place.")
     rungs = [int(r) for r in rules.rung_epochs(args.min_epochs, args.reduction_factor, table.epochs)] if rules else []
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
     runs: dict[str, list[Run]] = {}
@@ -659,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
                    "record_cpu_min": sum(p["cpu_s"] for p in raw["points"]) / 60, "methods": list(runs)},
         "summary": summarise(runs, budget, table),
         "rung_correlation": table.rung_correlation(rungs) if rungs else {},
+        "front_dominated_at_rung": table.front_dominated_at(rungs) if rungs else {},
         "runs": {m: [{"seed": r.seed, "spent": r.spent, "hypervolume": [round(h, 6) for h in r.hypervolume],
                       "trials": r.trials, "complete": r.complete, "stopped": r.stopped} for r in rs]
                  for m, rs in runs.items()},
