@@ -18,7 +18,7 @@ worth) and the same workers:
 * ``random`` and ``nsga2`` (NSGA-II, population ``--population``), every trial to the end;
 * ``asha``: TPE, with asynchronous successive halving on top-1 (``search.early_stopping.kind:
   asha``);
-* ``pareto``: TPE, with the Pareto promotion rule (``kind: pareto``) on top-1 so far and MACs;
+* ``pareto``: TPE, with the Pareto promotion rule (``kind: pareto``) on top-1 and MACs;
 * ``moasha``: Syne Tune's MOASHA scheduler (random configurations, non-dominated sorting with
   an epsilon-net at each rung), driven through its scheduler API (``suggest``,
   ``on_trial_add``, ``on_trial_result``) on the same table, with the same rungs;
@@ -44,8 +44,8 @@ at least MOASHA's.
 
 Usage (``make bench-search``)::
 
-    python benchmarks/bench_search.py                     # writes reports/benchmarks/search/
-    python benchmarks/bench_search.py --tiny --out-dir /tmp/bench-search   # seconds: a smoke run
+    python -m benchmarks.bench_search                     # writes reports/benchmarks/search/
+    python -m benchmarks.bench_search --tiny --out-dir /tmp/bench-search   # seconds: a smoke run
 """
 from __future__ import annotations
 
@@ -138,12 +138,12 @@ class Table:
         return {self._key(p.params) for p, on in zip(points, mask) if on}
 
     def rung_correlation(self, rungs: Sequence[int]) -> dict[str, float]:
-        """Spearman correlation, over the table's settings, of the top-1 so far at each rung with
+        """Spearman correlation, over the table's settings, of the top-1 at each rung with
         the final top-1: how much a rung can know."""
         from scipy.stats import spearmanr
 
         final = [p.top1[-1] for p in self.points.values()]
-        return {str(r): float(spearmanr([max(p.top1[:r]) for p in self.points.values()], final).correlation)
+        return {str(r): float(spearmanr([p.top1[r - 1] for p in self.points.values()], final).correlation)
                 for r in rungs}
 
     def front_dominated_at(self, rungs: Sequence[int]) -> dict[str, int]:
@@ -156,8 +156,8 @@ class Table:
         for r in rungs:
             out[str(r)] = sum(
                 1 for p in points if self._key(p.params) in front
-                and any(max(q.top1[:r]) >= max(p.top1[:r]) and q.gmacs <= p.gmacs
-                        and (max(q.top1[:r]) > max(p.top1[:r]) or q.gmacs < p.gmacs) for q in points if q is not p))
+                and any(q.top1[r - 1] >= p.top1[r - 1] and q.gmacs <= p.gmacs
+                        and (q.top1[r - 1] > p.top1[r - 1] or q.gmacs < p.gmacs) for q in points if q is not p))
         return out
 
     def front_hypervolume(self) -> float:
@@ -386,7 +386,7 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
         spent += 1
         top1 = point.top1[epoch - 1]
         seen.append(top1)
-        vector = [max(seen), point.gmacs]  # top-1 so far, and the MACs known before training
+        vector = [top1, point.gmacs]  # the rung epoch's top-1 (what the engine passes for a top1 objective), the MACs
         if epoch >= table.epochs:
             values = (point.top1[-1], point.gmacs)
             searcher.complete(number, values)
@@ -530,7 +530,7 @@ def readme(result: dict[str, Any]) -> str:
     cfg, summary = result["config"], result["summary"]
     arms, goals = summary["arms"], summary["goals"]
     lines = ["# Search efficiency: hypervolume per trial-epoch", "",
-             f"Written by `make bench-search` (`python benchmarks/bench_search.py`) on {result['date']}; "
+             f"Written by `make bench-search` (`python -m benchmarks.bench_search`) on {result['date']}; "
              f"{result['machine']}. The machine was shared with other jobs: nothing here is a timing (trials run on a "
              "simulated clock, replayed from the table), so the load does not change the figures.", "",
              "![hypervolume against trial-epochs](hypervolume.png)", "",
@@ -545,7 +545,8 @@ def readme(result: dict[str, Any]) -> str:
              f"Every method: {cfg['seeds']} seeds, {cfg['workers']} asynchronous workers, a budget of "
              f"{cfg['budget']} trial-epochs ({cfg['budget_trials']} full-length trials). Early stopping: rungs at epochs "
              f"{', '.join(map(str, cfg['rungs']))} (`min_epochs: {cfg['min_epochs']}`, `reduction_factor: "
-             f"{cfg['reduction_factor']}`); the vector at a rung is the top-1 so far (best of the epochs run) and the "
+             f"{cfg['reduction_factor']}`); the vector at a rung is the top-1 after the rung's epoch (what the engine "
+             "passes for a `top1` objective) and the "
              "MACs. Hypervolume: the report's fixed scale (reference top-1 0 % and the dense model's MACs, ideal 100 % "
              "and no MACs), over the trials run to the end. The whole table's front has hypervolume "
              f"{summary['table_front_hypervolume']:.4f}: no method can pass it.", ""]
@@ -596,13 +597,13 @@ def readme(result: dict[str, Any]) -> str:
                      f"{arm['stopped']['median']:.0f} | {by_rung} | {arm['stopped_front_settings']} | {reach} |")
     correlation = result.get("rung_correlation")
     if correlation:
-        lines += ["", "How much a rung can know: the Spearman correlation, over the table's settings, of the top-1 so "
-                  "far at each rung with the final top-1: " + ", ".join(f"epoch {k}: {v:.2f}" for k, v in correlation.items())
+        lines += ["", "How much a rung can know: the Spearman correlation, over the table's settings, of the top-1 "
+                  "at each rung with the final top-1: " + ", ".join(f"epoch {k}: {v:.2f}" for k, v in correlation.items())
                   + "."]
     dominated = result.get("front_dominated_at_rung")
     if dominated:
         lines += ["", f"Of the {summary['table_front_settings']} settings on the table's front, dominated at a rung (top-1 "
-                  "so far and MACs) by another setting, so that a rule stopping every dominated arrival can lose them: "
+                  "and MACs) by another setting, so that a rule stopping every dominated arrival can lose them: "
                   + ", ".join(f"epoch {k}: {v}" for k, v in dominated.items()) + "."]
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]

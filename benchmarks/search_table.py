@@ -13,7 +13,7 @@ settings at the spec's defaults. Each point records its per-epoch validation top
 Recording costs about a quarter of an hour of one CPU core (``--threads 1``); the table is
 committed (``benchmarks/data/search_table.json``), so the benchmark itself never trains::
 
-    nice -n 10 python benchmarks/search_table.py --out benchmarks/data/search_table.json
+    nice -n 10 python -m benchmarks.search_table --out benchmarks/data/search_table.json
 
 The recorder resumes: points already in ``--out`` are kept, and the file is rewritten
 atomically after every point, so an interrupted recording loses at most one point.

@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
 def modules():
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        yield importlib.import_module("bench_search"), importlib.import_module("search_table")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+    return importlib.import_module("benchmarks.bench_search"), importlib.import_module("benchmarks.search_table")
 
 
 def test_replay_every_method_tiny(modules, tmp_path: Path) -> None:
