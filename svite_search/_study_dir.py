@@ -19,7 +19,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from .errors import UserInputError
+from .errors import UserInputError, first_line
 
 #: Files only a study directory has (``search`` writes them; ``train`` never does).
 STUDY_MARKERS = ("study.json", "optuna.db", "optuna.journal", "storage.txt")
@@ -107,7 +107,7 @@ def read_study_json(study_dir: Path) -> dict[str, Any] | None:
     try:
         info = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
-        raise UserInputError(f"{path}: damaged ({type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
+        raise UserInputError(f"{path}: damaged ({type(err).__name__}: {first_line(err, 80)})") from None
     except OSError as err:
         raise UserInputError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not isinstance(info, dict) or not isinstance(info.get("study_name"), str) or not info["study_name"]:

@@ -26,7 +26,7 @@ from typing import Any, Union
 
 import yaml
 
-from .errors import ConfigError, UserInputError
+from .errors import ConfigError, UserInputError, first_line
 
 METHODS = ("dense", "svite", "s2vite")
 PRESETS = ("default", "reference")
@@ -402,7 +402,7 @@ def parse_yaml(text: str, where: str) -> Any:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+        problem = first_line(getattr(err, "problem", None) or err)
         raise UserInputError(f"{where}: malformed YAML{at}: {problem}") from None
     except RecursionError:
         raise UserInputError(f"{where}: nested too deeply") from None

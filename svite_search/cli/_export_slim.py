@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 
 
 def add_parser(subparsers: Any, name: str, help: str) -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def slim_from_checkpoint(path: str | Path, *, ema: bool = False) -> tuple[Any, d
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        raise UserInputError(f"{path}: weights do not fit the config's model ({str(err).splitlines()[0]})") from None
+        raise UserInputError(f"{path}: weights do not fit the config's model ({first_line(err)})") from None
     masks = [
         BlockMask(torch.as_tensor(h).bool(), torch.as_tensor(n).bool())
         for h, n in zip(units["heads"], units["neurons"])

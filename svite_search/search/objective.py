@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 from .space import trial_config
 from .spec import StudySpec
 from .stop import infrastructure_error
+from ..errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def _reason(err: BaseException) -> str:
 
     if isinstance(err, NonFiniteLossError):
         return f"non-finite loss: {err}"
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = first_line(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 

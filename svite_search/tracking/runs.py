@@ -10,18 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from .._mapping import flatten
 from ..config import RunConfig
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become strings (MLflow params are strings)."""
-    flat: dict[str, Any] = {}
-    if isinstance(node, dict):
-        for key, value in node.items():
-            flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    else:
-        flat[prefix] = node
-    return flat
 
 
 def default_tracking_uri(directory: str | Path, explicit: str | None = None) -> str:

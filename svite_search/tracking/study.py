@@ -40,8 +40,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
+from .._mapping import flatten
 from .._redact import mask_url
-
+from ..errors import first_line
 from ._client import (
     default_artifact_location,
     is_unreachable,
@@ -52,7 +53,7 @@ from ._client import (
     retry,
 )
 from ._density import density_summary
-from .runs import flatten, numeric_metrics
+from .runs import numeric_metrics
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class StudyTracker:
             log.warning("MLflow: the tracking server %s cannot be reached (%s); tracking is behind: the study "
                         "goes on, and its missing runs are back-filled from the Optuna study once the server "
                         "is back (at the end of this search or on the next one)", self.tracking_uri,
-                        str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__)
+                        first_line(err, 200) or type(err).__name__)
         self._next_probe = time.monotonic() + PROBE_S
 
     def _skip(self) -> bool:

@@ -48,9 +48,10 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
+from .._mapping import flatten
 from ..config import RunConfig, config_from_dict, dump_config
 from ..data import build_data, dataset_classes_and_channels
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 from ..models import build_model, model_input_size
 from .checkpoint import (
     CHECKPOINT_VERSION,
@@ -232,7 +233,7 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:
-            raise UserInputError(f"{source}: does not fit this model ({str(err).splitlines()[0]})") from None
+            raise UserInputError(f"{source}: does not fit this model ({first_line(err)})") from None
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -484,16 +485,7 @@ class Trainer:
 
 def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     """Flattened config without the keys that may change between resumptions."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(f"{prefix}.{key}" if prefix else key, value)
-        else:
-            flat[prefix] = node
-
-    walk("", cfg_dict)
+    flat = flatten(cfg_dict)
     for volatile in ("name", "tracking.enabled", "tracking.uri", "tracking.experiment", "train.device", "train.threads",
                      "train.compile", "data.num_workers"):
         flat.pop(volatile, None)
