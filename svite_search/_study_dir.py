@@ -1,4 +1,21 @@
-"""What a study directory holds, judged without writing a byte to it.
+"""The study directory: its layout (the one place that names its files), and what it holds,
+judged without writing a byte to it.
+
+Layout of a study directory ``DIR`` (who writes each entry)::
+
+    DIR/study.json       search: study name, objectives, n_trials and where the storage is
+    DIR/spec.yaml        search: ``{spec_hash, spec}``, the spec the study was created with
+    DIR/optuna.db        search: the Optuna storage (sqlite), unless search.storage,
+                         SVITE_STORAGE_URL or OPTUNA_STORAGE names a database URL
+    DIR/trials/<n>/      trial n's run directory (the trainer writes config.yaml, last.pt and
+                         result.json there)
+    DIR/mlflow.db        tracking: the default MLflow store, its artifacts in DIR/mlartifacts/
+    DIR/report/          search (when it ends) and report: the Pareto-front report
+    DIR/ray/             the ray executor's Tune files
+
+Every reader and writer of a study directory names these entries through this module
+(:func:`trial_dir`, :func:`report_dir`, :func:`sqlite_url`, the constants below), never by a
+string of its own.
 
 Commands other than ``search`` must never change a study: ``train`` refuses to write into one
 (or into a trial directory inside one), ``export-slim`` refuses to overwrite its files, and
@@ -21,16 +38,44 @@ from typing import Any
 
 from .errors import UserInputError, first_line
 
+STUDY_FILE = "study.json"
+SPEC_FILE = "spec.yaml"
+DB_FILE = "optuna.db"
+TRIALS_DIR = "trials"
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
+REPORT_DIR = "report"
+RAY_DIR = "ray"
+#: The files of a run directory (a trial's, or a ``train`` run's): the trainer writes them.
+RUN_CONFIG, RUN_CHECKPOINT, RUN_RESULT = "config.yaml", "last.pt", "result.json"
+#: Folders inside a study that hold files of their own (never a study of their own).
+INNER_DIRS = (TRIALS_DIR, RAY_DIR, MLFLOW_ARTIFACTS, REPORT_DIR)
+
 #: Files only a study directory has (``search`` writes them; ``train`` never does).
-STUDY_MARKERS = ("study.json", "optuna.db", "optuna.journal", "storage.txt")
+STUDY_MARKERS = (STUDY_FILE, DB_FILE)
 #: The sqlite stores of a study directory.
-SQLITE_STORES = ("optuna.db", "mlflow.db")
+SQLITE_STORES = (DB_FILE, MLFLOW_DB)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def _absolute(path: str | Path) -> Path:
     """``path`` made absolute and normalised without requiring it to exist (``..`` resolved)."""
     return Path(os.path.realpath(os.path.abspath(os.fspath(path))))
+
+
+def trial_dir(study_dir: str | Path, number: int) -> Path:
+    """Where trial ``number`` of a study trains: its config.yaml, checkpoint and result.json."""
+    return Path(study_dir) / TRIALS_DIR / str(int(number))
+
+
+def report_dir(study_dir: str | Path) -> Path:
+    """Where a study's report goes unless ``report --out`` says otherwise."""
+    return Path(study_dir) / REPORT_DIR
+
+
+def sqlite_url(study_dir: str | Path, name: str = DB_FILE) -> str:
+    """The SQLAlchemy URL of one of a study directory's own sqlite stores (absolute)."""
+    return f"sqlite:///{(Path(study_dir) / name).resolve()}"
 
 
 def holds_study(directory: Path) -> bool:
@@ -101,7 +146,7 @@ def check_sqlite(path: Path) -> None:
 def read_study_json(study_dir: Path) -> dict[str, Any] | None:
     """``study.json`` of a study directory (None when absent), refused when it is not the JSON
     object ``search`` writes."""
-    path = study_dir / "study.json"
+    path = study_dir / STUDY_FILE
     if not path.is_file():
         return None
     try:
@@ -122,7 +167,7 @@ def read_spec_copy(study_dir: Path) -> dict[str, Any] | None:
     (None when absent), refused when damaged."""
     from .config import read_yaml
 
-    path = study_dir / "spec.yaml"
+    path = study_dir / SPEC_FILE
     if not path.is_file():
         return None
     data = read_yaml(path)
@@ -137,7 +182,7 @@ def check_study_files(study_dir: Path) -> None:
     if not study_dir.is_dir():
         return
     read_study_json(study_dir)
-    if (study_dir / "spec.yaml").is_file() and holds_study(study_dir):
+    if (study_dir / SPEC_FILE).is_file() and holds_study(study_dir):
         read_spec_copy(study_dir)
     for name in SQLITE_STORES:
         check_sqlite(study_dir / name)

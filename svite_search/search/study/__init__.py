@@ -1,0 +1,46 @@
+"""The persistent Optuna study of a study directory: storage, samplers, resume bookkeeping.
+
+The study directory's layout is :mod:`svite_search._study_dir`'s (its one owner). The package is
+laid out by role: :mod:`._storage` (which storage, opened how), :mod:`._samplers` (sampler and
+pruner), :mod:`._directory` (create or resume a study), :mod:`._recovery` (interrupted trials,
+reruns, surplus claims), :mod:`._heartbeat`, :mod:`._drivers` (who runs a trial) and
+:mod:`._results` (outcomes, counts, the Pareto front).
+
+Resume rules. Running the same command again continues the study until ``n_trials`` trials
+have finished (COMPLETE or PRUNED; failed trials do not count and are replaced). A trial left
+RUNNING by a driver that died (killed, crashed, machine lost) is marked FAIL with the reason
+and its parameters are queued again: on this host when its driver process is gone, elsewhere
+when its heartbeat is older than the grace period; either way with the reason ``interrupted``,
+and its rerun comes before every other queued point and continues from its checkpoint. A study
+directory created from a different spec is refused unless ``force``.
+
+Counting. Every driver counts the trials of the shared storage, never only its own: several
+drivers (two commands on one directory, or machines sharing a database) reach ``n_trials``
+finished trials together, and none overshoots it (:func:`claim_is_surplus`).
+
+Example::
+
+    handle = prepare_study(spec, Path("runs/quickstart"))
+    handle.study.best_trials
+"""
+from __future__ import annotations
+
+from ..._study_dir import DB_FILE, SPEC_FILE, STUDY_FILE
+from ._directory import StudyHandle, prepare_study, spec_of
+from ._drivers import (DRIVER_ATTR, GRACE_S, HEARTBEAT_S, INTERRUPTED, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR,
+                       driver_gone, driver_id)
+from ._heartbeat import Heartbeat
+from ._recovery import (claim_is_surplus, give_back, live_running, queue_again, recover_interrupted, requeue,
+                        retries_first)
+from ._results import Counts, is_feasible, pareto_front, record_outcome, set_user_attrs, study_counts
+from ._samplers import TrialSeededSampler, make_pruner, make_sampler, sampler_factory, trial_seed
+from ._storage import SCHEMA_ATTEMPTS, STORAGE_ENV, load_study, open_storage, storage_url
+
+__all__ = [
+    "DB_FILE", "DRIVER_ATTR", "GRACE_S", "HEARTBEAT_S", "INTERRUPTED", "REASON_ATTR", "RETRY_ATTR", "SCHEMA_ATTEMPTS",
+    "SOURCE_ATTR", "SPEC_FILE", "STORAGE_ENV", "STUDY_FILE", "Counts", "Heartbeat", "StudyHandle",
+    "TrialSeededSampler", "claim_is_surplus", "driver_gone", "driver_id", "give_back", "is_feasible", "live_running",
+    "load_study", "make_pruner", "make_sampler", "open_storage", "pareto_front", "prepare_study", "queue_again",
+    "record_outcome", "recover_interrupted", "requeue", "retries_first", "sampler_factory", "set_user_attrs",
+    "spec_of", "storage_url", "study_counts", "trial_seed",
+]
