@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from svite_search.search import load_spec, run_search
+from svite_search.harness import run_search
+from svite_search.search import load_spec
 from svite_search.search.study import load_study
 
 from . import benchkit as bk

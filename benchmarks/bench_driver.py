@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import svite_search.search.local as local_executor
-from svite_search.search import run_search, spec_from_dict
+from svite_search.harness import run_search
+from svite_search.search import spec_from_dict
 from svite_search.search.objective import COMPLETE, TrialOutcome
 
 from . import benchkit as bk

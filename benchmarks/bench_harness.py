@@ -5,7 +5,7 @@ preset under SViTE, a few epochs) run two ways in one process, interleaved after
 
 * **direct**: :func:`svite_search.train.run_training` in this process, writing its checkpoints
   to a fresh directory (what ``svite-search train`` does);
-* **study**: :func:`svite_search.search.run_search` on a fresh study directory holding a
+* **study**: :func:`svite_search.harness.run_search` on a fresh study directory holding a
   one-trial study of that config on the Ray executor with MLflow tracking: the Optuna storage,
   the Ray Tune trial in its own worker process, the MLflow parent and nested runs, the study
   report.
@@ -36,10 +36,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import svite_search.harness as harness
 import svite_search.search.local as local_executor
 import svite_search.search.ray_executor as ray_executor
 import svite_search.search.runner as runner
-from svite_search.search import run_search, spec_from_dict, trial_config
+from svite_search.harness import run_search
+from svite_search.search import spec_from_dict, trial_config
 from svite_search.search.spec import StudySpec
 from svite_search.search.study import load_study
 from svite_search.train import run_training
@@ -109,15 +111,15 @@ class PhaseClock:
         """Wrap the functions for the block; the originals are back afterwards."""
         originals = [
             (runner, "prepare_study", "optuna storage"),
-            (runner, "write_study_report", "study report"),
+            (harness, "write_study_report", "study report"),
             (ray_executor, "run_ray", "executor"),
             (local_executor, "run_local", "executor"),
         ]
         saved = [(module, name, getattr(module, name)) for module, name, _ in originals]
-        saved.append((runner, "make_tracker", runner.make_tracker))
+        saved.append((harness, "make_tracker", harness.make_tracker))
         for module, name, phase in originals:
             setattr(module, name, self.wrap(phase, getattr(module, name)))
-        make_tracker = self.wrap("mlflow tracking", runner.make_tracker)
+        make_tracker = self.wrap("mlflow tracking", harness.make_tracker)
 
         def tracker_with_clock(handle: Any) -> Any:
             tracker = make_tracker(handle)
@@ -126,7 +128,7 @@ class PhaseClock:
                     setattr(tracker, name, self.wrap("mlflow tracking", getattr(tracker, name)))
             return tracker
 
-        runner.make_tracker = tracker_with_clock
+        harness.make_tracker = tracker_with_clock
         try:
             yield self
         finally:

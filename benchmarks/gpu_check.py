@@ -361,7 +361,8 @@ def study(args: argparse.Namespace, device: torch.device, budget_s: float) -> di
     if missing:
         raise Skip(f"{', '.join(missing)} not installed (pip install svite-search): the search harness, "
                    "the quickstart's digits and its report need them")
-    from svite_search.search import load_spec, load_study, run_search
+    from svite_search.harness import run_search
+    from svite_search.search import load_spec, load_study
 
     tracking = has("mlflow") and not args.tiny  # tiny: the storage only, for speed
     trials = 1 if args.tiny else 4

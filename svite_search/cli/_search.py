@@ -54,7 +54,8 @@ def execute(spec: Any, out: Path | None, *, force: bool, as_json: bool, progress
     ``search.max_failures``, an infrastructure error such as a full disk); 130 / 143 SIGINT /
     SIGTERM stopped it. Each stop ends with one line saying why; rerunning the same command
     resumes the study."""
-    from ..search import format_summary, run_search
+    from ..harness import run_search
+    from ..search import format_summary
     from ..search.stop import SearchInterrupted, StudyStopped, as_stopped, stop_signals
 
     study_dir = out or Path("runs") / spec.name

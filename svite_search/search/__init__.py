@@ -6,11 +6,14 @@ the same code path as ``svite-search train`` (:mod:`.objective`). Trials run in 
 (:mod:`.local`) or on Ray Tune, driven by the same persistent Optuna study (:mod:`.ray_executor`);
 the study lives in the study directory and resumes after any interruption (:mod:`.study`).
 
+The search knows nothing of MLflow or the report: its tracker and report writer are injected
+(:mod:`.hooks`); :func:`svite_search.harness.run_search` plugs them in, as the command line does.
+
 Example::
 
     from svite_search.search import load_spec, run_search
 
-    summary = run_search(load_spec("studies/quickstart.yaml"), "runs/quickstart")
+    summary = run_search(load_spec("studies/quickstart.yaml"), "runs/quickstart")  # untracked, no report
     summary["pareto"]
 """
 from .objective import TrialOutcome, run_trial

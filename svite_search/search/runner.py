@@ -1,9 +1,12 @@
 """``run_search``: open or resume a study, run its trials on an executor, report the result.
 
+The tracker and the report writer are injected (:mod:`.hooks`); :func:`svite_search.harness.run_search`
+is this with MLflow and the report plugged in, as ``svite-search search`` runs it.
+
 Example::
 
     spec = load_spec("studies/quickstart.yaml")
-    summary = run_search(spec, Path("runs/quickstart"))
+    summary = run_search(spec, Path("runs/quickstart"))   # untracked, no report
     summary["trials_complete"], summary["pareto"]
 """
 from __future__ import annotations
@@ -13,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from .._redact import mask_url
+from .hooks import NullTracker, ReportWriter, StudyTracker, TrackerFactory
 from .monitor import SearchMonitor, summary_table
 from .spec import StudySpec
 from .stop import SearchInterrupted, StudyStopped, as_stopped
@@ -23,52 +26,44 @@ from .study import (DRIVER_ATTR, Heartbeat, StudyHandle, driver_gone, driver_id,
 
 log = logging.getLogger(__name__)
 
-REPORT_DIR = "report"
+
+def _logged_elsewhere(trial: Any) -> bool:
+    """Whether another live driver ran ``trial`` (it records the trial itself)."""
+    driver = trial.user_attrs.get(DRIVER_ATTR)
+    return driver is not None and driver != driver_id() and not driver_gone(driver)
 
 
-def make_tracker(handle: StudyHandle) -> Any:
-    """The study's MLflow tracker (a do-nothing one when tracking is off)."""
-    from ..tracking.study import make_study_tracker
-
-    spec = handle.spec
-    return make_study_tracker(handle.study_dir, spec.name, spec.raw, tracking_uri=spec.tracking.uri,
-                              enabled=spec.tracking.enabled)
-
-
-def reconcile_tracking(tracker: Any, handle: StudyHandle) -> list[int]:
-    """Bring MLflow up to date with the study: write the runs of finished trials it is missing
-    (the tracking server was away, or the store was deleted) and close the runs a killed driver
-    left open. Returns the trial numbers written (see :mod:`svite_search.tracking.backfill`)."""
+def reconcile_tracking(tracker: StudyTracker, handle: StudyHandle) -> list[int]:
+    """Bring the tracker up to date with the study: the runs of finished trials it is missing
+    (the tracking server was away, or the store was deleted) and the runs a killed driver left
+    open. Returns the trial numbers written."""
     if not getattr(tracker, "enabled", False):
         return []
-    from ..tracking.backfill import backfill_study
-
-    def logged_elsewhere(trial: Any) -> bool:
-        driver = trial.user_attrs.get(DRIVER_ATTR)
-        return driver is not None and driver != driver_id() and not driver_gone(driver)
-
-    return backfill_study(tracker, handle.study, handle.study_dir, logged_elsewhere)
+    return tracker.reconcile(handle.study, handle.study_dir, _logged_elsewhere)
 
 
-def write_study_report(study_dir: Path) -> str | None:
-    """Write the study's report to ``<study_dir>/report``; a report failure never fails a search."""
+def write_study_report(report_writer: ReportWriter | None, study_dir: Path) -> str | None:
+    """Write the study's report with ``report_writer``; a report failure never fails a search."""
+    if report_writer is None:
+        return None
     try:
-        from ..report import write_report
+        return report_writer(study_dir)
     except ImportError as err:
         log.warning("no report written (the report module is unavailable: %s)", err)
-        return None
-    out = study_dir / REPORT_DIR
-    try:
-        write_report(study_dir, out)
     except Exception as err:
         log.warning("the report could not be written: %s: %s", type(err).__name__, err)
-        return None
-    return str(out)
+    return None
 
 
 def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, live: bool | None = None,
-               verbose: bool = False) -> dict[str, Any]:
+               verbose: bool = False, tracker_factory: TrackerFactory | None = None,
+               report_writer: ReportWriter | None = None) -> dict[str, Any]:
     """Run (or resume) the study of ``study_dir`` to ``n_trials`` finished trials.
+
+    ``tracker_factory(handle)`` makes the study's tracker once the study is open, and
+    ``report_writer(study_dir)`` writes its report at the end (see :mod:`.hooks`; the command
+    line's are MLflow and the Pareto-front report, composed by :mod:`svite_search.harness`).
+    Without them the study runs untracked and writes no report.
 
     Returns the ``search --json`` object: ``study``, ``study_dir``, ``trials_complete``,
     ``trials_failed``, ``trials_pruned``, ``pareto`` (``{number, params, values}``),
@@ -90,7 +85,7 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
     from .ray_session import clean_leftovers
 
     clean_leftovers(study_dir)  # the local Ray of a killed driver of this study, whichever executor runs now
-    tracker = make_tracker(handle)
+    tracker = tracker_factory(handle) if tracker_factory is not None else NullTracker()
     tracker.start()
     if handle.recovered:
         tracker.close_stale(handle.recovered)
@@ -124,7 +119,7 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
     finally:
         monitor.close()
     pareto = pareto_front(handle.study)
-    report_dir = write_study_report(study_dir)
+    report_dir = write_study_report(report_writer, study_dir)
     reconcile_tracking(tracker, handle)  # trials that finished while the tracking server was away
     tracker.end(pareto, report_dir)
     summary = _summary(spec, handle, tracker, before, pareto, report_dir, start)

@@ -95,6 +95,13 @@ class BackgroundTracker:
         self.flush()
         return self._inner.close_stale(numbers)
 
+    def reconcile(self, study: Any, study_dir: str | Path, logged_elsewhere: Callable[[Any], bool] | None = None) -> list[int]:
+        """Back-fill through this tracker (its writes queued in order after the ones before)."""
+        from .backfill import backfill_study
+
+        self.flush()
+        return backfill_study(self, study, study_dir, logged_elsewhere)
+
     def end(self, pareto: list[dict[str, Any]], report_dir: str | Path | None = None) -> None:
         """Drain the queue, then log the study's end (as :meth:`StudyTracker.end`)."""
         self.flush()

@@ -52,6 +52,7 @@ from ._client import (
     resolve_tracking_uri,
     retry,
 )
+from ..search.hooks import NullTracker
 from ._density import density_summary
 from .runs import numeric_metrics
 
@@ -97,33 +98,8 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
 
 
-class NullStudyTracker:
-    """The tracker when tracking is off: every method does nothing."""
-
-    enabled = False
-    tracking_uri: str | None = None
-    parent_run_id: str | None = None
-
-    def start(self) -> None:
-        pass
-
-    def trial_started(self, number: int, params: Mapping[str, Any], config: Any = None) -> None:
-        pass
-
-    def trial_epoch(self, number: int, metrics: Mapping[str, Any]) -> None:
-        pass
-
-    def trial_finished(self, number: int, state: Any, result: Mapping[str, Any] | None = None, error: str | None = None) -> None:
-        pass
-
-    def close_stale(self, numbers: Iterable[int] | None = None) -> list[int]:
-        return []
-
-    def end(self, pareto: list[dict[str, Any]], report_dir: str | Path | None = None) -> None:
-        pass
-
-    def stop(self, status: str, reason: str) -> None:
-        pass
+#: The tracker when tracking is off: every method does nothing.
+NullStudyTracker = NullTracker
 
 
 class StudyTracker:
@@ -418,6 +394,13 @@ class StudyTracker:
         self._safe(lambda: self._log_metrics(run_id, fresh, step, tags=tags), f"trial {number} final metrics and tags")
         status = RUN_STATUS.get(name, "FAILED")
         self._safe(lambda: self.client.set_terminated(run_id, status=status), f"end trial {number}")
+
+    def reconcile(self, study: Any, study_dir: str | Path, logged_elsewhere: Callable[[Any], bool] | None = None) -> list[int]:
+        """Back-fill the runs the study's finished trials are missing and close those left open
+        (see :mod:`.backfill`); returns the trial numbers written."""
+        from .backfill import backfill_study
+
+        return backfill_study(self, study, study_dir, logged_elsewhere)
 
     def close_stale(self, numbers: Iterable[int] | None = None) -> list[int]:
         """End as FAILED the trial runs still RUNNING (all, or those of ``numbers``): their

@@ -216,7 +216,8 @@ def test_trainer_ddp_path_over_nccl(tmp_path: Path) -> None:
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL through Ray Train needs two GPUs")
 def test_ray_train_trial_over_two_gpus_with_nccl(tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    from svite_search.search import load_study, run_search, spec_from_dict
+    from svite_search.harness import run_search
+    from svite_search.search import load_study, spec_from_dict
 
     spec = spec_from_dict({
         "name": "nccl", "method": "svite",

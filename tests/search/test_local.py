@@ -10,7 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from svite_search.cli import main
-from svite_search.search import load_spec, load_study, run_search, spec_from_dict
+from svite_search.harness import run_search
+from svite_search.search import load_spec, load_study, spec_from_dict
 
 pytestmark = pytest.mark.slow
 

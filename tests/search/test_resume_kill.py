@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
-from svite_search.search import load_spec, load_study, run_search
+from svite_search.harness import run_search
+from svite_search.search import load_spec, load_study
 from svite_search.search.study import INTERRUPTED
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from svite_search.search import load_study, run_search, spec_from_dict
+from svite_search.harness import run_search
+from svite_search.search import load_study, spec_from_dict
 
 pytestmark = pytest.mark.slow
 
