@@ -75,7 +75,7 @@ def report_dir(study_dir: str | Path) -> Path:
 
 def sqlite_url(study_dir: str | Path, name: str = DB_FILE) -> str:
     """The SQLAlchemy URL of one of a study directory's own sqlite stores (absolute)."""
-    return f"sqlite:///{(Path(study_dir) / name).resolve()}"
+    return f"sqlite:///{Path(study_dir).resolve() / name}"
 
 
 def holds_study(directory: Path) -> bool:

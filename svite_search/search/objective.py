@@ -25,13 +25,13 @@ from typing import Any, Callable, Mapping
 
 from .space import trial_config
 from .spec import StudySpec
+from .._study_dir import trial_dir
 from .stop import infrastructure_error
 from ..errors import first_line
 
 log = logging.getLogger(__name__)
 
 COMPLETE, FAIL, PRUNED = "COMPLETE", "FAIL", "PRUNED"
-TRIALS_DIR = "trials"
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -56,11 +56,6 @@ class TrialOutcome:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialOutcome":
         return cls(**{k: data.get(k) for k in ("number", "state", "values", "error", "result", "stop")}, attrs=dict(data.get("attrs") or {}))
-
-
-def trial_dir(study_dir: str | Path, number: int) -> Path:
-    """Where trial ``number`` trains: its config.yaml, checkpoint and result.json."""
-    return Path(study_dir) / TRIALS_DIR / str(number)
 
 
 def _clean(value: Any) -> Any:

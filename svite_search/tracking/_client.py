@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from .._study_dir import MLFLOW_ARTIFACTS, MLFLOW_DB, sqlite_url
 from .runs import default_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,8 @@ def resolve_tracking_uri(study_dir: str | Path, explicit: str | None = None) -> 
 def default_artifact_location(study_dir: str | Path, tracking_uri: str) -> str | None:
     """Artifacts beside a study's own sqlite store (``<study dir>/mlartifacts``); ``None`` (the
     server's default) for any other store."""
-    own = f"sqlite:///{Path(study_dir).resolve() / 'mlflow.db'}"
-    if tracking_uri == own:
-        return (Path(study_dir).resolve() / "mlartifacts").as_uri()
+    if tracking_uri == sqlite_url(study_dir, MLFLOW_DB):
+        return (Path(study_dir).resolve() / MLFLOW_ARTIFACTS).as_uri()
     return None
 
 

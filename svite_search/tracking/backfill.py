@@ -27,6 +27,8 @@ from typing import Any, Callable
 import yaml
 from optuna.trial import TrialState
 
+from .._study_dir import RUN_CONFIG, RUN_RESULT, trial_dir
+
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -34,16 +36,10 @@ OPEN = ("RUNNING", "SCHEDULED")
 TAG_BACKFILLED = "svite.backfilled"  # on a run written from the study after its trial ended
 
 
-def _trial_dir(study_dir: Path, number: int) -> Path:
-    from ..search.objective import trial_dir
-
-    return trial_dir(study_dir, number)
-
-
 def finished_result(study_dir: Path, trial: Any) -> dict[str, Any]:
     """A finished trial's result for the tracker: its run's ``result.json`` plus its user
     attributes (all a failed trial or a trial of another machine has)."""
-    path = _trial_dir(study_dir, trial.number) / "result.json"
+    path = trial_dir(study_dir, trial.number) / RUN_RESULT
     result: dict[str, Any] = {}
     if path.is_file():
         try:
@@ -56,7 +52,7 @@ def finished_result(study_dir: Path, trial: Any) -> dict[str, Any]:
 
 
 def _config(study_dir: Path, number: int) -> dict[str, Any] | None:
-    path = _trial_dir(study_dir, number) / "config.yaml"
+    path = trial_dir(study_dir, number) / RUN_CONFIG
     try:
         data = yaml.safe_load(path.read_text()) if path.is_file() else None
     except (OSError, yaml.YAMLError):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .._mapping import flatten
+from .._study_dir import MLFLOW_DB, sqlite_url
 from ..config import RunConfig
 
 
@@ -19,7 +20,7 @@ def default_tracking_uri(directory: str | Path, explicit: str | None = None) -> 
         return explicit
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path(directory).resolve() / 'mlflow.db'}"
+    return sqlite_url(directory, MLFLOW_DB)
 
 
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -42,6 +42,7 @@ import yaml
 
 from .._mapping import flatten
 from .._redact import mask_url
+from .._study_dir import report_dir as default_report_dir
 from ..errors import first_line
 from ._client import (
     default_artifact_location,
@@ -107,8 +108,7 @@ class StudyTracker:
 
     Args:
         study_dir: the study directory; the default store is ``sqlite:///<study_dir>/mlflow.db``
-            with artifacts in ``<study_dir>/mlartifacts``, and trial ``n``'s run directory is
-            looked for in ``<study_dir>/trials/<n>`` (for its per-layer densities).
+            with artifacts in ``<study_dir>/mlartifacts``.
         study_name: names the experiment (unless the spec's ``tracking.experiment`` does) and
             the parent run.
         spec: the validated study spec as a mapping; logged as params and ``spec.yaml``.
@@ -381,7 +381,7 @@ class StudyTracker:
         fresh = {k: v for k, v in final.items() if k not in last or last[k] != v}  # no second point per step
         if final:
             self._safe(lambda: self.client.log_text(run_id, _json(result), "result.json"), "log result.json")
-        summary = density_summary(final, self.study_dir / "trials" / str(number))
+        summary = density_summary(final)
         if summary:
             self._safe(lambda: self.client.log_text(run_id, _json(summary), "density.json"), "log density.json")
             fresh.update({f"layer_density_{k[:3]}": summary[k] for k in ("min_layer", "max_layer") if k in summary})
@@ -427,7 +427,7 @@ class StudyTracker:
         run_id = self.parent_run_id
         self._safe(lambda: self.client.log_text(run_id, _json(pareto), "pareto.json"), "log pareto.json")
         self._safe(lambda: self._log_metrics(run_id, {"pareto_size": len(pareto)}, 0), "log pareto size")
-        report = Path(report_dir) if report_dir is not None else self.study_dir / "report"
+        report = Path(report_dir) if report_dir is not None else default_report_dir(self.study_dir)
         if report.is_dir():
             self._safe(lambda: self.client.log_artifacts(run_id, str(report), "report"), "log the report")
         self._safe(lambda: self.client.set_terminated(run_id, status="FINISHED"), "end the study run")

@@ -5,16 +5,35 @@ attributes: ``top1`` (final epoch), ``top1_best``, ``top1_final``, ``best_epoch`
 ``gmacs``, ``dense_gmacs``, ``flops_savings``, ``density``, ``params_nonzero``,
 ``params_total``, ``epochs``, ``steps``, ``wall_s``, ``train_wall_s`` and, for S²ViTE,
 ``heads_per_block`` / ``neurons_per_block``; for SViTE, ``layer_density`` (weight name ->
-density); for SViTE+, ``keep_tokens``.
+density); for SViTE+, ``keep_tokens``. Every run also has ``weight_density``: the share of
+non-zero entries of each weight matrix, measured on its final weights (what the run really
+ended with, whatever the method), so no reader has to load its checkpoint to know it.
+
+Why the functions take the parts of a run rather than the trainer: the summary reads the model,
+the engine components and the loop's record, nothing else, and says so in its signature.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Mapping, Protocol, Sequence
 
 import torch
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from ..config import RunConfig
+from ..engine.base import Sparsifier
+
+#: Parameters that are dense by design and would only blur a per-layer summary.
+_NEVER_MASKED = ("pos_embed", "cls_token", "reg_token", "dist_token")
+
+
+class RunRecord(Protocol):
+    """What the training loop has done (the trainer's ``RunState`` is one)."""
+
+    epoch: int
+    step: int
+    history: Sequence[Mapping[str, Any]]
+    best_top1: float
+    best_epoch: int
+    train_seconds: float
 
 
 def _count_params(model: torch.nn.Module) -> tuple[int, int]:
@@ -25,20 +44,33 @@ def _count_params(model: torch.nn.Module) -> tuple[int, int]:
     return nonzero, total
 
 
-def compute_summary(trainer: "Trainer") -> dict[str, Any]:
-    """MACs, density and structure of the model as it stands now."""
+def weight_densities(state_dict: Mapping[str, Any]) -> dict[str, float]:
+    """Share of non-zero entries of every weight matrix or kernel (2-D or more) by name."""
+    out: dict[str, float] = {}
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() < 2 or not name.endswith("weight"):
+            continue
+        if any(part in name for part in _NEVER_MASKED) or tensor.numel() == 0:
+            continue
+        out[name] = float(torch.count_nonzero(tensor).item()) / tensor.numel()
+    return out
+
+
+def compute_summary(model: torch.nn.Module, components: Mapping[str, Sparsifier], *,
+                    selects_tokens: bool = False) -> dict[str, Any]:
+    """MACs, density and structure of ``model`` as it stands now, as its engine ``components``
+    see it; ``selects_tokens``: an SViTE+ token selector is installed."""
     from ..metrics.flops import vit_macs
 
-    model = trainer.model
     layer_density = None
     structure = None
-    for comp in trainer.components.values():
+    for comp in components.values():
         if (densities := comp.layer_densities()) is not None:
             layer_density = densities
         if (kept := comp.structure()) is not None:
             structure = kept
     tokens = None
-    if trainer.selector is not None:
+    if selects_tokens:
         from ..engine.tokens import kept_patch_tokens
 
         tokens = kept_patch_tokens(model)
@@ -54,7 +86,7 @@ def compute_summary(trainer: "Trainer") -> dict[str, Any]:
     # The engine knows which weights are active; a structured mask may leave inactive units'
     # weights nonzero (they keep training to earn their growth signal), so prefer its count.
     density = None
-    for comp in trainer.components.values():
+    for comp in components.values():
         stats = comp.stats()
         if "density" in stats:
             density = float(stats["density"])
@@ -63,6 +95,8 @@ def compute_summary(trainer: "Trainer") -> dict[str, Any]:
     out["density"] = density if density is not None else 1.0
     if layer_density is not None:
         out["layer_density"] = {name: float(d) for name, d in layer_density.items()}
+    with torch.no_grad():
+        out["weight_density"] = weight_densities(model.state_dict())
     if structure is not None:
         out["heads_per_block"] = [int(h) for h, _ in structure]
         out["neurons_per_block"] = [int(m) for _, m in structure]
@@ -71,27 +105,31 @@ def compute_summary(trainer: "Trainer") -> dict[str, Any]:
     return out
 
 
-def final_metrics(trainer: "Trainer", *, wall_seconds: float) -> dict[str, Any]:
-    history = trainer.state.history
+def final_metrics(cfg: RunConfig, record: RunRecord, model: torch.nn.Module,
+                  components: Mapping[str, Sparsifier], *, device: Any, selects_tokens: bool,
+                  engine_stats: Mapping[str, Any], wall_seconds: float) -> dict[str, Any]:
+    """The run's result (see the module docstring): ``record`` is the loop's, ``engine_stats``
+    the components' statistics by ``<component>.<name>``."""
+    history = list(record.history)
     last = history[-1] if history else {}
     result: dict[str, Any] = {
-        "name": trainer.cfg.name,
-        "method": trainer.cfg.method,
+        "name": cfg.name,
+        "method": cfg.method,
         "top1": last.get("top1"),
         "top1_final": last.get("top1"),
-        "top1_best": trainer.state.best_top1 if history else None,
-        "best_epoch": trainer.state.best_epoch if history else None,
+        "top1_best": record.best_top1 if history else None,
+        "best_epoch": record.best_epoch if history else None,
         "top5": last.get("top5"),
         "val_loss": last.get("val_loss"),
         "train_loss": last.get("train_loss"),
-        "epochs": trainer.state.epoch,
-        "epochs_planned": trainer.cfg.train.epochs,
-        "steps": trainer.state.step,
+        "epochs": record.epoch,
+        "epochs_planned": cfg.train.epochs,
+        "steps": record.step,
         "wall_s": wall_seconds,
-        "train_wall_s": trainer.state.train_seconds,
-        "device": str(trainer.device),
+        "train_wall_s": record.train_seconds,
+        "device": str(device),
     }
-    result.update(compute_summary(trainer))
-    result.update({k: v for k, v in trainer.engine_stats().items() if isinstance(v, (int, float))})
-    result["history"] = history
+    result.update(compute_summary(model, components, selects_tokens=selects_tokens))
+    result.update({k: v for k, v in engine_stats.items() if isinstance(v, (int, float))})
+    result["history"] = record.history
     return result

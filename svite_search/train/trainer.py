@@ -480,7 +480,9 @@ class Trainer:
         return result
 
     def result(self, wall_seconds: float = 0.0) -> dict[str, Any]:
-        return final_metrics(self, wall_seconds=wall_seconds)
+        return final_metrics(self.cfg, self.state, self.model, self.components, device=self.device,
+                             selects_tokens=self.selector is not None, engine_stats=self.engine_stats(),
+                             wall_seconds=wall_seconds)
 
 
 def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:

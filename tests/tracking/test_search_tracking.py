@@ -1,6 +1,7 @@
 """End to end: a real search (local executor) tracked in a real sqlite MLflow store, then resumed."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -57,6 +58,11 @@ def test_three_trial_study_is_tracked_and_resumes_without_duplicates(study_dir: 
     parent_id = parent["run_id"].iloc[0]
     assert client.get_run(parent_id).info.status == "FINISHED"
     assert "report/summary.md" in {a.path for a in client.list_artifacts(parent_id, "report")}
+    for run_id in children["run_id"]:  # every method's per-layer densities, from the trial's own result
+        folder = tmp_path / "density" / run_id
+        folder.mkdir(parents=True)
+        density = json.loads(Path(client.download_artifacts(run_id, "density.json", str(folder))).read_text())
+        assert density["layers"] and 0 < density["min_layer"] <= density["max_layer"] <= 1
     one = children["run_id"].iloc[0]
     assert sorted(m.step for m in client.get_metric_history(one, "train_loss")) == [1, 2]
 

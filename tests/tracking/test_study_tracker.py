@@ -10,7 +10,8 @@ import torch
 
 from svite_search.config import RunConfig
 from svite_search.tracking._client import is_transient, retry
-from svite_search.tracking._density import density_summary, weight_densities
+from svite_search.tracking._density import density_summary
+from svite_search.train.summary import weight_densities
 from svite_search.tracking.study import NullStudyTracker, StudyTracker, make_study_tracker
 
 SPEC = {
@@ -160,13 +161,17 @@ def test_retry_rides_out_a_locked_database() -> None:
 
 
 def test_density_summary_reads_the_final_weights(tmp_path: Path) -> None:
+    """The trial measures its final weights into its result (``weight_density``); the driver
+    reads the result, and never the checkpoint: a checkpoint with other weights beside it is
+    not looked at."""
     layer = torch.nn.Linear(4, 10)
     with torch.no_grad():
         layer.weight[:5] = 0.0  # half the rows pruned
     state = {"model": {"blocks.0.mlp.fc1.weight": layer.weight.detach(), "blocks.0.mlp.fc1.bias": layer.bias.detach(),
                        "pos_embed": torch.zeros(1, 3, 4)}}
-    torch.save(state, tmp_path / "last.pt")
-    summary = density_summary({"density": 0.5, "heads_per_block": [1, 2]}, tmp_path)
+    torch.save({"model": {"blocks.0.mlp.fc1.weight": torch.zeros(10, 4)}}, tmp_path / "last.pt")  # not read
+    result = {"density": 0.5, "heads_per_block": [1, 2], "weight_density": weight_densities(state["model"])}
+    summary = density_summary(result)
     assert summary["layers"] == {"blocks.0.mlp.fc1.weight": 0.5}
     assert summary["global_density"] == 0.5 and summary["heads_per_block"] == [1, 2]
     assert weight_densities({"x.weight": torch.ones(2, 2), "x.bias": torch.zeros(2)}) == {"x.weight": 1.0}
