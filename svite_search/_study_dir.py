@@ -48,8 +48,8 @@ REPORT_DIR = "report"
 RAY_DIR = "ray"
 #: The files of a run directory (a trial's, or a ``train`` run's): the trainer writes them.
 RUN_CONFIG, RUN_CHECKPOINT, RUN_RESULT = "config.yaml", "last.pt", "result.json"
-#: Folders inside a study that hold files of their own (never a study of their own).
-INNER_DIRS = (TRIALS_DIR, RAY_DIR, MLFLOW_ARTIFACTS, REPORT_DIR)
+#: Folders inside a study that hold its trials' and stores' files (a study.json there is not a study).
+INNER_DIRS = (TRIALS_DIR, RAY_DIR, MLFLOW_ARTIFACTS)
 
 #: Files only a study directory has (``search`` writes them; ``train`` never does).
 STUDY_MARKERS = (STUDY_FILE, DB_FILE)

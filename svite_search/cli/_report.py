@@ -28,16 +28,16 @@ def check_report_dir(study_dir: Path, out: Path | None) -> Path:
     """Where the report goes, refused (exit code 2, nothing written) when it is a file, cannot be
     created or written, or lies inside a study anywhere but that study's ``report`` folder: a
     report never writes over a study's own files."""
-    from .._study_dir import check_output_path, enclosing_study
+    from .._study_dir import check_output_path, enclosing_study, report_dir
     from ..errors import UserInputError
 
     if not study_dir.is_dir():
         raise UserInputError(f"{study_dir}: no such directory")
-    target = out if out is not None else study_dir / "report"
+    target = out if out is not None else report_dir(study_dir)
     check_output_path("--out", target, directory=True)
     home = enclosing_study(target)
     if home is not None:
-        report = (home / "report").resolve()
+        report = report_dir(home).resolve()
         resolved = target.resolve()
         if resolved != report and report not in resolved.parents:
             raise UserInputError(f"--out {target}: inside the study {home}; a report goes in its report folder "

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._frame import DEFAULT_OBJECTIVES, Objective, objectives_of, trials_frame
+from .._study_dir import report_dir
 from ._study import load_study_dir
 from .pareto import hypervolume_history, non_dominated, pareto_mask
 
@@ -234,5 +235,5 @@ def _subtitle(spec: Mapping[str, Any]) -> str:
 def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
     """Write the report of the study in ``study_dir`` into ``out_dir`` (default ``study_dir/report``)."""
     study, spec = load_study_dir(study_dir)
-    out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
+    out = Path(out_dir) if out_dir is not None else report_dir(study_dir)
     return write_report_for_study(study, out, spec, study_dir=study_dir)

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from .._study_dir import INNER_DIRS, STUDY_FILE
 from ._frame import objectives_of, settings_text, trials_frame
 from ._study import load_study_dir
 from .pareto import pareto_mask
@@ -177,9 +178,9 @@ def list_studies(root: str | Path) -> list[dict[str, Any]]:
     """Every study directory (one with ``study.json``) under ``root``, with its state."""
     root = Path(root)
     found = []
-    for marker in sorted(root.rglob("study.json")):
+    for marker in sorted(root.rglob(STUDY_FILE)):
         directory = marker.parent
-        if {"trials", "ray", "mlartifacts"} & set(marker.relative_to(root).parts[:-1]):
+        if set(INNER_DIRS) & set(marker.relative_to(root).parts[:-1]):
             continue  # inside a study: not a study of its own
         try:
             info = study_status(directory)

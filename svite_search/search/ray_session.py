@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..train.checkpoint import atomic_write_text
+from .._io import atomic_write_text
+from .._study_dir import RAY_DIR
 from .study import driver_gone, driver_id
 
 log = logging.getLogger(__name__)
 
-RAY_DIR = "ray"
 RECORD_GLOB = "local-*.json"
 #: the Ray major release whose ``ray.init`` takes a local instance's folder as ``_temp_dir``
 SESSION_FOLDER_RAY_MAJOR = 2
