@@ -54,6 +54,7 @@ def execute(spec: Any, out: Path | None, *, force: bool, as_json: bool, progress
     ``search.max_failures``, an infrastructure error such as a full disk); 130 / 143 SIGINT /
     SIGTERM stopped it. Each stop ends with one line saying why; rerunning the same command
     resumes the study."""
+    from .._study_dir import TRIALS_DIR
     from ..harness import run_search
     from ..search import format_summary
     from ..search.stop import SearchInterrupted, StudyStopped, as_stopped, stop_signals
@@ -83,7 +84,7 @@ def execute(spec: Any, out: Path | None, *, force: bool, as_json: bool, progress
         return stop.exit_code, summary
     code = 0
     if summary["trials_complete"] + summary["trials_pruned"] == 0 and summary["trials_failed"] > 0:
-        summary["error"] = f"every trial failed ({summary['trials_failed']}); see the table or trials/<n>/"
+        summary["error"] = f"every trial failed ({summary['trials_failed']}); see the table or {TRIALS_DIR}/<n>/"
         code = 1
     elif summary.get("stopped"):
         done = summary["trials_complete"] + summary["trials_pruned"]
