@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .errors import UserInputError
+from .errors import UserInputError, first_line
 
 
 _UMASK_LOCK = threading.Lock()
@@ -121,8 +121,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def error_text(err: BaseException, limit: int = 200) -> str:
     """``Type: first line of the message`` (just ``Type`` when the message is empty)."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0][:limit]}" if lines else type(err).__name__
+    line = first_line(err, limit)
+    return f"{type(err).__name__}: {line}" if line else type(err).__name__
 
 
 def check_archive(path: str | Path) -> None:

@@ -117,7 +117,7 @@ def check_build_order(
             raise ValueError(
                 f"the optimizer does not hold {name!r}: build the optimizer over the model before the sparsifier"
             )
-    from .tokens import find_token_selector
+    from .tokens._selector import find_token_selector  # not the package: it imports this module
 
     selector = find_token_selector(model)
     if selector is not None and any(p.requires_grad and id(p) not in held for p in selector.parameters()):

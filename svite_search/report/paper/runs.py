@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from ..._mapping import flatten
 from ...errors import UserInputError
 from .grid import Setting, same_value
 
@@ -62,7 +63,7 @@ def recipe_of(cfg: Mapping[str, Any]) -> dict[str, Any]:
     bookkeeping (:data:`_NOT_RECIPE`), and except the knobs its method does not use (a dense
     run's sparsity schedule, S²ViTE's head density in an SViTE run, the token temperature when
     no token is dropped). Two runs pool into one cell only when their recipes are equal."""
-    flat = _flatten(cfg)
+    flat = flatten(cfg)
     method = str(cfg.get("method", "dense"))
     tokens = cfg.get("tokens") or {}
     selecting = tokens.get("keep_tokens") is not None or float(tokens.get("keep_ratio", 1.0) or 1.0) < 1.0
