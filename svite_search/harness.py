@@ -22,6 +22,7 @@ from typing import Any
 from ._study_dir import report_dir
 from .search.hooks import StudyTracker
 from .search.runner import run_search as _run_search
+from .search.spec import StudySpec
 from .search.study import StudyHandle
 
 
@@ -44,7 +45,7 @@ def write_study_report(study_dir: Path) -> str:
     return str(out)
 
 
-def run_search(spec: Any, study_dir: str | Path, **options: Any) -> dict[str, Any]:
+def run_search(spec: StudySpec, study_dir: str | Path, **options: Any) -> dict[str, Any]:
     """:func:`svite_search.search.run_search` tracked in MLflow, with the report written at the end
     (the same options and result)."""
     options.setdefault("tracker_factory", make_tracker)
