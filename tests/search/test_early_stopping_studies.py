@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
-from svite_search.search import load_spec, load_study, run_search, spec_from_dict
+from svite_search.harness import run_search
+from svite_search.search import load_spec, load_study, spec_from_dict
 from svite_search.search.early_stopping import nondominated_fronts, should_continue
 from svite_search.search.early_stopping.engine import replay, rung_objectives
 
