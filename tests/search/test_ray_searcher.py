@@ -27,7 +27,7 @@ from svite_search.search.monitor import SearchMonitor  # noqa: E402
 from svite_search.search.objective import COMPLETE, TrialOutcome  # noqa: E402
 from svite_search.search.ray_executor import StudySearcher  # noqa: E402
 from svite_search.search.ray_trial import TRIAL_KEY, epoch_payload, final_payload  # noqa: E402
-from svite_search.search.runner import make_tracker  # noqa: E402
+from svite_search.harness import make_tracker  # noqa: E402
 from svite_search.search.study import prepare_study  # noqa: E402
 
 RAY_MODULES = (ray_executor, ray_trial, ray_session)
