@@ -212,7 +212,7 @@ def rung_structure(trainer: Any) -> dict[str, Any]:
     besides accuracy): the same numbers the final result reports."""
     from ..train.summary import compute_summary
 
-    summary = compute_summary(trainer)
+    summary = compute_summary(trainer.model, trainer.components, selects_tokens=trainer.selector is not None)
     return {k: summary[k] for k in ("gmacs", "dense_gmacs", "flops_savings", "params_nonzero", "density") if k in summary}
 
 
