@@ -102,11 +102,13 @@ def execute(spec: Any, out: Path | None, *, force: bool, as_json: bool, progress
     return code, summary
 
 
-def _import_in_background(*names: str) -> None:
+def _import_in_background(*names: str) -> Any:
     """Start importing modules the command needs later (MLflow: ~2 s) on a thread, so the
-    import overlaps reading the spec, importing torch and opening the Optuna storage instead of
-    coming after them. A module that is not installed is skipped; the import itself happens
-    (or fails) where it is used."""
+    import overlaps importing torch and opening the Optuna storage instead of coming after
+    them. A module that is not installed is skipped; the import itself happens (or fails) where
+    it is used. Returns the thread: the command joins it before it returns, so no caller (a
+    test calling ``main`` in-process, say) is left with a module half imported by a thread
+    that outlived the command."""
     import importlib
     import importlib.util
     import threading
@@ -119,11 +121,12 @@ def _import_in_background(*names: str) -> None:
             except Exception:  # noqa: BLE001 - reported where the module is really used
                 pass
 
-    threading.Thread(target=load, name="svite-preload", daemon=True).start()
+    thread = threading.Thread(target=load, name="svite-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def run(args: argparse.Namespace) -> int:
-    _import_in_background("mlflow")
     from ..search import load_spec
 
     if args.trials is not None and args.trials < 1:
@@ -131,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("search.n_trials", f"--trials {args.trials} must be >= 1")
     spec = load_spec(args.spec, args.overrides).with_settings(n_trials=args.trials, executor=args.executor)
-    code, _ = execute(spec, args.out, force=args.force, as_json=args.json, progress=not args.no_progress,
-                      verbose=getattr(args, "verbose", False))
+    preload = _import_in_background("mlflow")  # a refused spec exits before: no import to wait for
+    try:
+        code, _ = execute(spec, args.out, force=args.force, as_json=args.json, progress=not args.no_progress,
+                          verbose=getattr(args, "verbose", False))
+    finally:
+        preload.join()
     return code
