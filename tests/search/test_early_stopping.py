@@ -282,3 +282,37 @@ def test_old_key_on_the_command_line_exits_2_with_one_line(tmp_path: Path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "executor.scheduler" in err[0] and "search.early_stopping" in err[0]
     assert not (tmp_path / "study").exists()
+
+
+def test_min_epochs_defaults_to_the_first_epoch_after_the_warm_up() -> None:
+    from svite_search.search.early_stopping.engine import trial_min_epochs, trial_rungs
+    from svite_search.search.early_stopping.rules import default_min_epochs
+
+    assert [default_min_epochs(w) for w in (0, 1, 2, 5)] == [1, 2, 3, 6]
+
+    def spec(train: dict, early_stopping: dict, **extra: Any) -> Any:
+        return spec_from_dict({"name": "w", "model": {"name": "vit_digits"}, "train": train,
+                               "search": {"sampler": "random", "early_stopping": early_stopping}, **extra})
+
+    pareto = {"kind": "pareto", "reduction_factor": 3}
+    assert trial_min_epochs(spec({"epochs": 20, "warmup_epochs": 2}, pareto)) == 3
+    assert trial_rungs(spec({"epochs": 20, "warmup_epochs": 2}, pareto), 20) == [3]
+    assert trial_min_epochs(spec({"epochs": 20}, pareto)) == 3  # the trainer's default warm-up: 2 epochs
+    assert trial_rungs(spec({"epochs": 30, "warmup_epochs": 0}, pareto), 30) == [1, 3, 9]
+    # given, it wins over the warm-up
+    assert trial_min_epochs(spec({"epochs": 20, "warmup_epochs": 2}, {**pareto, "min_epochs": 1})) == 1
+    # a searched warm-up: each trial's own
+    searched = spec({"epochs": 20, "warmup_epochs": {"low": 0, "high": 4}}, pareto)
+    assert trial_min_epochs(searched, {"train.warmup_epochs": 4}) == 5
+    assert trial_rungs(searched, 20, {"train.warmup_epochs": 0}) == [1, 3]
+
+
+def test_a_default_min_epochs_that_leaves_no_rung_names_the_field() -> None:
+    data = {"name": "short", "model": {"name": "vit_digits"}, "train": {"epochs": 3, "warmup_epochs": 2},
+            "search": {"early_stopping": {"kind": "pareto"}}}
+    with pytest.raises(ConfigError) as caught:
+        spec_from_dict(data)
+    assert caught.value.field == "search.early_stopping.min_epochs"
+    assert "first epoch after train.warmup_epochs 2" in str(caught.value)
+    data["search"]["early_stopping"]["min_epochs"] = 1  # set, it is the user's: one rung, at epoch 1
+    spec_from_dict(data)

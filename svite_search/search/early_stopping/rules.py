@@ -93,11 +93,10 @@ def rung_epochs(min_epochs: int, reduction_factor: int, max_epochs: int) -> list
 
 def default_min_epochs(warmup_epochs: int) -> int:
     """The first rung when ``min_epochs`` is not given: the first epoch after the learning-rate
-    warm-up. During the warm-up the learning rate is still ramping and a sparse trial's mask is
-    still being set, so its top-1 mostly says how far the ramp has got, which is the same for
-    every trial; ranking on it stops settings for noise (on recorded quickstart curves the
-    top-1 after the 2 warm-up epochs of 20 has a rank correlation of about 0.5 with the final
-    one). One epoch past the warm-up is the earliest whose top-1 reflects the setting."""
+    warm-up. During the warm-up the learning rate is still ramping, so a trial's top-1 there
+    mostly says how far the ramp has got, and a rung in it would rank trials on the schedule
+    rather than on their settings. This is a floor, not a guarantee that the next epoch ranks
+    well: where the top-1 settles late, set ``min_epochs`` higher."""
     return max(1, int(warmup_epochs) + 1)
 
 
