@@ -696,10 +696,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     table = Table(args.table)
     budget = args.budget_trials * table.epochs
+    notes: list[str] = []
     if args.min_epochs is None:
         args.min_epochs = product_min_epochs()
+        notes.append(f"min_epochs {args.min_epochs} is the product's default for the quickstart spec (the first epoch "
+                     "after its train.warmup_epochs); MOASHA gets the same as its grace_period.")
     rules = load_rules()
-    notes: list[str] = []
     if rules is None:
         skipped = [m for m in methods if m in ("asha", "pareto")]
         methods = [m for m in methods if m not in ("asha", "pareto")]

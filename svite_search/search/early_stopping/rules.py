@@ -41,7 +41,8 @@ one the schedule cannot use. Such a late rung saves little (a stop at epoch 18 o
 epochs) while judging trials that already spent most of their run, so the rungs stop at the last
 ``r`` with ``r * η <= train.epochs`` (Hyperband's top rung is the full run itself). The first
 rung, ``min_epochs``, the user's own earliest judgement, is kept whenever it lies below
-``train.epochs``.
+``train.epochs``; left out, it is the first epoch after the learning-rate warm-up
+(:func:`default_min_epochs`).
 
 Everything here is plain Python on plain numbers (no Optuna, no Ray), so the same decision is
 made by the local executor, the Ray scheduler and an offline replay of recorded learning curves,
