@@ -21,7 +21,9 @@ worth) and the same workers:
 * ``pareto``: TPE, with the Pareto promotion rule (``kind: pareto``) on top-1 and MACs;
 * ``moasha``: Syne Tune's MOASHA scheduler (random configurations, non-dominated sorting with
   an epsilon-net at each rung), driven through its scheduler API (``suggest``,
-  ``on_trial_add``, ``on_trial_result``) on the same table, with the same rungs;
+  ``on_trial_add``, ``on_trial_result``) on the same table, with the same ``min_epochs`` (its
+  ``grace_period``) and ``reduction_factor`` (its rung levels are its own: Syne Tune keeps a rung
+  at every ``grace_period * η**k`` below ``max_t``, so at 18 of 20 epochs too);
 * ``moasha_ranks``: the same scheduler given, through its ``multiobjective_priority``
   parameter, a priority that is each trial's *place* in that non-dominated order. Why: in
   Syne Tune 0.16 the default ``NonDominatedPriority`` returns the order itself (the indices of
@@ -186,6 +188,15 @@ def load_rules() -> Any | None:
     except ImportError:
         return None
     return rules
+
+
+def product_min_epochs() -> int:
+    """``search.early_stopping.min_epochs`` as the product sets it for the quickstart spec when
+    the spec leaves it out (the rung engine's own default)."""
+    from svite_search.search.early_stopping.engine import trial_min_epochs
+    from svite_search.search.spec import load_spec
+
+    return trial_min_epochs(load_spec(SPEC, ["search.early_stopping.kind=pareto"]), {})
 
 
 def make_sampler(kind: str, seed: int, n_trials: int, population: int) -> Any:
@@ -605,11 +616,33 @@ def readme(result: dict[str, Any]) -> str:
         lines += ["", f"Of the {summary['table_front_settings']} settings on the table's front, dominated at a rung (top-1 "
                   "and MACs) by another setting, so that a rule stopping every dominated arrival can lose them: "
                   + ", ".join(f"epoch {k}: {v}" for k, v in dominated.items()) + "."]
+    rows = result.get("sensitivity")
+    if rows:
+        lines += ["", "## Sensitivity of `pareto` to its rung settings", "",
+                  f"The same {cfg['seeds']} seeds and budget, `pareto` with other `min_epochs` and `reduction_factor` "
+                  "(the first row is the run above). Median over seeds, quartiles in brackets.", "",
+                  f"| min_epochs | reduction_factor | rungs | hypervolume at {SHARE_GOAL:.0%} of the budget | "
+                  "at the whole budget | share of the budget to reach TPE's final | stops of front settings |",
+                  "|---:|---:|:---|---:|---:|---:|---:|"]
+        for row in rows:
+            lines.append(f"| {row['min_epochs']} | {row['reduction_factor']} | {', '.join(map(str, row['rungs']))} | "
+                         f"{_fmt(row['hypervolume_at_goal'], 3)} | {_fmt(row['hypervolume_final'], 3)} | "
+                         f"{_share(row['share_to_reach_tpe_final'])} | {row['stopped_front_settings']} |")
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     lines += ["", "Reproduce: `make bench-search`; the raw figures are in `results.json` (per method and seed, the "
               "hypervolume after each finished trial and the trial-epochs spent by then).", ""]
     return "\n".join(lines)
+
+
+def _sensitivity_row(per_seed: list[Run], min_epochs: int, eta: int, budget: int, table: Table, target: float,
+                     rules: Any) -> dict[str, Any]:
+    return {"min_epochs": min_epochs, "reduction_factor": eta,
+            "rungs": [int(r) for r in rules.rung_epochs(min_epochs, eta, table.epochs)],
+            "hypervolume_at_goal": spread([r.at(SHARE_GOAL * budget) for r in per_seed]),
+            "hypervolume_final": spread([r.at(budget) for r in per_seed]),
+            "share_to_reach_tpe_final": spread([r.epochs_to_reach(target) / budget for r in per_seed]),
+            "stopped_front_settings": int(sum(r.stopped_front for r in per_seed))}
 
 
 def machine() -> str:
@@ -634,15 +667,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=11, help="seeds per method (at least 5 for the goals; odd: the median is a seed)")
     parser.add_argument("--workers", type=int, default=4, help="trials at once (asynchronous)")
     parser.add_argument("--budget-trials", type=int, default=40, help="budget: this many full-length trials' epochs")
-    parser.add_argument("--min-epochs", type=int, default=2, help="early stopping: the first rung")
+    parser.add_argument("--min-epochs", type=int, default=None,
+                        help="early stopping: the first rung (default: the product's default for the quickstart "
+                             "spec, the first epoch after its train.warmup_epochs)")
     parser.add_argument("--reduction-factor", type=int, default=3, help="early stopping: rung spacing and cut")
     parser.add_argument("--population", type=int, default=10, help="NSGA-II population")
+    parser.add_argument("--sensitivity", default="1x3,2x3,4x3,3x2,3x4",
+                        help="other rung settings for the pareto arm, MINxETA comma-separated ('' for none): "
+                             "how much the result depends on min_epochs and reduction_factor")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: 2 seeds, 6 trials' budget")
     parser.add_argument("--out", type=Path, default=None, help="also write the result record here (JSON)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.seeds, args.budget_trials = 2, 6
+    try:
+        alternatives = [tuple(int(v) for v in item.split("x")) for item in args.sensitivity.split(",") if item.strip()]
+        if any(len(a) != 2 or a[0] < 1 or a[1] < 2 for a in alternatives):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--sensitivity: {args.sensitivity!r} is not a list of MINxETA (min >= 1, eta >= 2)")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -652,8 +696,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     table = Table(args.table)
     budget = args.budget_trials * table.epochs
-    rules = load_rules()
     notes: list[str] = []
+    if args.min_epochs is None:
+        args.min_epochs = product_min_epochs()
+        notes.append(f"min_epochs {args.min_epochs} is the product's default for the quickstart spec (the first epoch "
+                     "after its train.warmup_epochs); MOASHA gets the same as its grace_period.")
+    rules = load_rules()
     if rules is None:
         skipped = [m for m in methods if m in ("asha", "pareto")]
         methods = [m for m in methods if m not in ("asha", "pareto")]
@@ -670,6 +718,12 @@ def main(argv: list[str] | None = None) -> int:
                      "order (through its multiobjective_priority parameter): in syne-tune 0.16 the default "
                      "NonDominatedPriority returns the order itself, and the rung reads the entry at the arriving "
                      "trial's position as its priority, so it judges the arriving trial by another trial's place.")
+    if rules is not None and "pareto" in methods:
+        notes.append("pareto's rule (svite_search.search.early_stopping.rules): a rung ranks nobody before it holds "
+                     "reduction_factor recorded trials; then the arriving trial goes on if it is in the top "
+                     "1/reduction_factor of the rung's order by non-dominated front, then crowding distance, so a "
+                     "dominated trial stops only once the trials ahead of it fill that quota. Rungs stop at the last "
+                     "one that reduction_factor times still fits in the run (no rung at 18 of 20 epochs).")
     rungs = [int(r) for r in rules.rung_epochs(args.min_epochs, args.reduction_factor, table.epochs)] if rules else []
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
     runs: dict[str, list[Run]] = {}
@@ -682,6 +736,19 @@ def main(argv: list[str] | None = None) -> int:
                                          population=args.population, rules=rules))
         print(f"{method}: median final hypervolume "
               f"{statistics.median(r.at(budget) for r in runs[method]):.4f}", file=sys.stderr, flush=True)
+    sensitivity = []
+    if rules is not None and "pareto" in methods and "tpe" in runs:
+        target = statistics.median(r.at(budget) for r in runs["tpe"])
+        for min_epochs, eta in alternatives:
+            per_seed = [simulate(table, "pareto", seed, workers=args.workers, budget=budget, min_epochs=min_epochs,
+                                 reduction_factor=eta, population=args.population, rules=rules)
+                        for seed in range(args.seeds)]
+            sensitivity.append(_sensitivity_row(per_seed, min_epochs, eta, budget, table, target, rules))
+            print(f"pareto min_epochs {min_epochs} reduction_factor {eta}: median hypervolume at "
+                  f"{SHARE_GOAL:.0%} {sensitivity[-1]['hypervolume_at_goal']['median']:.4f}", file=sys.stderr, flush=True)
+        if "pareto" in runs:
+            sensitivity.insert(0, _sensitivity_row(runs["pareto"], args.min_epochs, args.reduction_factor, budget,
+                                                   table, target, rules))
     raw = json.loads(args.table.read_text())
     result = {
         "benchmark": "search", "tiny": bool(args.tiny), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -693,6 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summarise(runs, budget, table),
         "rung_correlation": table.rung_correlation(rungs) if rungs else {},
         "front_dominated_at_rung": table.front_dominated_at(rungs) if rungs else {},
+        "sensitivity": sensitivity,
         "runs": {m: [{"seed": r.seed, "spent": r.spent, "hypervolume": [round(h, 6) for h in r.hypervolume],
                       "trials": r.trials, "complete": r.complete, "stopped": r.stopped} for r in rs]
                  for m, rs in runs.items()},

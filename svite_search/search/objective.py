@@ -171,7 +171,7 @@ def run_trial(
     run_dir = trial_dir(study_dir, number)
     attrs: dict[str, Any] = {"run_dir": str(run_dir)}
     epochs: list[dict[str, Any]] = []
-    rungs = set(trial_rungs(spec, trial_epochs(spec, params)))
+    rungs = set(trial_rungs(spec, trial_epochs(spec, params), params))
     trainer: Any = None
 
     def report(metrics: dict[str, Any]) -> None:

@@ -56,18 +56,26 @@ def _crowding(points: list[Sequence[float]], directions: Sequence[str]) -> list[
 
 
 def _brute_pareto(candidate: list[float], recorded: list[list[float]], directions: list[str], eta: int) -> bool:
-    """The documented rule, from scratch: never a dominated candidate; nobody stopped before
-    eta recorded; else in the top max(1, n // eta) of the first front by crowding distance."""
-    pool = [*recorded, candidate]
-    fronts = _fronts(pool, directions)
-    if len(pool) - 1 not in fronts[0]:
-        return False
+    """The documented rule, from scratch: nobody stopped before eta recorded; else the whole
+    rung sorted by (front, crowding distance within the front, the candidate first on a tie),
+    and the candidate goes on if it is in the first max(1, n // eta) places."""
     if len(recorded) < eta:
         return True
-    front = fronts[0]
-    crowd = dict(zip(front, _crowding([pool[i] for i in front], directions)))
-    ahead = sum(1 for i in front if crowd[i] > crowd[len(pool) - 1])
-    return ahead < max(1, len(pool) // eta)
+    pool = [*recorded, candidate]
+    me = len(pool) - 1
+    key = {}
+    for level, front in enumerate(_fronts(pool, directions)):
+        for i, distance in zip(front, _crowding([pool[i] for i in front], directions)):
+            key[i] = (level, -distance, i != me)
+    order = sorted(range(len(pool)), key=lambda i: key[i])
+    return order.index(me) < max(1, len(pool) // eta)
+
+
+def _brute_rungs(min_epochs: int, eta: int, max_epochs: int) -> list[int]:
+    """Every min_epochs * eta**k below the run, then: the first always, a later one only if eta
+    times it still fits in the run."""
+    ladder = [min_epochs * eta**k for k in range(40) if min_epochs * eta**k < max_epochs]
+    return [r for k, r in enumerate(ladder) if k == 0 or r * eta <= max_epochs]
 
 
 def _brute_asha(candidate: list[float], recorded: list[list[float]], directions: list[str], eta: int) -> bool:
@@ -83,11 +91,17 @@ def _vector(rng: random.Random, k: int) -> list[float]:
     return [rng.choice([0.1, 0.2, 0.3, 0.4, 0.5, rng.random()]) for _ in range(k)]  # ties on purpose
 
 
-def test_rung_epochs_are_min_epochs_times_powers_of_eta_below_the_run() -> None:
-    assert rung_epochs(1, 3, 30) == [1, 3, 9, 27]
+def test_rung_epochs_are_min_epochs_times_powers_of_eta_with_a_full_step_after_each() -> None:
+    assert rung_epochs(1, 3, 30) == [1, 3, 9]  # no rung at 27: its step (to 81) is past the run
+    assert rung_epochs(2, 3, 20) == [2, 6]  # no rung at 18 of 20: a stop there would save 2 epochs
     assert rung_epochs(2, 2, 16) == [2, 4, 8]
     assert rung_epochs(1, 3, 27) == [1, 3, 9]  # a trial that reaches 27 is complete: no rung there
+    assert rung_epochs(4, 3, 9) == [4]  # the first rung is kept while it lies below the run
     assert rung_epochs(5, 2, 5) == []
+    for min_epochs in range(1, 12):
+        for eta in range(2, 6):
+            for max_epochs in range(1, 200, 7):
+                assert rung_epochs(min_epochs, eta, max_epochs) == _brute_rungs(min_epochs, eta, max_epochs)
     with pytest.raises(ValueError):
         rung_epochs(1, 1, 10)
 
@@ -117,11 +131,11 @@ def test_promotion_decisions_match_a_brute_force_non_dominated_sort(eta: int) ->
     assert min(seen.values()) > 40  # both verdicts were exercised
 
 
-def test_a_trial_dominated_by_one_already_recorded_does_not_go_on_however_early() -> None:
-    # bigger and less accurate than the one trial that reached the rung before it
+def test_one_early_leader_does_not_stop_what_it_dominates_before_the_warm_up() -> None:
+    # bigger and less accurate than the one trial that reached the rung before it: too little to
+    # judge on (an early top-1 is noisy), so it goes on, under either rule
     go_on, reason = should_continue("pareto", [0.5, 2.0], [[0.6, 1.0]], MAXMIN, 3)
-    assert not go_on and "dominated by 1" in reason
-    # asha looks at top-1 only, and stops nobody that early
+    assert go_on and "ranks none before 3" in reason
     assert should_continue("asha", [0.5, 2.0], [[0.6, 1.0]], MAXMIN, 3)[0]
     # a smaller model is on the front whatever its top-1: pareto keeps it, asha does not
     recorded = [[0.9, 2.0], [0.8, 2.0], [0.7, 2.0]]
@@ -129,6 +143,26 @@ def test_a_trial_dominated_by_one_already_recorded_does_not_go_on_however_early(
     assert not should_continue("asha", [0.1, 0.5], recorded, MAXMIN, 3)[0]
     assert should_continue("none", [0.0, 9.0], recorded, MAXMIN, 3) == (True, "none: no early stopping")
     assert not should_continue("pareto", [math.nan, 0.5], recorded, MAXMIN, 3)[0]
+
+
+def test_a_dominated_trial_stops_once_the_trials_ahead_of_it_fill_the_quota() -> None:
+    # 5 recorded, quota of 6 // 2 = 3. Dominated by one trial only, on a thin first front:
+    # two trials ahead of it, so it goes on
+    recorded = [[0.9, 1.0], [0.2, 3.0], [0.1, 3.5], [0.15, 4.0], [0.05, 5.0]]
+    go_on, reason = should_continue("pareto", [0.8, 1.5], recorded, MAXMIN, 2)
+    assert go_on and reason.startswith("pareto: front 2 (1 trial on the fronts before it), place 2 of 6")
+    # dominated by three: three ahead, the quota is full
+    recorded = [[0.9, 1.0], [0.85, 1.2], [0.82, 1.4], [0.1, 3.5], [0.05, 5.0]]
+    go_on, reason = should_continue("pareto", [0.8, 1.5], recorded, MAXMIN, 2)
+    assert not go_on and "place 4 of 6" in reason
+    # the number of dominating trials bounds the place from below: dominated by d >= quota always stops
+    rng = random.Random(7)
+    for _ in range(300):
+        recorded = [_vector(rng, 2) for _ in range(rng.randint(3, 14))]
+        candidate = _vector(rng, 2)
+        d = sum(_dominates(r, candidate, MAXMIN) for r in recorded)
+        if d >= max(1, (len(recorded) + 1) // 3):
+            assert not should_continue("pareto", candidate, recorded, MAXMIN, 3)[0]
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -152,7 +186,7 @@ def test_rung_objectives_put_top1_first_and_leave_out_what_a_rung_cannot_know() 
 
 
 def test_arrivals_out_of_order_are_judged_against_whoever_reached_the_rung_first(tmp_path: Path) -> None:
-    spec = _spec(eta=2, epochs=9)  # rungs 1, 2, 4, 8
+    spec = _spec(eta=2, epochs=9)  # rungs 1, 2, 4 (8 has no step after it)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions)
     trials = [study.ask() for _ in range(6)]
@@ -170,7 +204,7 @@ def test_arrivals_out_of_order_are_judged_against_whoever_reached_the_rung_first
         frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
         verdict = engine.judge(number, trials[number]._trial_id, epoch, {}, {"top1": top1, "gmacs": gmacs}, [top1])
         go_on = True
-        for rung in (r for r in (1, 2, 4, 8) if r <= epoch):
+        for rung in (r for r in (1, 2, 4) if r <= epoch):
             recorded = [frozen[n].user_attrs[f"rung_{rung}"] for n in sorted(frozen)
                         if f"rung_{rung}" in frozen[n].user_attrs and n != number]
             if f"rung_{rung}" in frozen[number].user_attrs:
@@ -248,3 +282,37 @@ def test_old_key_on_the_command_line_exits_2_with_one_line(tmp_path: Path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "executor.scheduler" in err[0] and "search.early_stopping" in err[0]
     assert not (tmp_path / "study").exists()
+
+
+def test_min_epochs_defaults_to_the_first_epoch_after_the_warm_up() -> None:
+    from svite_search.search.early_stopping.engine import trial_min_epochs, trial_rungs
+    from svite_search.search.early_stopping.rules import default_min_epochs
+
+    assert [default_min_epochs(w) for w in (0, 1, 2, 5)] == [1, 2, 3, 6]
+
+    def spec(train: dict, early_stopping: dict, **extra: Any) -> Any:
+        return spec_from_dict({"name": "w", "model": {"name": "vit_digits"}, "train": train,
+                               "search": {"sampler": "random", "early_stopping": early_stopping}, **extra})
+
+    pareto = {"kind": "pareto", "reduction_factor": 3}
+    assert trial_min_epochs(spec({"epochs": 20, "warmup_epochs": 2}, pareto)) == 3
+    assert trial_rungs(spec({"epochs": 20, "warmup_epochs": 2}, pareto), 20) == [3]
+    assert trial_min_epochs(spec({"epochs": 20}, pareto)) == 3  # the trainer's default warm-up: 2 epochs
+    assert trial_rungs(spec({"epochs": 30, "warmup_epochs": 0}, pareto), 30) == [1, 3, 9]
+    # given, it wins over the warm-up
+    assert trial_min_epochs(spec({"epochs": 20, "warmup_epochs": 2}, {**pareto, "min_epochs": 1})) == 1
+    # a searched warm-up: each trial's own
+    searched = spec({"epochs": 20, "warmup_epochs": {"low": 0, "high": 4}}, pareto)
+    assert trial_min_epochs(searched, {"train.warmup_epochs": 4}) == 5
+    assert trial_rungs(searched, 20, {"train.warmup_epochs": 0}) == [1, 3]
+
+
+def test_a_default_min_epochs_that_leaves_no_rung_names_the_field() -> None:
+    data = {"name": "short", "model": {"name": "vit_digits"}, "train": {"epochs": 3, "warmup_epochs": 2},
+            "search": {"early_stopping": {"kind": "pareto"}}}
+    with pytest.raises(ConfigError) as caught:
+        spec_from_dict(data)
+    assert caught.value.field == "search.early_stopping.min_epochs"
+    assert "first epoch after train.warmup_epochs 2" in str(caught.value)
+    data["search"]["early_stopping"]["min_epochs"] = 1  # set, it is the user's: one rung, at epoch 1
+    spec_from_dict(data)

@@ -27,7 +27,7 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..spec import METRICS, RUNG_PROGRESS_METRICS, RUNG_STRUCTURE_METRICS, StudySpec
-from .rules import rung_epochs, should_continue
+from .rules import default_min_epochs, rung_epochs, should_continue
 
 RUNG_ATTR = "rung_{epoch}"
 RETRY_ATTR = "retry_of"  # the study's own name for "this trial reruns trial N"
@@ -47,12 +47,32 @@ def trial_epochs(spec: StudySpec, params: Mapping[str, Any]) -> int:
     return int(epochs) if epochs is not None else int(TrainConfig.__dataclass_fields__["epochs"].default)
 
 
-def trial_rungs(spec: StudySpec, epochs: int) -> list[int]:
-    """The rung epochs of a trial that trains ``epochs`` epochs (none without early stopping)."""
+def trial_min_epochs(spec: StudySpec, params: Mapping[str, Any] | None = None) -> int:
+    """The first rung of a trial with ``params``: ``search.early_stopping.min_epochs`` where it is
+    set, else the first epoch after the trial's ``train.warmup_epochs``
+    (:func:`.rules.default_min_epochs`)."""
+    from ...config import TrainConfig
+
+    settings = spec.search.early_stopping
+    if settings.min_epochs is not None:
+        return int(settings.min_epochs)
+    params = params or {}
+    if "train.warmup_epochs" in params:
+        warmup = params["train.warmup_epochs"]
+    else:
+        warmup = (spec.base.get("train") or {}).get("warmup_epochs")
+        if warmup is None:
+            warmup = TrainConfig.__dataclass_fields__["warmup_epochs"].default
+    return default_min_epochs(int(warmup))
+
+
+def trial_rungs(spec: StudySpec, epochs: int, params: Mapping[str, Any] | None = None) -> list[int]:
+    """The rung epochs of a trial with ``params`` that trains ``epochs`` epochs (none without
+    early stopping)."""
     settings = spec.search.early_stopping
     if settings.kind == "none":
         return []
-    return rung_epochs(settings.min_epochs, settings.reduction_factor, epochs)
+    return rung_epochs(trial_min_epochs(spec, params), settings.reduction_factor, epochs)
 
 
 def rung_objectives(spec: StudySpec) -> tuple[list[str], list[str]]:
@@ -148,7 +168,7 @@ class RungEngine:
         judge it at every rung up to ``epoch`` it has no record for yet (one, unless results
         were buffered or the trial resumed past a rung), write the records, and say whether it
         goes on. The first rung that stops it ends the judging."""
-        rungs = [r for r in trial_rungs(self.spec, trial_epochs(self.spec, params)) if r <= int(epoch)]
+        rungs = [r for r in trial_rungs(self.spec, trial_epochs(self.spec, params), params) if r <= int(epoch)]
         if not rungs:
             return Verdict(True, "no rung reached")
         trials = self._trials()

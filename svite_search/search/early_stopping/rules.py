@@ -1,12 +1,13 @@
 """The promotion rules of early stopping: pure functions of the values recorded at a rung.
 
 Early stopping here is asynchronous successive halving (ASHA): a trial is judged when it
-reaches a *rung*, an epoch count ``min_epochs * reduction_factor**k`` below the run's
-``train.epochs`` (:func:`rung_epochs`). It is compared with the trials recorded at the same
-rung before it (the *recorded* vectors; a trial is judged once per rung, against whoever got
-there first) and goes on only if it ranks in the top ``1 / reduction_factor`` of the rung,
-itself included. Neither rule ranks a rung that holds fewer than ``reduction_factor``
-recorded trials (:data:`WARMUP` explains why); only ``pareto``'s dominance rule acts earlier.
+reaches a *rung* (:func:`rung_epochs`): the first at ``min_epochs``, the next ones
+``reduction_factor`` times later each, for as long as the step after them still fits in the
+run's ``train.epochs``. It is compared with the trials recorded at the same rung before it (the
+*recorded* vectors; a trial is judged once per rung, against whoever got there first) and goes
+on only if it ranks in the top ``1 / reduction_factor`` of the rung, itself included. No rule
+ranks a rung that holds fewer than ``reduction_factor`` recorded trials (:data:`WARMUP`
+explains why).
 
 Two rules rank a rung (:func:`should_continue`):
 
@@ -14,15 +15,34 @@ Two rules rank a rung (:func:`should_continue`):
     by the first objective alone (per-epoch top-1): the single-metric rule of Li et al. (2020).
 ``pareto``
     by non-dominated sorting of every objective at the rung: top-1 so far, and the objectives
-    known before training (MACs, parameters, density: exact from the first rung on). Within a
-    front, trials are ordered by crowding distance (NSGA-II: the two ends of each objective
-    first, then the trials with the emptiest neighbourhood), so the survivors spread along the
-    front instead of bunching. On top of that quota, a trial dominated by a trial recorded at its
-    rung (every objective at least as good, one better: a smaller or equal model that is already
-    at least as accurate after the same epochs) never goes on, however few trials there are:
-    its known-in-advance objectives cannot improve, and its top-1 would have to overtake a
-    trial that is not standing still either. A tie (equal rank or crowding distance) goes to the
-    candidate: the recorded trials are not competing for its place, they were judged already.
+    known before training (MACs, parameters, density: exact from the first rung on). The rung's
+    trials, the candidate among them, are put in one order: by front (front 0 is the
+    non-dominated set, front 1 what is non-dominated once front 0 is removed, ...), and within
+    a front by crowding distance (NSGA-II: the two ends of each objective first, then the trials
+    with the emptiest neighbourhood), so that survivors spread along the front instead of
+    bunching. The candidate goes on if fewer than ``quota`` trials come before it in that
+    order. A tie (equal front and crowding distance) goes to the candidate: the recorded trials
+    are not competing for its place, they were judged already.
+
+    Being dominated is therefore a reason to stop only in proportion to the rung: a trial
+    dominated by ``d`` recorded trials has at least ``d`` trials before it, so it stops as soon
+    as ``d`` reaches the quota, and it can go on while the trials ahead of it are fewer than
+    the quota (when the rung's first front is thin). An earlier version stopped every
+    dominated arrival from the second one on; on recorded learning curves it lost most of the
+    final front that way: an early top-1 is noisy (after 10 % of the epochs its rank correlation
+    with the final top-1 can be near 0.5), and a single recorded trial that happened to be ahead
+    after two epochs stopped settings that would have been on the final front. The same
+    warm-up as the quota (``reduction_factor`` recorded trials) now holds for the dominance
+    stop too.
+
+Rung placement (:func:`rung_epochs`). Successive halving's survivors of a rung at ``r`` train
+on to ``r * η`` before the next judgement; a rung whose next step would not fit in the run is
+one the schedule cannot use. Such a late rung saves little (a stop at epoch 18 of 20 saves 2
+epochs) while judging trials that already spent most of their run, so the rungs stop at the last
+``r`` with ``r * η <= train.epochs`` (Hyperband's top rung is the full run itself). The first
+rung, ``min_epochs``, the user's own earliest judgement, is kept whenever it lies below
+``train.epochs``; left out, it is the first epoch after the learning-rate warm-up
+(:func:`default_min_epochs`).
 
 Everything here is plain Python on plain numbers (no Optuna, no Ray), so the same decision is
 made by the local executor, the Ray scheduler and an offline replay of recorded learning curves,
@@ -30,10 +50,11 @@ and is reproducible from the rung records alone. Non-finite values rank last.
 
 Example::
 
-    rung_epochs(1, 3, 30)                      # [1, 3, 9, 27]
-    should_continue("pareto", [0.61, 0.9e-3], [[0.70, 0.8e-3], [0.40, 1.2e-3]],
-                    ["maximize", "minimize"], 3)
-    # (False, 'pareto: dominated by 1 of the 2 trials recorded at this rung')
+    rung_epochs(1, 3, 30)                      # [1, 3, 9]: a rung at 27 would have no step after it
+    should_continue("pareto", [0.61, 0.9e-3],
+                    [[0.70, 0.8e-3], [0.65, 0.85e-3], [0.40, 1.2e-3]], ["maximize", "minimize"], 3)
+    # (False, 'pareto: front 3 (2 trials on the fronts before it), place 3 of 4 by front and
+    #          crowding distance; the top 1 (1/3) go on')
 """
 from __future__ import annotations
 
@@ -44,7 +65,7 @@ KINDS = ("none", "asha", "pareto")
 DIRECTIONS = ("maximize", "minimize")
 
 #: A rung ranks nobody until it holds this many recorded trials times ``reduction_factor``
-#: (before the candidate; ``pareto`` still stops a dominated trial): the first arrivals have nothing to be compared with, and the top
+#: (before the candidate), under either rule: the first arrivals have nothing to be compared with, and the top
 #: ``1/η`` of fewer than ``η + 1`` trials is at most the best one, so a stop there would judge
 #: on one or two noisy early scores. With ``η`` recorded trials the candidate is the
 #: ``(η+1)``-th, and the quota is one trial.
@@ -52,18 +73,32 @@ WARMUP = 1
 
 
 def rung_epochs(min_epochs: int, reduction_factor: int, max_epochs: int) -> list[int]:
-    """The epochs at which trials are judged: ``min_epochs * reduction_factor**k`` for
-    ``k = 0, 1, ...`` while below ``max_epochs`` (a trial that reaches ``max_epochs`` is
-    complete, so there is no rung there). Empty when ``min_epochs >= max_epochs``."""
+    """The epochs at which trials are judged: ``min_epochs``, then ``min_epochs * η**k`` for
+    ``k = 1, 2, ...`` while ``η`` times the rung still fits in ``max_epochs`` (every rung after
+    the first is followed by a full step of training; see the module docstring). Empty when
+    ``min_epochs >= max_epochs`` (a trial that reaches ``max_epochs`` is complete, so there is
+    no rung there)."""
     if int(min_epochs) < 1:
         raise ValueError(f"min_epochs must be >= 1, got {min_epochs!r}")
     if int(reduction_factor) < 2:
         raise ValueError(f"reduction_factor must be >= 2, got {reduction_factor!r}")
-    rungs, epoch = [], int(min_epochs)
-    while epoch < int(max_epochs):
+    eta, epoch = int(reduction_factor), int(min_epochs)
+    if epoch >= int(max_epochs):
+        return []
+    rungs = [epoch]
+    while epoch * eta * eta <= int(max_epochs):
+        epoch *= eta
         rungs.append(epoch)
-        epoch *= int(reduction_factor)
     return rungs
+
+
+def default_min_epochs(warmup_epochs: int) -> int:
+    """The first rung when ``min_epochs`` is not given: the first epoch after the learning-rate
+    warm-up. During the warm-up the learning rate is still ramping, so a trial's top-1 there
+    mostly says how far the ramp has got, and a rung in it would rank trials on the schedule
+    rather than on their settings. This is a floor, not a guarantee that the next epoch ranks
+    well: where the top-1 settles late, set ``min_epochs`` higher."""
+    return max(1, int(warmup_epochs) + 1)
 
 
 def quota(n: int, reduction_factor: int) -> int:
@@ -115,17 +150,6 @@ def nondominated_fronts(points: Sequence[Sequence[float]], directions: Sequence[
                     following.append(j)
         current = sorted(following)
     return fronts
-
-
-def first_front(oriented: Sequence[Sequence[float]]) -> list[int]:
-    """Indices of the non-dominated points (already oriented to maximise), in input order, in
-    ``O(n * front size)``: each point is checked against the front found so far only."""
-    front: list[int] = []
-    for i, point in enumerate(oriented):
-        if any(dominates(oriented[j], point) for j in front):
-            continue
-        front = [j for j in front if not dominates(point, oriented[j])] + [i]
-    return sorted(front)
 
 
 def crowding_distances(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[float]:
@@ -199,22 +223,18 @@ def should_continue(
         verdict = better < keep
         return verdict, (f"asha: ranks {better + 1} of {n} by the first objective; the top {keep} "
                          f"(1/{eta}) go on")
-    # pareto
-    mine_vec = _oriented(candidate, directions)
-    dominating = sum(1 for r in recorded if dominates(_oriented(r, directions), mine_vec))
-    if dominating:
-        return False, (f"pareto: dominated by {dominating} of the {_trials(len(recorded))} recorded at "
-                       "this rung")
+    # pareto: the candidate's place in the rung's order (front, then crowding distance)
     if len(recorded) < needed:
-        return True, (f"pareto: non-dominated; {_trials(len(recorded))} recorded at this rung, it ranks "
-                      f"none before {needed}")
+        return True, (f"pareto: {_trials(len(recorded))} recorded at this rung, it ranks none before "
+                      f"{needed}")
     points = [*recorded, candidate]
-    # The pool's first front: the recorded trials' own, less those the candidate dominates,
-    # plus the candidate (a recorded trial off that front stays dominated).
-    front = [i for i in first_front([_oriented(r, directions) for r in recorded])
-             if not dominates(mine_vec, _oriented(recorded[i], directions))] + [n - 1]
+    fronts = nondominated_fronts(points, directions)
+    level = next(k for k, members in enumerate(fronts) if n - 1 in members)
+    front = fronts[level]
     crowd = dict(zip(front, crowding_distances([points[i] for i in front], directions)))
-    ahead = sum(1 for i in front if crowd[i] > crowd[n - 1])  # a tie goes to the candidate
+    before = sum(len(members) for members in fronts[:level])
+    ahead = before + sum(1 for i in front if crowd[i] > crowd[n - 1])  # a tie goes to the candidate
     verdict = ahead < keep
-    return verdict, (f"pareto: non-dominated, crowding rank {ahead + 1} of the {len(front)} on the "
-                     f"front of {n}; the top {keep} (1/{eta}) go on")
+    where = "non-dominated" if level == 0 else f"front {level + 1} ({_trials(before)} on the fronts before it)"
+    return verdict, (f"pareto: {where}, place {ahead + 1} of {n} by front and crowding distance; the top "
+                     f"{keep} (1/{eta}) go on")

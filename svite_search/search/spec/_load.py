@@ -28,10 +28,23 @@ def _check_early_stopping(settings: EarlyStoppingSettings, objectives: tuple[Obj
     if not any(o.metric in RUNG_PROGRESS_METRICS for o in objectives):
         raise ConfigError("search.early_stopping.kind", f"{settings.kind} needs an objective known after every "
                           f"epoch ({', '.join(RUNG_PROGRESS_METRICS)})")
+    from ...config import TrainConfig
+    from ..early_stopping.rules import default_min_epochs
+
     searched = {d.key: d for d in dists}
     epochs = searched["train.epochs"].high if "train.epochs" in searched else (base.get("train") or {}).get("epochs")
-    if epochs is not None and settings.min_epochs >= int(epochs):
-        raise ConfigError("search.early_stopping.min_epochs", f"{settings.min_epochs} leaves no rung below "
+    if settings.min_epochs is not None:
+        first, what = settings.min_epochs, str(settings.min_epochs)
+    else:
+        if "train.warmup_epochs" in searched:  # the shortest warm-up searched: the earliest rung any trial has
+            d = searched["train.warmup_epochs"]
+            warmup = d.low if d.low is not None else min(d.choices)
+        else:
+            warmup = (base.get("train") or {}).get("warmup_epochs", TrainConfig.__dataclass_fields__["warmup_epochs"].default)
+        first = default_min_epochs(int(warmup))
+        what = f"the default {first} (the first epoch after train.warmup_epochs {int(warmup)})"
+    if epochs is not None and first >= int(epochs):
+        raise ConfigError("search.early_stopping.min_epochs", f"{what} leaves no rung below "
                           f"train.epochs {int(epochs)} (a trial is judged after min_epochs epochs)")
 
 

@@ -166,7 +166,8 @@ class EarlyStoppingSettings:
 
     kind: str = setting("none", choices=EARLY_STOPPING, help="asha: rank a rung by top-1; pareto: by every "
                         "objective (non-dominated sorting, crowding distance inside a front)")
-    min_epochs: int = setting(1, ge=1, le=EPOCHS_MAX, help="the first rung: epochs before a trial may be stopped")
+    min_epochs: int | None = setting(None, ge=1, le=EPOCHS_MAX, help="the first rung: epochs before a trial may be "
+                                     "stopped (null: the first epoch after train.warmup_epochs)")
     reduction_factor: int = setting(3, ge=2, le=1000, help="rungs at min_epochs * reduction_factor**k; the top "
                                     "1/reduction_factor of a rung go on")
 
