@@ -34,7 +34,7 @@ from typing import Any
 
 from svite_search.harness import run_search
 from svite_search.search import load_spec
-from svite_search.search.study import load_study
+from svite_search.search.study import load_study, trial_attrs
 
 from . import benchkit as bk
 from .bench_harness import start_ray
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError(f"the benchmark study did not complete: {summary}")
                 done = trials_of(study_dir)
                 params[name].append([t.params for t in done])
-                training_s[name].append(sum(float(t.user_attrs.get("wall_s") or 0.0) for t in done))
+                training_s[name].append(sum(float(trial_attrs(t).get("wall_s") or 0.0) for t in done))
             return go
 
         ray_start_s = start_ray() if args.executor == "ray" else 0.0

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator
 import svite_search.harness as harness
 import svite_search.search.local as local_executor
 import svite_search.search.ray_executor as ray_executor
+from svite_search.search.study import trial_attrs
 import svite_search.search.runner as runner
 from svite_search.harness import run_search
 from svite_search.search import spec_from_dict, trial_config
@@ -200,7 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             top1["study"].append(summary["pareto"][0]["values"][0])
             split = clock.take()
             trial = load_study(study_dir).trials[0]
-            split["training (in the trial)"] = float(trial.user_attrs.get("wall_s") or 0.0)
+            split["training (in the trial)"] = float(trial_attrs(trial).get("wall_s") or 0.0)
             split["executor"] = split.get("executor", 0.0) - split["training (in the trial)"]
             split["other"] = total - sum(split.values())
             phases.append(split)

@@ -363,6 +363,7 @@ def study(args: argparse.Namespace, device: torch.device, budget_s: float) -> di
                    "the quickstart's digits and its report need them")
     from svite_search.harness import run_search
     from svite_search.search import load_spec, load_study
+    from svite_search.search.study import trial_attrs
 
     tracking = has("mlflow") and not args.tiny  # tiny: the storage only, for speed
     trials = 1 if args.tiny else 4
@@ -379,7 +380,7 @@ def study(args: argparse.Namespace, device: torch.device, budget_s: float) -> di
         rows = []
         per_trial = []
         for t in storage.trials:
-            attrs = t.user_attrs
+            attrs = trial_attrs(t)
             wall = attrs.get("wall_s")
             per_trial.append(wall)
             rows.append([t.number, t.state.name, t.params.get("method", "?"), attrs.get("device", "?"),

@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from ..search.study import trial_attrs
+
 #: The harness's default objectives.
 DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("top1", "maximize"), ("gmacs", "minimize"))
 
@@ -85,7 +87,7 @@ def variant_label(method: str | None, tokens: bool) -> str:
 
 def trial_row(trial: Any, objectives: Sequence[Objective], default_method: str | None = None) -> dict[str, Any]:
     """One report row from an ``optuna.trial.FrozenTrial``."""
-    attrs = dict(trial.user_attrs)
+    attrs = trial_attrs(trial)
     params = dict(trial.params)
     state = trial.state.name
     method = params.get("method", attrs.get("method", default_method))

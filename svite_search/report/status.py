@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from .._study_dir import INNER_DIRS, STUDY_FILE
+from ..search.study import trial_attrs
 from ._frame import objectives_of, settings_text, trials_frame
 from ._study import load_study_dir
 from .pareto import pareto_mask
@@ -73,12 +74,13 @@ def study_status(study_dir: str | Path, now: _dt.datetime | None = None) -> dict
     running = []
     for _, row in frame[frame["state"] == "RUNNING"].iterrows() if len(frame) else []:
         trial = by_number[int(row["number"])]
-        history = trial.user_attrs.get("top1_history") or []
+        attrs = trial_attrs(trial)
+        history = attrs.get("top1_history") or []
         epochs = _number(trial.params.get("train.epochs")) or default_epochs
         start = trial.datetime_start
         running.append({
             "number": int(row["number"]), "variant": row["variant"], "settings": settings_text(row),
-            "epoch": int(trial.user_attrs.get("epoch") or len(history) or 0),
+            "epoch": int(attrs.get("epoch") or len(history) or 0),
             "epochs": int(epochs) if epochs else None,
             "top1": _number(history[-1]) if history else None,
             "elapsed_s": (now - start).total_seconds() if start is not None else None,

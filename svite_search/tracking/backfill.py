@@ -28,6 +28,7 @@ import yaml
 from optuna.trial import TrialState
 
 from .._study_dir import RUN_CONFIG, RUN_RESULT, trial_dir
+from ..search.study import trial_attrs
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def finished_result(study_dir: Path, trial: Any) -> dict[str, Any]:
             result = json.loads(path.read_text())
         except (OSError, ValueError):
             result = {}
-    for key, value in trial.user_attrs.items():
+    for key, value in trial_attrs(trial).items():
         result.setdefault(key, value)
     return result
 

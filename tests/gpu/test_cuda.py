@@ -217,6 +217,7 @@ def test_trainer_ddp_path_over_nccl(tmp_path: Path) -> None:
 def test_ray_train_trial_over_two_gpus_with_nccl(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     from svite_search.harness import run_search
+    from svite_search.search.study import trial_attrs
     from svite_search.search import load_study, spec_from_dict
 
     spec = spec_from_dict({
@@ -232,4 +233,4 @@ def test_ray_train_trial_over_two_gpus_with_nccl(tmp_path: Path) -> None:
     summary = run_search(spec, tmp_path / "study", live=False)
     trial = load_study(tmp_path / "study").trials[0]
     assert summary["trials_complete"] == 1, trial.user_attrs
-    assert trial.user_attrs["world_size"] == 2 and trial.user_attrs["device"].startswith("cuda")
+    assert trial_attrs(trial)["world_size"] == 2 and trial_attrs(trial)["device"].startswith("cuda")

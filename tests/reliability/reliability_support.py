@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import yaml
 
+from svite_search.search.study import trial_attrs
+
 HERE = Path(__file__).resolve().parent
 FAULT_CLI = HERE / "fault_models.py"
 
@@ -247,4 +249,4 @@ def pytest_approx(values: Any) -> Any:
 def result_of(trial: Any) -> dict[str, Any]:
     """The parts of a trial that must not depend on when or how often its process was killed."""
     return {"params": dict(trial.params), "values": list(trial.values or []),
-            **{k: trial.user_attrs.get(k) for k in RESULT_ATTRS}}
+            **{k: trial_attrs(trial).get(k) for k in RESULT_ATTRS}}

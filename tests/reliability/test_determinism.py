@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from svite_search.search.study import trial_attrs
+
 from reliability_support import CRASH_SPEC, load_trials, result_of, run_cli
 
 
@@ -25,7 +27,7 @@ def test_same_spec_and_seed_give_identical_trials(tmp_path: Path, new_study_dir,
     assert [result_of(t) for t in ours] == [result_of(t) for t in theirs]
     # the comparison has something to compare: the sampler did vary the parameters
     assert len({tuple(sorted(t.params.items())) for t in ours}) == len(ours)
-    assert all(t.user_attrs.get("top1_history") for t in ours)
+    assert all(trial_attrs(t).get("top1_history") for t in ours)
 
     columns = ["number", "top1", "gmacs"]
     mine = pd.read_csv(study / "report" / "pareto.csv")[columns]

@@ -23,6 +23,8 @@ from unittest import mock
 
 import pytest
 
+from svite_search.search.study import trial_attrs
+
 from reliability_support import CRASH_SPEC, cli_env, spec_with, write_yaml
 from services import wait_until
 
@@ -204,7 +206,7 @@ def test_two_workers_of_one_trial_spread_over_two_nodes(cluster: ClusterHandle, 
                    records, address=cluster.address)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     trials = _assert_complete_once(tmp_path / "study", 1)
-    assert trials[0].user_attrs["world_size"] == 2
+    assert trial_attrs(trials[0])["world_size"] == 2
     seen = _records(records)
     assert len(seen) == 2 and len({r["node_id"] for r in seen}) == 2, seen
 

@@ -14,7 +14,7 @@ import sqlalchemy
 from svite_search.metrics.pareto import IncrementalFront, brute_force_front, hypervolume_sweep
 from svite_search.report._frame import Objective
 from svite_search.report.pareto import _as_losses, hypervolume, hypervolume_history, normalisation
-from svite_search.search.study import set_user_attrs
+from svite_search.search.study import RESULT_ATTR, set_result_attrs, trial_attrs
 
 
 def _random_points(rng: random.Random, n: int, d: int, *, ties: bool) -> list[tuple[float, ...]]:
@@ -97,21 +97,24 @@ def test_report_hypervolume_history_matches_the_per_prefix_definition(n_objectiv
     assert history["hypervolume"].is_monotonic_increasing
 
 
-def test_a_trials_attributes_are_written_in_one_commit(tmp_path) -> None:
+def test_a_trials_result_is_written_in_one_commit_and_read_back_whole(tmp_path) -> None:
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     study = optuna.create_study(storage=storage, study_name="attrs")
     trial = study.ask()
-    attrs = {f"metric_{i}": i * 0.5 for i in range(30)} | {"top1_history": [1.0, None, 3.0], "method": "svite"}
+    trial.set_user_attr("epoch", 1)  # progress a running trial reports, stored on its own
+    attrs = {f"metric_{i}": i * 0.5 for i in range(30)} | {"top1_history": [1.0, None, 3.0], "method": "svite", "epoch": 2}
     commits = []
     sqlalchemy.event.listen(storage.engine, "commit", lambda conn: commits.append(1))
-    set_user_attrs(trial, attrs)
+    set_result_attrs(trial, attrs)
     assert len(commits) == 1
     study.tell(trial, 1.0)
     stored = optuna.load_study(study_name="attrs", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials[0]
-    assert stored.user_attrs == attrs
+    assert stored.user_attrs == {"epoch": 1, RESULT_ATTR: attrs}
+    assert trial_attrs(stored) == attrs  # the result wins over the progress attribute
+    flat = optuna.trial.create_trial(value=1.0, user_attrs={"top1": 70.0})  # a study written attribute by attribute
+    assert trial_attrs(flat) == {"top1": 70.0}
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        set_user_attrs(trial, {"late": 1})  # a finished trial refuses, as set_user_attr does
-
+        set_result_attrs(trial, {"late": 1})  # a finished trial refuses, as set_user_attr does
 
 def test_a_model_built_again_from_the_same_seed_is_a_bit_identical_copy() -> None:
     import torch

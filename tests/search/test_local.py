@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from svite_search.cli import main
 from svite_search.harness import run_search
 from svite_search.search import load_spec, load_study, spec_from_dict
+from svite_search.search.study import trial_attrs
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def test_two_objective_study_then_resume_and_extend(tmp_path: Path, capsys: pyte
         assert len(t.values) == 2
         top1, gmacs = t.values
         assert 0.0 <= top1 <= 100.0 and gmacs > 0
-        attrs = t.user_attrs
+        attrs = trial_attrs(t)
         assert attrs["top1"] == top1 and attrs["gmacs"] == gmacs
         for key in ("top1_best", "top1_final", "dense_gmacs", "density", "params_nonzero", "wall_s", "epochs"):
             assert key in attrs, key
@@ -126,8 +127,8 @@ def test_single_objective_with_early_stopping_and_constraint(tmp_path: Path, tin
     study = load_study(tmp_path / "study")
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         assert t.user_attrs["rung_1"]["go_on"]  # judged at its rung (epoch 1 of 2) and let go on
-        assert t.constraints == {"gmacs <= 0.0015": pytest.approx(t.user_attrs["gmacs"] - 0.0015)}
-    feasible = [t.number for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.user_attrs["gmacs"] <= 0.0015]
+        assert t.constraints == {"gmacs <= 0.0015": pytest.approx(trial_attrs(t)["gmacs"] - 0.0015)}
+    feasible = [t.number for t in study.get_trials(states=(TrialState.COMPLETE,)) if trial_attrs(t)["gmacs"] <= 0.0015]
     assert {p["number"] for p in summary["pareto"]} <= set(feasible)
 
 
@@ -165,8 +166,8 @@ def test_latency_objective_is_measured_on_the_slim_model(tmp_path: Path, tiny_sp
     run_search(spec, tmp_path / "study", live=False)
     trial = load_study(tmp_path / "study").trials[0]
     assert trial.state == TrialState.COMPLETE
-    assert trial.values[1] == trial.user_attrs["latency_ms"] > 0
-    assert trial.user_attrs["heads_per_block"] == [2, 2, 2, 2]
+    assert trial.values[1] == trial_attrs(trial)["latency_ms"] > 0
+    assert trial_attrs(trial)["heads_per_block"] == [2, 2, 2, 2]
 
 
 def test_resume_closes_tracking_runs_a_killed_driver_left_open(tmp_path: Path, tiny_spec: Any) -> None:

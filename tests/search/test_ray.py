@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 
 from svite_search.harness import run_search
 from svite_search.search import load_study, spec_from_dict
+from svite_search.search.study import trial_attrs
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray")
@@ -26,8 +27,8 @@ def test_ray_two_objective_study_then_resume(ray_session: None, tmp_path: Path, 
     trials = load_study(out).trials
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE and len(t.values) == 2 for t in trials)
     for t in trials:
-        assert t.user_attrs["world_size"] == 1
-        assert t.user_attrs["top1"] == t.values[0] and t.user_attrs["gmacs"] == t.values[1]
+        assert trial_attrs(t)["world_size"] == 1
+        assert trial_attrs(t)["top1"] == t.values[0] and trial_attrs(t)["gmacs"] == t.values[1]
         assert t.user_attrs["driver"]  # recorded at ask time, for resume
     assert any((out / "ray").iterdir())  # Tune's results live in the study directory
 
@@ -90,5 +91,5 @@ def test_ray_trial_spanning_two_workers(ray_session: None, tmp_path: Path, tiny_
     summary = run_search(spec, tmp_path / "study", live=False)
     assert summary["trials_complete"] == 1, load_study(tmp_path / "study").trials[0].user_attrs
     trial = load_study(tmp_path / "study").trials[0]
-    assert trial.user_attrs["world_size"] == 2  # DDP over two gloo workers
-    assert trial.user_attrs["epochs"] == 2 and trial.user_attrs["density"] == pytest.approx(trial.params["sparsity.density"], abs=0.01)
+    assert trial_attrs(trial)["world_size"] == 2  # DDP over two gloo workers
+    assert trial_attrs(trial)["epochs"] == 2 and trial_attrs(trial)["density"] == pytest.approx(trial.params["sparsity.density"], abs=0.01)

@@ -26,6 +26,7 @@ from svite_search.search import spec_from_dict  # noqa: E402
 from svite_search.search.monitor import SearchMonitor  # noqa: E402
 from svite_search.search.objective import COMPLETE, TrialOutcome  # noqa: E402
 from svite_search.search.ray_executor import StudySearcher  # noqa: E402
+from svite_search.search.study import trial_attrs  # noqa: E402
 from svite_search.search.ray_trial import TRIAL_KEY, epoch_payload, final_payload  # noqa: E402
 from svite_search.harness import make_tracker  # noqa: E402
 from svite_search.search.study import prepare_study  # noqa: E402
@@ -168,7 +169,7 @@ def test_the_searcher_asks_suggests_and_records_each_trial(searcher_of: Any) -> 
     _complete(searcher, "t-a", config, top1=61.0)
     trial = study.get_trials()[0]
     assert trial.state == TrialState.COMPLETE and trial.values == [61.0, 0.01]
-    assert trial.user_attrs["top1"] == 61.0
+    assert trial_attrs(trial)["top1"] == 61.0
 
 
 def test_the_searcher_waits_while_enough_run_and_finishes_at_n_trials(searcher_of: Any) -> None:

@@ -32,7 +32,8 @@ from ._drivers import (DRIVER_ATTR, GRACE_S, HEARTBEAT_S, INTERRUPTED, REASON_AT
 from ._heartbeat import Heartbeat
 from ._recovery import (claim_is_surplus, give_back, live_running, queue_again, recover_interrupted, requeue,
                         retries_first)
-from ._results import Counts, is_feasible, pareto_front, record_outcome, set_user_attrs, study_counts
+from ._results import (RESULT_ATTR, Counts, is_feasible, pareto_front, record_outcome, set_result_attrs,
+                       study_counts, trial_attrs)
 from ._samplers import TrialSeededSampler, make_pruner, make_sampler, sampler_factory, trial_seed
 from ._storage import SCHEMA_ATTEMPTS, STORAGE_ENV, load_study, open_storage, storage_url
 
@@ -41,6 +42,6 @@ __all__ = [
     "SOURCE_ATTR", "SPEC_FILE", "STORAGE_ENV", "STUDY_FILE", "Counts", "Heartbeat", "StudyHandle",
     "TrialSeededSampler", "claim_is_surplus", "driver_gone", "driver_id", "give_back", "is_feasible", "live_running",
     "load_study", "make_pruner", "make_sampler", "open_storage", "pareto_front", "prepare_study", "queue_again",
-    "record_outcome", "recover_interrupted", "requeue", "retries_first", "sampler_factory", "set_user_attrs",
-    "spec_of", "storage_url", "study_counts", "trial_seed",
+    "RESULT_ATTR", "record_outcome", "recover_interrupted", "requeue", "retries_first", "sampler_factory",
+    "set_result_attrs", "spec_of", "storage_url", "study_counts", "trial_attrs", "trial_seed",
 ]

@@ -1,8 +1,7 @@
-"""What a study's trials came to: a trial's outcome told to the study (its result metrics as user
-attributes, in one transaction), the counts by state, and the Pareto front."""
+"""What a study's trials came to: a trial's outcome told to the study (its result metrics as one
+user attribute, read back by :func:`trial_attrs`), the counts by state, and the Pareto front."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,71 +13,45 @@ from ..spec import StudySpec
 from ._drivers import REASON_ATTR
 
 
-def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
-    """Set several user attributes of a running trial in one storage transaction.
+#: the user attribute holding a finished trial's result metrics, as one JSON object
+RESULT_ATTR = "result"
 
-    Why: a finished trial carries some thirty result attributes, and ``Trial.set_user_attr``
-    commits each on its own (on sqlite, one journal sync per attribute, ~90 ms per trial). Optuna
-    has no public call that writes several at once, so on an RDB storage the attributes go through
-    the storage's own per-attribute writer inside a single session and commit; any other storage
-    (or an Optuna without that writer) gets one ``set_user_attr`` per attribute, as before. The
-    stored rows are the same either way.
+
+def set_result_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """Store a finished trial's result metrics as one JSON user attribute (:data:`RESULT_ATTR`).
+
+    Why one attribute: a trial carries some thirty result metrics, and Optuna writes each user
+    attribute in its own storage transaction (on sqlite, a journal sync apiece); one object costs
+    one, through Optuna's public ``Trial.set_user_attr``. Read it back with :func:`trial_attrs`.
     """
-    if not attrs:
-        return
-    storage = trial.storage
-    backend = getattr(storage, "_backend", storage)  # the study's cache wraps the RDB storage
-    write = getattr(backend, "_set_trial_attr_without_commit", None)
-    if isinstance(backend, optuna.storages.RDBStorage) and write is not None:
-        try:
-            from optuna.storages._rdb.models import TrialUserAttributeModel
-            from optuna.storages._rdb.storage import _create_scoped_session
-        except ImportError:
-            pass
-        else:
-            with _create_scoped_session(backend.scoped_session, True) as session:
-                if not _upsert_user_attrs(backend, session, TrialUserAttributeModel, trial._trial_id, attrs):
-                    for key, value in attrs.items():
-                        write(session, TrialUserAttributeModel, trial._trial_id, key, value)
-            trial._cached_frozen_trial.user_attrs.update(attrs)
-            return
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    if attrs:
+        trial.set_user_attr(RESULT_ATTR, dict(attrs))
 
 
-def _upsert_user_attrs(backend: Any, session: Any, model: Any, trial_id: int, attrs: dict[str, Any]) -> bool:
-    """All attributes as one multi-row upsert (sqlite, PostgreSQL), after the same "is the trial
-    still running" check Optuna makes; False where the dialect has no such statement."""
-    name = backend.engine.name
-    if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        return False
-    from optuna.storages._rdb.models import TrialModel
-
-    row = TrialModel.find_or_raise_by_id(trial_id, session)
-    backend.check_trial_is_updatable(trial_id, row.state)
-    statement = insert(model).values(
-        [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
-    )
-    session.execute(statement.on_conflict_do_update(
-        index_elements=[model.trial_id, model.key], set_={"value_json": statement.excluded.value_json}
-    ))
-    return True
+def trial_attrs(trial: Any) -> dict[str, Any]:
+    """A trial's user attributes with its result metrics (:data:`RESULT_ATTR`) unpacked in place:
+    the one view the report, the status, the tracker and the monitor read. Attributes stored one
+    by one (the progress a running trial reports, studies written before the result object) read
+    as they are; the result's entries win over a same-named progress attribute."""
+    stored = trial.user_attrs
+    result = stored.get(RESULT_ATTR)
+    if not isinstance(result, dict):
+        return dict(stored)
+    merged = {key: value for key, value in stored.items() if key != RESULT_ATTR}
+    merged.update(result)
+    return merged
 
 
 def record_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, spec: StudySpec) -> None:
-    """Tell the study how a trial ended, with every result metric as a user attribute (written in
-    one transaction, see :func:`set_user_attrs`) and the spec's constraints as Optuna constraints
-    (feasible when <= 0)."""
-    attrs = dict(outcome.attrs)
+    """Tell the study how a trial ended: its result metrics as one user attribute (see
+    :func:`set_result_attrs`), why it was pruned or failed as its own attribute (what Optuna's
+    dashboard and the recovery read), and the spec's constraints as Optuna constraints (feasible
+    when <= 0)."""
+    set_result_attrs(trial, dict(outcome.attrs))
     if outcome.state == PRUNED:
-        attrs["pruned_reason"] = outcome.error or "pruned"
+        trial.set_user_attr("pruned_reason", outcome.error or "pruned")
     elif outcome.state != COMPLETE:
-        attrs[REASON_ATTR] = outcome.error or "failed"
-    set_user_attrs(trial, attrs)
+        trial.set_user_attr(REASON_ATTR, outcome.error or "failed")
     if outcome.state == COMPLETE:
         for constraint in spec.constraints:
             trial.set_constraint(constraint.name, constraint.violation(float(outcome.attrs[constraint.metric])))
