@@ -180,12 +180,13 @@ def pareto_figure(frame: pd.DataFrame, objectives: Sequence[Objective], *, title
     for variant in [v for v in VARIANTS if v in set(done["variant"])] + sorted(set(done["variant"]) - set(VARIANTS)):
         part = done[done["variant"] == variant]
         colour, _ = STYLE.get(variant, ("#9467bd", "o"))
-        hover = [
+        shown = ["number", "pareto", x, y, *(c for c in part.columns if str(c).startswith("params."))]
+        hover = [  # plain records, not a Series per row: thousands of points hover in well under a second
             f"trial #{int(r['number'])} ({variant}){' · Pareto' if r['pareto'] else ''}<br>"
             f"{y} = {r[y]:.4g}<br>{x} = {r[x] * factor:.4g}{' ' + unit if unit else ''}"
             + (f" (saving {100 * (1 - r[x] / dense_cost):.1f} % vs dense)" if dense_cost else "")
             + f"<br>{settings_text(r) or 'no sampled parameters'}"
-            for _, r in part.iterrows()
+            for r in part[shown].to_dict("records")
         ]
         fig.add_trace(go.Scatter(
             x=part[x] * factor, y=part[y], mode="markers", name=f"{variant} ({len(part)})",

@@ -53,10 +53,10 @@ def _rung_reporter(engine: RungEngine, trial: optuna.Trial, params: dict[str, An
 WAIT_FOR_OTHERS_S = 2.0
 
 
-def _running_elsewhere(study: optuna.Study) -> int:
+def _running_elsewhere(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> int:
     """Trials another live driver is running now (see :func:`.study.live_running`)."""
     me = driver_id()
-    return sum(1 for t in live_running(study) if t.user_attrs.get(DRIVER_ATTR) != me)
+    return sum(1 for t in live_running(study, trials) if t.user_attrs.get(DRIVER_ATTR) != me)
 
 
 def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
@@ -70,13 +70,15 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
     engine = RungEngine.for_study(spec, handle.storage) if spec.search.early_stopping.kind != "none" else None
     failures = 0
     while True:
-        counts = study_counts(study)
+        trials = study.get_trials(deepcopy=False)  # one read of the study per trial, for all that follows
+        counts = study_counts(study, trials)
         if counts.finished >= spec.n_trials:
             return None
-        if counts.running:
-            # a driver sharing this study that died mid-trial: fail its trial and rerun it here
-            recover_interrupted(study)
-        if counts.finished + _running_elsewhere(study) >= spec.n_trials:
+        if counts.running and recover_interrupted(study):
+            # a driver sharing this study died mid-trial: its trial was failed and queued again
+            # (to rerun here); look at the study as it is now
+            continue
+        if counts.finished + _running_elsewhere(study, trials) >= spec.n_trials:
             # Another live driver's trials would finish the study: wait for them rather than
             # overshoot n_trials; run more only if one of them fails.
             recover_interrupted(study)

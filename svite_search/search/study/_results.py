@@ -76,8 +76,11 @@ class Counts:
         return self.complete + self.pruned
 
 
-def study_counts(study: optuna.Study) -> Counts:
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+def study_counts(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None) -> Counts:
+    """The study's trials by state; ``trials``: a list just read from it (saves reading it again)."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
     return Counts(
         complete=states.count(TrialState.COMPLETE),
         pruned=states.count(TrialState.PRUNED),
