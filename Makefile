@@ -42,8 +42,11 @@ demo: setup
 
 # The scale-out tier starts real services (a multi-node Ray cluster, PostgreSQL, an MLflow server) and
 # takes several minutes on its own: CI runs it as a second step, `make test-scaleout`.
+# Two pytest workers (pytest-xdist), a test file per worker at a time: the suite waits on trial
+# processes and Ray as much as it computes. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q --durations=15 -m "not scaleout" tests
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not scaleout" tests
 
 test-scaleout: setup
 	$(PY) -m pytest -q --durations=10 -m scaleout tests/scaleout
