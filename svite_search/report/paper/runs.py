@@ -47,17 +47,6 @@ _SETTING_KEYS = {"method", "sparsity.density", "sparsity.head_density", "sparsit
                  "tokens.keep_tokens"}
 
 
-def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 def recipe_of(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The recipe of a run config: every resolved value except the setting, the seeds and the
     bookkeeping (:data:`_NOT_RECIPE`), and except the knobs its method does not use (a dense
