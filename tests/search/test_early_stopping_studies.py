@@ -18,6 +18,7 @@ from svite_search.harness import run_search
 from svite_search.search import load_spec, load_study, spec_from_dict
 from svite_search.search.early_stopping import nondominated_fronts, should_continue
 from svite_search.search.early_stopping.engine import replay, rung_objectives
+from svite_search.search.study import trial_attrs
 
 #: 3 epochs of 2 steps: one rung, at epoch 1 (reduction factor 2: a rung at 2 would have no step after it)
 TRAIN = {"epochs": 3, "max_steps_per_epoch": 2, "warmup_epochs": 0, "checkpoint": False}
@@ -55,9 +56,10 @@ def _check_stopped(trials: list[Any]) -> list[Any]:
     for t in pruned:
         rung = max(r for n, r in _records([t]))
         assert t.user_attrs["pruned_reason"].startswith(f"stopped at rung {rung} (epoch {rung}): pareto: ")
-        assert t.user_attrs["epochs"] == rung and len(t.user_attrs["top1_history"]) == rung
-        assert t.user_attrs["top1"] == pytest.approx(t.user_attrs[f"rung_{rung}"]["values"][0])  # its last values
-        assert t.user_attrs["gmacs"] == pytest.approx(t.user_attrs[f"rung_{rung}"]["values"][1])
+        attrs = trial_attrs(t)  # the result metrics unpacked: one view, as the report reads them
+        assert attrs["epochs"] == rung and len(attrs["top1_history"]) == rung
+        assert attrs["top1"] == pytest.approx(attrs[f"rung_{rung}"]["values"][0])  # its last values
+        assert attrs["gmacs"] == pytest.approx(attrs[f"rung_{rung}"]["values"][1])
     return pruned
 
 
