@@ -216,7 +216,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ratio = slim["latency_ratio"]
         checks.append(bk.check("DeiT-Small slim (3/6 heads, 768/1536 neurons): Torch-Pruning's latency over ours, batch 1",
                                ratio.median, spread=ratio, goal="≥ 0.95", met=ratio.median >= 0.95,
-                               shown=bk.with_iqr(ratio, lambda v: f"{v:.2f}×")))
+                               shown=bk.with_iqr(ratio, lambda v: f"{v:.2f}×"),
+                               why_missed="Both slim models have the same shapes and MACs, so batch-1 latency "
+                               "differs only by memory layout and the spread of a shared machine: a miss whose "
+                               "quartiles straddle the goal is that spread."))
         checks.append(bk.check("the same: Torch-Pruning's build time over slim_model's", slim["build_ratio"].median,
                                goal=None, met=None, shown=f"{slim['build_ratio'].median:.1f}×"))
         tables.append(bk.table(
