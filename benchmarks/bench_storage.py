@@ -49,7 +49,8 @@ def one_trial(study: optuna.Study, storage: Any) -> None:
     trial.suggest_float("tokens.keep_ratio", 0.5, 1.0)
     trial.suggest_float("train.lr", 1e-4, 1e-2, log=True)
     trial.set_user_attr("driver", "host:1234")
-    storage.record_heartbeat(trial._trial_id)
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), trial.number))
     for i in range(RESULT_ATTRS):
         trial.set_user_attr(f"metric_{i}", float(i))
     study.tell(trial, [90.0, 0.01])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from typing import Any
 
 import optuna
@@ -20,12 +19,12 @@ from .space import suggest_params
 from .stop import InfrastructureStop, interrupted_reason
 from .study import (
     DRIVER_ATTR,
+    ClaimLock,
     INTERRUPTED,
     RETRY_ATTR,
     StudyHandle,
-    claim_is_surplus,
+    claim_trial,
     driver_id,
-    give_back,
     live_running,
     queue_again,
     record_outcome,
@@ -36,13 +35,13 @@ from .study import (
 log = logging.getLogger(__name__)
 
 
-def _rung_reporter(engine: RungEngine, trial: optuna.Trial, params: dict[str, Any]) -> Any:
+def _rung_reporter(engine: RungEngine, trial: optuna.Trial, trial_id: int, params: dict[str, Any]) -> Any:
     """The per-epoch callback that judges the trial at its rungs; a stop raises TrialPruned."""
     history: list[float] = []
 
     def report(metrics: dict[str, Any]) -> None:
         history.append(metrics.get("top1"))
-        verdict = engine.judge(trial.number, trial._trial_id, int(metrics.get("epoch", 0)), params, metrics, history)
+        verdict = engine.judge(trial.number, trial_id, int(metrics.get("epoch", 0)), params, metrics, history)
         if not verdict.go_on:
             raise optuna.TrialPruned(verdict.reason)
 
@@ -68,20 +67,22 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
     trial they stopped is failed with the reason and queued again first."""
     spec, study = handle.spec, handle.study
     engine = RungEngine.for_study(spec, handle.storage) if spec.search.early_stopping.kind != "none" else None
+    storage, claims = handle.storage, ClaimLock(handle.url, study.study_name)
+    study_id = storage.get_study_id_from_name(study.study_name)
     failures = 0
     while True:
         trials = study.get_trials(deepcopy=False)  # one read of the study per trial, for all that follows
         counts = study_counts(study, trials)
         if counts.finished >= spec.n_trials:
             return None
-        if counts.running and recover_interrupted(study):
+        if counts.running and recover_interrupted(study, storage):
             # a driver sharing this study died mid-trial: its trial was failed and queued again
             # (to rerun here); look at the study as it is now
             continue
         if counts.finished + _running_elsewhere(study, trials) >= spec.n_trials:
             # Another live driver's trials would finish the study: wait for them rather than
             # overshoot n_trials; run more only if one of them fails.
-            recover_interrupted(study)
+            recover_interrupted(study, storage)
             time.sleep(WAIT_FOR_OTHERS_S)
             continue
         if failures >= spec.max_failures:
@@ -90,18 +91,15 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
             return reason
         if spec.search.sampler == "grid" and counts.waiting == 0:
             return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # heartbeats outside Study.optimize are ours
-            trial = study.ask()
-        if claim_is_surplus(study, trial._trial_id, spec.n_trials):
-            give_back(study, trial._trial_id)  # another driver's trial took the last place meanwhile
-            continue
-        trial.set_user_attr(DRIVER_ATTR, driver_id())
+        trial = claim_trial(study, storage, spec.n_trials, claims)
+        if trial is None:
+            continue  # another driver's trial took the last place since the count above: wait for it
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         params: dict[str, Any] = {}
         try:
             params = suggest_params(trial, spec)
-            monitor.started(trial.number, params, trial._trial_id)
-            reporter = _rung_reporter(engine, trial, params) if engine is not None else None
+            monitor.started(trial.number, params, trial_id)
+            reporter = _rung_reporter(engine, trial, trial_id, params) if engine is not None else None
 
             def on_epoch(metrics: dict[str, Any], number: int = trial.number) -> None:
                 monitor.epoch(number, metrics)
@@ -116,23 +114,23 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
         except BaseException as err:  # Ctrl-C, SIGTERM: the trial is lost, its parameters are queued again
             signal_name = getattr(err, "signal_name", None)
             stopped = TrialOutcome(trial.number, FAIL, error=interrupted_reason(signal_name) if signal_name else INTERRUPTED)
-            if _fail_and_requeue(study, trial, stopped, spec, params):
+            if _fail_and_requeue(study, storage, trial_id, trial, stopped, spec, params):
                 monitor.finished(stopped)
             raise
         if outcome.stop is not None:
-            if _fail_and_requeue(study, trial, outcome, spec, params):
+            if _fail_and_requeue(study, storage, trial_id, trial, outcome, spec, params):
                 monitor.finished(outcome)
             raise InfrastructureStop(outcome.stop)
         if outcome.state == FAIL:
             failures += 1
 
 
-def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, spec: Any,
-                      params: dict[str, Any]) -> bool:
+def _fail_and_requeue(study: optuna.Study, storage: optuna.storages.BaseStorage, trial_id: int,
+                      trial: optuna.Trial, outcome: TrialOutcome, spec: Any, params: dict[str, Any]) -> bool:
     """Record a trial the search stopped as FAIL with the reason and queue its point again
     (the whole point: an enqueued trial's fixed parameters included). False when the trial
     was recorded already (the stop came while it was being told)."""
-    frozen = study._storage.get_trial(trial._trial_id)
+    frozen = storage.get_trial(trial_id)
     if frozen.state != optuna.trial.TrialState.RUNNING:
         return False
     record_outcome(study, trial, outcome, spec)

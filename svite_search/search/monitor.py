@@ -48,8 +48,9 @@ class SearchMonitor:
     """Driver-side handling of trial events (thread-safe: Ray callbacks and the heartbeat share it)."""
 
     def __init__(self, spec: StudySpec, study: optuna.Study, tracker: Any, *, live: bool | None = None,
-                 stream: IO[str] | None = None) -> None:
+                 stream: IO[str] | None = None, storage: optuna.storages.BaseStorage | None = None) -> None:
         self.spec, self.study, self.tracker = spec, study, tracker
+        self.storage = storage  # the study's storage: a trial's first heartbeat (none without it)
         self.stream = stream if stream is not None else sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self._lock = threading.RLock()
@@ -142,10 +143,9 @@ class SearchMonitor:
     def _first_heartbeat(self, trial_id: int | None) -> None:
         """Beat once when a trial starts: a trial lost in its first heartbeat interval is then
         found by its age like any other, not left RUNNING forever."""
-        from optuna.storages._heartbeat import is_heartbeat_enabled
-
-        storage = getattr(self.study, "_storage", None)
-        if trial_id is None or storage is None or not is_heartbeat_enabled(storage):
+        storage = self.storage
+        interval = getattr(storage, "get_heartbeat_interval", None)
+        if trial_id is None or interval is None or interval() is None:
             return
         try:
             storage.record_heartbeat(trial_id)

@@ -4,8 +4,8 @@ How it fits together (all Optuna and MLflow writes happen in this driver process
 
 - :class:`StudySearcher` is a plain ``ray.tune.search.Searcher`` on the same ask -> suggest ->
   record path as the local executor (:mod:`.local`): ``study.ask()`` on the study's persistent
-  storage (interrupted trials' reruns first, then enqueued and grid points), a claim checked
-  against every driver's trials (:func:`.study.claim_is_surplus`), the define-by-run
+  storage (interrupted trials' reruns first, then enqueued and grid points), a claim counted
+  against every driver's trials under the study's claim lock (:func:`.study.claim_trial`), the define-by-run
   parameters of :func:`.space.suggest_params` (so conditional parameters work), and
   :func:`.study.record_outcome` with the trial's result metrics and reason. It also decides
   when the study has enough trials.
@@ -40,7 +40,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,14 +67,11 @@ from .space import suggest_params
 from .spec import EPOCH_METRICS, StudySpec
 from .stop import InfrastructureStop, as_stopped, claim_signals, interrupted_reason
 from .study import (
-    DRIVER_ATTR,
     INTERRUPTED,
     RETRY_ATTR,
+    ClaimLock,
     StudyHandle,
-    claim_is_surplus,
-    driver_id,
-    give_back,
-    live_running,
+    claim_trial,
     queue_again,
     record_outcome,
     retries_first,
@@ -129,9 +125,10 @@ class StudySearcher(Searcher):
         super().__init__(metric=list(spec.metrics),
                          mode=["max" if d == "maximize" else "min" for d in spec.directions])
         self.spec, self.monitor, self.early_stopping = spec, monitor, early_stopping
-        self.study = retries_first(handle.study)
+        self.study = retries_first(handle.study, handle.storage)
         self.storage = handle.storage
         self._study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        self._claim_lock = ClaimLock(handle.url, self.study.study_name)
         self._failures = 0
         #: ``"PATH: cause"`` once a trial hit an infrastructure error: the search stops
         self.stop_reason: str | None = None
@@ -162,16 +159,10 @@ class StudySearcher(Searcher):
         if self._enough():
             return Searcher.FINISHED
         study, n_trials = self.study, self.spec.n_trials
-        if study_counts(study).finished + len(live_running(study)) >= n_trials:
-            return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # heartbeats outside Study.optimize are ours
-            trial = study.ask()
+        trial = claim_trial(study, self.storage, n_trials, self._claim_lock)
+        if trial is None:
+            return None  # enough trials run, here or in another driver
         storage_id = self._storage_id(trial.number)
-        if claim_is_surplus(study, storage_id, n_trials):
-            give_back(study, storage_id)  # another driver took the last place meanwhile
-            return None
-        trial.set_user_attr(DRIVER_ATTR, driver_id())
         claim = self._claims[trial_id] = _Claim(trial, storage_id)  # a stop from here on requeues it
         claim.params = suggest_params(trial, self.spec)
         info = trial_info(trial.number, claim.params, trial.user_attrs.get(RETRY_ATTR))

@@ -90,7 +90,7 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
     if handle.recovered:
         tracker.close_stale(handle.recovered)
     reconcile_tracking(tracker, handle)
-    monitor = SearchMonitor(spec, handle.study, tracker, live=live)
+    monitor = SearchMonitor(spec, handle.study, tracker, live=live, storage=handle.storage)
     before = study_counts(handle.study)
     short: str | None = None
     try:

@@ -113,3 +113,21 @@ def test_a_killed_driver_s_trial_is_rerun_by_the_other_and_resume_adds_nothing(t
     assert again.returncode == 0, again.stderr[-2000:]
     assert '"trials_run_now": 0' in again.stdout, again.stdout[-2000:]
     assert [(t.number, t.state.name) for t in _trials(postgres_url)] == [(t.number, t.state.name) for t in trials]
+
+
+def test_two_drivers_counting_together_on_postgres_create_one_trial_for_the_last_place(
+        tmp_path: Path, postgres_url: str) -> None:
+    # The PostgreSQL claim lock is an advisory lock: without it the second driver's trial is
+    # created, found surplus and left WAITING in the finished study.
+    from svite_search.search import prepare_study, spec_from_dict
+    from svite_search.search.study import ClaimLock
+    from _support.claims import race_at_ask  # shared with the sqlite twin in tests/search/test_claims.py
+
+    raw = _spec(postgres_url, n_trials=1)
+    spec = spec_from_dict({**raw, "model": {**raw["model"], "name": "vit_micro"}})  # nothing trains here
+    a, b = prepare_study(spec, tmp_path / "a"), prepare_study(spec, tmp_path / "b")
+    assert ClaimLock(a.url, spec.name).kind == "advisory"
+    (mine, theirs), waited = race_at_ask(a, b, 1)
+    assert waited.is_set(), "the second driver did not wait for the first one's claim"
+    assert mine is not None and theirs is None
+    assert _states(postgres_url) == {0: "RUNNING"}

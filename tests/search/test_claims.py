@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
+from _support.claims import race_at_ask
 from svite_search.search import prepare_study, spec_from_dict
-from svite_search.search.study import RETRY_ATTR, claim_is_surplus, give_back, queue_again
+from svite_search.search.study import RETRY_ATTR, ClaimLock, claim_is_surplus, claim_trial, give_back, queue_again
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 
@@ -23,15 +24,15 @@ def test_a_claim_past_n_trials_is_given_back_and_taken_again_when_a_place_frees(
     spec = spec_from_dict(tiny_spec(search={"sampler": "random", "n_trials": 2, "seed": 0}))
     a, b = _two_drivers(tmp_path, spec)
     first, second = a.study.ask(), b.study.ask()
-    assert not claim_is_surplus(a.study, first._trial_id, 2)
-    assert not claim_is_surplus(b.study, second._trial_id, 2)
+    assert not claim_is_surplus(a.study, first.number, 2)
+    assert not claim_is_surplus(b.study, second.number, 2)
     late = a.study.ask()
-    assert claim_is_surplus(a.study, late._trial_id, 2)
-    give_back(a.study, late._trial_id)
-    assert a.study._storage.get_trial(late._trial_id).state == TrialState.WAITING
+    assert claim_is_surplus(a.study, late.number, 2)
+    give_back(a.study, a.storage, late.number)
+    assert a.study.get_trials(deepcopy=False)[late.number].state == TrialState.WAITING
     b.study.tell(second, state=TrialState.FAIL)  # a place frees: the given-back claim is the next one
     again = a.study.ask()
-    assert again.number == late.number and not claim_is_surplus(a.study, again._trial_id, 2)
+    assert again.number == late.number and not claim_is_surplus(a.study, again.number, 2)
 
 
 def test_a_queued_point_taken_after_a_newer_trial_started_counts_that_trial(tmp_path: Path, tiny_spec: Any) -> None:
@@ -43,10 +44,10 @@ def test_a_queued_point_taken_after_a_newer_trial_started_counts_that_trial(tmp_
     point = a.study.ask()
     newer = a.study.ask()
     assert (point.number, newer.number) == (0, 1)
-    give_back(a.study, point._trial_id)  # point 0 queued again while trial 1 runs
+    give_back(a.study, a.storage, point.number)  # point 0 queued again while trial 1 runs
     taken = b.study.ask()
     assert taken.number == 0
-    assert claim_is_surplus(b.study, taken._trial_id, 1)
+    assert claim_is_surplus(b.study, taken.number, 1)
 
 
 def test_reruns_of_interrupted_trials_come_before_other_queued_points(tmp_path: Path, tiny_spec: Any) -> None:
@@ -60,3 +61,28 @@ def test_reruns_of_interrupted_trials_come_before_other_queued_points(tmp_path: 
     rerun = study.ask()
     assert rerun.user_attrs.get(RETRY_ATTR) == stopped.number
     assert study.ask().number == 1  # then the second enqueued point
+
+
+def test_two_drivers_counting_together_create_one_trial_for_the_last_place(tmp_path: Path, tiny_spec: Any) -> None:
+    # Without the lock the second driver's trial is created, found surplus and given back:
+    # a WAITING trial stays in the finished study (Optuna cannot delete a trial).
+    spec = spec_from_dict(tiny_spec(search={"sampler": "random", "n_trials": 1, "seed": 0}))
+    a, b = _two_drivers(tmp_path, spec)
+    assert ClaimLock(a.url, spec.name).kind == "directory"
+    (mine, theirs), waited = race_at_ask(a, b, 1)
+    assert waited.is_set(), "the second driver did not wait for the first one's claim"
+    assert mine is not None and theirs is None
+    trials = a.study.get_trials(deepcopy=False)
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.RUNNING)]
+
+
+def test_a_claim_lock_is_released_with_the_block_and_on_an_error(tmp_path: Path, tiny_spec: Any) -> None:
+    spec = spec_from_dict(tiny_spec(search={"sampler": "random", "n_trials": 1, "seed": 0}))
+    a, b = _two_drivers(tmp_path, spec)
+    first, second = ClaimLock(a.url, spec.name), ClaimLock(b.url, spec.name, on_wait=lambda: pytest.fail("waited"))
+    with pytest.raises(RuntimeError):
+        with first.held() as held:
+            assert held
+            raise RuntimeError("a claim that failed")
+    with second.held() as held:
+        assert held

@@ -111,8 +111,8 @@ def prepare_study(spec: StudySpec, study_dir: str | Path, *, force: bool = False
             study.enqueue_trial(params, user_attrs={SOURCE_ATTR: "grid" if spec.search.sampler == "grid" else "enqueue"},
                                 skip_if_exists=True)
         study.set_user_attr("queued", True)
-    retries_first(study)
-    handle.recovered = recover_interrupted(study)
+    retries_first(study, storage)
+    handle.recovered = recover_interrupted(study, storage)
     _write_study_files(handle, source)
     return handle
 

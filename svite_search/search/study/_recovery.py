@@ -8,7 +8,6 @@ trials together and none overshoots it (:func:`claim_is_surplus`).
 from __future__ import annotations
 
 import logging
-import warnings
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -16,27 +15,39 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ._drivers import DRIVER_ATTR, GRACE_S, INTERRUPTED, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR, driver_gone
+from ._optuna_private import replace_waiting_trial_pop, stale_trial_ids
 
 log = logging.getLogger(__name__)
 
 
-def retries_first(study: optuna.Study) -> optuna.Study:
+def study_id_of(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
+    return storage.get_study_id_from_name(study.study_name)
+
+
+def trial_id_of(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> int:
+    """The storage id of trial ``number`` (storage writes take it; Optuna keeps it private on trials)."""
+    return storage.get_trial_id_from_study_id_trial_number(study_id_of(study, storage), number)
+
+
+def retries_first(study: optuna.Study, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Make ``study.ask()`` take the reruns of interrupted trials before any other queued point
     (grid points, enqueued baselines), oldest first; the claim itself stays Optuna's atomic
-    WAITING -> RUNNING transition, so two drivers never take the same point."""
-    storage, study_id = study._storage, study._study_id
+    WAITING -> RUNNING transition, so two drivers never take the same point. Optuna has no
+    public hook for this (see :mod:`._optuna_private`)."""
+    study_id = study_id_of(study, storage)
 
     def pop_waiting_trial_id() -> int | None:
         waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
         for trial in sorted(waiting, key=lambda t: (RETRY_ATTR not in t.user_attrs, t.number)):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             try:
-                if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-                    return trial._trial_id
+                if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                    return trial_id
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
         return None
 
-    study._pop_waiting_trial_id = pop_waiting_trial_id  # type: ignore[method-assign]
+    replace_waiting_trial_pop(study, pop_waiting_trial_id)
     return study
 
 
@@ -51,35 +62,23 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     queue_again(study, trial.number, dict(trial.params))
 
 
-def _stale_trial_ids(study: optuna.Study) -> list[int]:
-    """Trials whose heartbeat is older than the grace period (another machine's lost trials)."""
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    storage = study._storage
-    find = getattr(storage, "_get_stale_trial_ids", None)  # what optuna.storages.fail_stale_trials uses
-    if find is None or not is_heartbeat_enabled(storage):
-        return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return list(find(study._study_id))
-
-
-def recover_interrupted(study: optuna.Study) -> list[int]:
+def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
     """Fail with the reason ``interrupted`` and requeue the trials whose driver is gone (its
     process ended on this host, or its heartbeat stopped longer than the grace period ago);
     returns their numbers. The reason is set before the trial is failed: a finished trial's
     attributes can no longer change."""
-    storage = study._storage  # the study's own (cached) storage keeps its view consistent
-    stale = set(_stale_trial_ids(study))
+    study_id = study_id_of(study, storage)
+    stale = set(stale_trial_ids(storage, study_id))
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial._trial_id not in stale and not driver_gone(trial.user_attrs.get(DRIVER_ATTR)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        if trial_id not in stale and not driver_gone(trial.user_attrs.get(DRIVER_ATTR)):
             continue
-        if trial.user_attrs.get(DRIVER_ATTR) is None and trial._trial_id not in stale and _young(trial):
+        if trial.user_attrs.get(DRIVER_ATTR) is None and trial_id not in stale and _young(trial):
             continue  # asked a moment ago by a driver that has not signed it yet
         try:
-            storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, INTERRUPTED)
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            storage.set_trial_user_attr(trial_id, REASON_ATTR, INTERRUPTED)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished meanwhile by its (live) driver
         queue_again(study, trial.number, dict(trial.params))
@@ -109,8 +108,8 @@ def live_running(study: optuna.Study, trials: Iterable[FrozenTrial] | None = Non
     return live
 
 
-def claim_is_surplus(study: optuna.Study, trial_id: int, n_trials: int) -> bool:
-    """True when the trial just asked (RUNNING, ``trial_id``) would take the study past
+def claim_is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
+    """True when the trial just asked (RUNNING, trial ``number``) would take the study past
     ``n_trials``: the finished trials plus the live running trials ahead of it already make
     ``n_trials``. Ahead means an earlier number, or started no later (a requeued point popped
     after a newer trial started).
@@ -121,7 +120,7 @@ def claim_is_surplus(study: optuna.Study, trial_id: int, n_trials: int) -> bool:
     trials both skip each other, and at most ``n_trials`` finish. A driver whose claim is
     surplus gives it back (:func:`give_back`) and waits for the others."""
     trials = study.get_trials(deepcopy=False)
-    mine = next((t for t in trials if t._trial_id == trial_id), None)
+    mine = next((t for t in trials if t.number == number), None)
     if mine is None:
         return False
     finished = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
@@ -130,14 +129,14 @@ def claim_is_surplus(study: optuna.Study, trial_id: int, n_trials: int) -> bool:
     def ahead(other: FrozenTrial) -> bool:
         return other.number < mine.number or (other.datetime_start is not None and other.datetime_start <= start)
 
-    others = [t for t in live_running(study, trials) if t._trial_id != trial_id and ahead(t)]
+    others = [t for t in live_running(study, trials) if t.number != number and ahead(t)]
     return finished + len(others) >= n_trials
 
 
-def give_back(study: optuna.Study, trial_id: int) -> None:
+def give_back(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> None:
     """Return a surplus claim to the queue (RUNNING -> WAITING): an enqueued or grid point it
     popped stays queued, and a new trial waits there for a later run or a failed trial."""
     try:
-        study._storage.set_trial_state_values(trial_id, TrialState.WAITING)
+        storage.set_trial_state_values(trial_id_of(study, storage, number), TrialState.WAITING)
     except optuna.exceptions.UpdateFinishedTrialError:
         pass
