@@ -7,8 +7,10 @@ import os
 import sys
 from pathlib import Path
 
+from .._study_dir import RUN_CHECKPOINT, RUN_CONFIG, RUN_RESULT
+
 #: The files a training run writes into its directory: all that ``--fresh`` ever removes.
-RUN_FILES = ("last.pt", "config.yaml", "result.json")
+RUN_FILES = (RUN_CHECKPOINT, RUN_CONFIG, RUN_RESULT)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 from .space import trial_config
 from .spec import StudySpec
-from .._study_dir import trial_dir
+from .._study_dir import RUN_CHECKPOINT, trial_dir
 from .stop import infrastructure_error
 from ..errors import first_line
 
@@ -88,8 +88,8 @@ def _adopt_checkpoint(study_dir: Path, retry_of: int | None, run_dir: Path) -> N
     """A rerun of an interrupted trial continues from that trial's last checkpoint."""
     if retry_of is None:
         return
-    source = trial_dir(study_dir, int(retry_of)) / "last.pt"
-    target = run_dir / "last.pt"
+    source = trial_dir(study_dir, int(retry_of)) / RUN_CHECKPOINT
+    target = run_dir / RUN_CHECKPOINT
     if source.is_file() and not target.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)

@@ -49,6 +49,7 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from .._mapping import flatten
+from .._study_dir import RUN_CHECKPOINT, RUN_CONFIG, RUN_RESULT
 from ..config import RunConfig, config_from_dict, dump_config
 from ..data import build_data, dataset_classes_and_channels
 from ..errors import UserInputError, first_line
@@ -193,7 +194,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path | None:
-        return self.out_dir / "last.pt" if self.out_dir is not None else None
+        return self.out_dir / RUN_CHECKPOINT if self.out_dir is not None else None
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {
@@ -444,7 +445,7 @@ class Trainer:
             self.maybe_resume()
         if self.out_dir is not None and self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out_dir / "config.yaml", dump_config(self.cfg))
+            atomic_write_text(self.out_dir / RUN_CONFIG, dump_config(self.cfg))
         cfg = self.cfg.train
         wall_start = time.perf_counter()
         while self.state.epoch < cfg.epochs:
@@ -476,7 +477,7 @@ class Trainer:
                 on_epoch(metrics)
         result = self.result(wall_seconds=time.perf_counter() - wall_start)
         if self.out_dir is not None and self.rank == 0 and self.state.epoch >= cfg.epochs:
-            atomic_write_text(self.out_dir / "result.json", json.dumps(result, indent=2, default=float))
+            atomic_write_text(self.out_dir / RUN_RESULT, json.dumps(result, indent=2, default=float))
         return result
 
     def result(self, wall_seconds: float = 0.0) -> dict[str, Any]:

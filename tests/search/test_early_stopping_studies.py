@@ -3,17 +3,16 @@ at once, and a driver killed mid-rung that resumes with its rung records."""
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from optuna.trial import TrialState
 
+from _support.kill import kill_when
 from svite_search.harness import run_search
 from svite_search.search import load_spec, load_study, spec_from_dict
 from svite_search.search.early_stopping import nondominated_fronts, should_continue
@@ -167,19 +166,8 @@ def test_a_driver_killed_mid_rung_resumes_with_its_rung_records(tmp_path: Path, 
         [sys.executable, "-m", "svite_search", "search", str(spec_path), "--executor", "local", "--out", str(out),
          "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
-    killed = None
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            killed = _running_with_a_rung(out / "optuna.db")
-            if killed is not None:  # judged at rung 1, told to go on, still training
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.1)
-    finally:
-        if proc.poll() is None and killed is None:
-            proc.kill()
-        proc.wait(timeout=30)
+    # killed once a trial was judged at rung 1, told to go on, and is still training
+    killed = kill_when(proc, lambda: _running_with_a_rung(out / "optuna.db"))
     assert killed is not None, "the search finished or stalled before a trial passed a rung"
     before = {key: record for key, record in _records(load_study(out).trials).items()}
 

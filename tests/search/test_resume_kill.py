@@ -6,13 +6,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from optuna.trial import TrialState
 
+from _support.kill import kill_when
 from svite_search.harness import run_search
 from svite_search.search import load_spec, load_study
 from svite_search.search.study import INTERRUPTED
@@ -43,23 +43,16 @@ def test_sigkill_mid_study_loses_nothing_and_counts_nothing_twice(tmp_path: Path
          "--json", "--no-progress"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
-    killed = None
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            states = _states(out / "optuna.db")
-            running = [n for n, s in states.items() if s == "RUNNING"]
-            done = [n for n, s in states.items() if s == "COMPLETE"]
-            # mid-trial: one trial finished, the next one has checkpointed at least one epoch
-            if done and running and (out / "trials" / str(running[0]) / "last.pt").exists():
-                proc.send_signal(signal.SIGKILL)
-                killed = running[0]
-                break
-            time.sleep(0.1)
-    finally:
-        if proc.poll() is None and killed is None:
-            proc.kill()
-        proc.wait(timeout=30)
+    def mid_trial() -> int | None:
+        """One trial finished and the next one has checkpointed at least one epoch."""
+        states = _states(out / "optuna.db")
+        running = [n for n, s in states.items() if s == "RUNNING"]
+        done = [n for n, s in states.items() if s == "COMPLETE"]
+        if done and running and (out / "trials" / str(running[0]) / "last.pt").exists():
+            return running[0]
+        return None
+
+    killed = kill_when(proc, mid_trial, timeout=240)
     assert killed is not None, "the search finished or stalled before it could be killed mid-trial"
     assert proc.returncode == -signal.SIGKILL
 

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from _support.probes import StatelessProbe
 from svite_search.config import config_from_dict
-from svite_search.engine import Sparsifier
 from svite_search.train import Trainer
 
 BASE = {
@@ -29,7 +29,7 @@ def cfg(method: str = "dense", **train: Any):
     return config_from_dict(raw)
 
 
-class GradProbe(Sparsifier):
+class GradProbe(StatelessProbe):
     """An engine component that records, at the moment the engine runs, the gradient norm of
     every weight the engine reads (after the optimizer step, as the engine sees them)."""
 
@@ -43,15 +43,6 @@ class GradProbe(Sparsifier):
         self.finite.append(all(bool(torch.isfinite(g).all()) for g in grads))
         norm = torch.linalg.vector_norm(torch.stack([g.float().norm() for g in grads]))
         self.norms[self.trainer.state.step] = float(norm)
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    def stats(self) -> dict:
-        return {}
 
 
 def _forward_dtypes(trainer: Trainer) -> set[torch.dtype]:

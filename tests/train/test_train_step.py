@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
+from _support.probes import StatelessProbe
 from svite_search.cli import main
 from svite_search.config import config_from_dict
-from svite_search.engine import Sparsifier
 from svite_search.errors import ConfigError
 from svite_search.train import Trainer
 
@@ -31,7 +31,7 @@ def cfg(method: str = "svite", **sections: dict) -> Any:
     return config_from_dict(raw)
 
 
-class OrderProbe(Sparsifier):
+class OrderProbe(StatelessProbe):
     """Records, when the engine steps, what the documented order promises it sees."""
 
     name = "probe"
@@ -48,15 +48,6 @@ class OrderProbe(Sparsifier):
             "optimizer_steps": optimizer_steps,  # after this iteration's optimizer step
             "trainer_step": self.trainer.state.step,
         })
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    def stats(self) -> dict:
-        return {}
 
 
 def _batches(trainer: Trainer, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

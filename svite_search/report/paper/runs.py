@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from ..._mapping import flatten
+from ..._study_dir import RUN_CONFIG, RUN_RESULT
 from ...errors import UserInputError
 from .grid import Setting, same_value
 
@@ -84,10 +85,10 @@ def find_runs(directories: Iterable[str | Path]) -> list[RunRecord]:
         root = Path(directory)
         if not root.exists():
             raise UserInputError(f"--runs: {root}: no such directory")
-        for result_path in sorted(root.rglob("result.json")):
+        for result_path in sorted(root.rglob(RUN_RESULT)):
             if _SKIP_DIRS & set(result_path.relative_to(root).parts):
                 continue  # the copies a tracked run keeps as MLflow artifacts
-            config_path = result_path.with_name("config.yaml")
+            config_path = result_path.with_name(RUN_CONFIG)
             if not config_path.is_file():
                 continue
             try:
