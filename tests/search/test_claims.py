@@ -86,3 +86,13 @@ def test_a_claim_lock_is_released_with_the_block_and_on_an_error(tmp_path: Path,
             raise RuntimeError("a claim that failed")
     with second.held() as held:
         assert held
+
+
+def test_a_claim_lock_that_cannot_be_taken_lets_the_claim_go_ahead_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    lock = ClaimLock(f"sqlite:///{tmp_path / 'gone' / 'optuna.db'}", "s")  # its folder does not exist
+    assert lock.kind == "directory"
+    with caplog.at_level("WARNING"):
+        with lock.held() as held:
+            assert held is False
+    assert "claim lock cannot be taken" in caplog.text

@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterator
 
 import optuna
 
+from ..._redact import mask_url
+from ...errors import first_line
 from ._drivers import DRIVER_ATTR, driver_id
 from ._recovery import claim_is_surplus, give_back, live_running
 from ._results import study_counts
@@ -144,15 +146,20 @@ class ClaimLock:
                 backend.release()
 
     def _acquire(self, backend: _DirectoryLock | _AdvisoryLock) -> bool:
-        if backend.try_acquire():
-            return True
-        if self.on_wait is not None:
-            self.on_wait()
-        deadline = time.monotonic() + CLAIM_WAIT_S
-        while time.monotonic() < deadline:
-            time.sleep(_POLL_S)
+        try:
             if backend.try_acquire():
                 return True
+            if self.on_wait is not None:
+                self.on_wait()
+            deadline = time.monotonic() + CLAIM_WAIT_S
+            while time.monotonic() < deadline:
+                time.sleep(_POLL_S)
+                if backend.try_acquire():
+                    return True
+        except Exception as err:  # the lock cannot be taken at all: the storage's own calls say why, if they fail too
+            log.warning("the study's claim lock cannot be taken (%s: %s); claiming without it",
+                        type(err).__name__, mask_url(first_line(err)))
+            return False
         log.warning("another driver of this study held its claim lock for over %.0f s; claiming without it",
                     CLAIM_WAIT_S)
         return False
