@@ -285,7 +285,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ),
     ]
     shown_top1 = {k: ", ".join(f"{v:.2f}" for v in values) for k, values in top1.items()}
-    notes = [f"Top-1 of the runs (same config and seed, so they agree): direct {shown_top1['direct']}; "
+    notes = ([] if local_spec is None else
+             ["The local-executor study runs in the same rounds while the Ray instance is up (idle), as "
+              "the rounds interleave; on 2 cores its idle processes can add a little to the local figure."])
+    notes += [f"Top-1 of the runs (same config and seed, so they agree): direct {shown_top1['direct']}; "
              f"study {shown_top1['study']}."]
     if import_s is not None:
         notes.insert(0, f"A fresh Python process takes {bk.secs(import_s, 1)} to import what a Ray trial worker "

@@ -91,7 +91,7 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
             return reason
         if spec.search.sampler == "grid" and counts.waiting == 0:
             return None
-        trial = claim_trial(study, storage, spec.n_trials, claims)
+        trial = claim_trial(study, storage, spec.n_trials, claims, counted=True)
         if trial is None:
             continue  # another driver's trial took the last place since the count above: wait for it
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)

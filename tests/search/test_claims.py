@@ -3,6 +3,7 @@ and reruns of interrupted trials come before every other queued point. Each driv
 own ``prepare_study`` handle on one sqlite storage, as two ``search`` commands are."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,40 @@ def test_a_claim_lock_that_cannot_be_taken_lets_the_claim_go_ahead_with_a_warnin
         with lock.held() as held:
             assert held is False
     assert "claim lock cannot be taken" in caplog.text
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_lock_error_leaks_no_descriptor_and_a_failed_release_does_not_undo_the_claim(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+    import fcntl
+
+    from svite_search.search.study import _claims
+
+    real_flock = fcntl.flock
+    lock = ClaimLock(f"sqlite:///{tmp_path / 'optuna.db'}", "s")
+    before = _open_fds()
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "no locks available")
+
+    monkeypatch.setattr(_claims.fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING"):
+        for _ in range(20):
+            with lock.held() as held:
+                assert held is False
+    assert _open_fds() == before, "a descriptor leaked per failed attempt"
+    assert caplog.text.count("cannot be taken") == 1  # warned once per lock, not per claim
+
+    def unlock_fails(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_UN:
+            raise OSError(errno.EIO, "input/output error")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(_claims.fcntl, "flock", unlock_fails)
+    with lock.held() as held:  # the block's claim stands: a release error is logged, not raised
+        assert held is True
+    assert _open_fds() == before

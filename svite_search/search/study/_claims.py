@@ -8,12 +8,15 @@ trial Optuna has created cannot be deleted, so it stayed WAITING in a finished s
 and asking under one lock per study closes that window: the second driver counts the first
 one's new trial and waits.
 
-The lock is the storage's own where it can be: a PostgreSQL advisory lock (released by the
-server when the driver's connection drops, so a killed driver never holds it), or for sqlite an
-``flock`` on the database's directory (sqlite is shared only by processes of one machine, and
-the kernel drops the lock with the process). Other storages have no lock here and keep the
-give-back safety net. A lock held longer than :data:`CLAIM_WAIT_S` (a stopped process) is
-waited out with a warning and the claim goes ahead unlocked, with the same safety net.
+The lock is the storage's own where it can be: a PostgreSQL advisory lock keyed by the study's
+name (released by the server when the driver's connection closes, so a killed driver never
+holds it; a lost machine's session lasts until the server notices its connection is gone), or
+for sqlite an ``flock`` on the database's folder, shared by the studies whose files sit there
+(sqlite is shared only by processes of one machine, and the kernel drops the lock with the
+process). Other storages have no lock here and keep the give-back safety net. A lock held
+longer than :data:`CLAIM_WAIT_S` (a stopped process), or one that cannot be taken at all, lets
+the claim go ahead with one warning, under the same safety net. The lock is held for one count
+and one ``ask()`` (the sampler's suggestion included), never while a trial runs.
 """
 from __future__ import annotations
 
@@ -38,8 +41,9 @@ log = logging.getLogger(__name__)
 
 #: longest wait for another driver's claim before claiming without the lock
 CLAIM_WAIT_S = 60.0
-#: between two attempts at a lock another driver holds (it holds it for one count and one ask)
-_POLL_S = 0.02
+#: first and longest pause between two attempts at a lock another driver holds (it holds it for
+#: one count and one ask, so most waits end after the first pauses)
+_POLL_S, _POLL_MAX_S = 0.02, 0.5
 
 
 class _DirectoryLock:
@@ -56,18 +60,24 @@ class _DirectoryLock:
         except BlockingIOError:
             os.close(fd)
             return False
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
         return True
 
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)  # closing the last descriptor drops the lock anyway
 
 
 class _AdvisoryLock:
-    """A PostgreSQL session advisory lock on a connection of its own."""
+    """A PostgreSQL session advisory lock on one connection of its own, kept open between claims
+    (opened again only after an error)."""
 
     def __init__(self, url: str, key: int) -> None:
         import sqlalchemy
@@ -78,28 +88,24 @@ class _AdvisoryLock:
         self._key = key
         self._connection: Any = None
 
-    def try_acquire(self) -> bool:
-        connection = self._engine.connect()
+    def _run(self, statement: str) -> Any:
+        if self._connection is None:
+            self._connection = self._engine.connect()
         try:
-            got = connection.execute(self._sql.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}).scalar()
-            connection.commit()
+            value = self._connection.execute(self._sql.text(statement), {"key": self._key}).scalar()
+            self._connection.commit()
+            return value
         except BaseException:
-            connection.close()
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(Exception):
+                connection.close()  # the server drops the session's advisory locks with it
             raise
-        if not got:
-            connection.close()
-            return False
-        self._connection = connection
-        return True
+
+    def try_acquire(self) -> bool:
+        return bool(self._run("SELECT pg_try_advisory_lock(:key)"))
 
     def release(self) -> None:
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            try:
-                connection.execute(self._sql.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-                connection.commit()
-            finally:
-                connection.close()  # the server drops a session's advisory locks with it anyway
+        self._run("SELECT pg_advisory_unlock(:key)")
 
 
 def _lock_key(study_name: str) -> int:
@@ -115,6 +121,7 @@ class ClaimLock:
 
     def __init__(self, url: str, study_name: str, on_wait: Callable[[], None] | None = None) -> None:
         self.on_wait = on_wait
+        self._warned = False
         self._backend: _DirectoryLock | _AdvisoryLock | None = None
         from sqlalchemy.engine import make_url
 
@@ -143,36 +150,59 @@ class ClaimLock:
             yield acquired
         finally:
             if acquired and backend is not None:
-                backend.release()
+                try:
+                    backend.release()
+                except Exception as err:  # the claim is made; the kernel or the server drops the lock anyway
+                    self._warn(f"the study's claim lock was not released cleanly ({type(err).__name__}: "
+                               f"{mask_url(first_line(err))})")
+
+    def _warn(self, message: str) -> None:
+        """Warn once per lock, then at debug level: a lock in trouble stays in trouble."""
+        (log.debug if self._warned else log.warning)(message)
+        self._warned = True
+
+    def _attempt(self, backend: _DirectoryLock | _AdvisoryLock) -> bool | None:
+        """One try: True (taken), False (held by another driver), None (it cannot be taken)."""
+        try:
+            return backend.try_acquire()
+        except Exception as err:  # the storage's own calls say why, if they fail too
+            self._warn(f"the study's claim lock cannot be taken ({type(err).__name__}: "
+                       f"{mask_url(first_line(err))}); claiming without it")
+            return None
 
     def _acquire(self, backend: _DirectoryLock | _AdvisoryLock) -> bool:
-        try:
-            if backend.try_acquire():
-                return True
-            if self.on_wait is not None:
-                self.on_wait()
-            deadline = time.monotonic() + CLAIM_WAIT_S
-            while time.monotonic() < deadline:
-                time.sleep(_POLL_S)
-                if backend.try_acquire():
-                    return True
-        except Exception as err:  # the lock cannot be taken at all: the storage's own calls say why, if they fail too
-            log.warning("the study's claim lock cannot be taken (%s: %s); claiming without it",
-                        type(err).__name__, mask_url(first_line(err)))
-            return False
-        log.warning("another driver of this study held its claim lock for over %.0f s; claiming without it",
-                    CLAIM_WAIT_S)
+        got = self._attempt(backend)
+        if got is not False:
+            return bool(got)
+        if self.on_wait is not None:
+            self.on_wait()
+        deadline, pause = time.monotonic() + CLAIM_WAIT_S, _POLL_S
+        while time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(2 * pause, _POLL_MAX_S)
+            got = self._attempt(backend)
+            if got is not False:
+                return bool(got)
+        self._warn(f"another driver of this study held its claim lock for over {CLAIM_WAIT_S:.0f} s; "
+                   "claiming without it")
         return False
 
 
+def _places_taken(study: optuna.Study, n_trials: int) -> bool:
+    trials = study.get_trials(deepcopy=False)
+    return study_counts(study, trials).finished + len(live_running(study, trials)) >= n_trials
+
+
 def claim_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int,
-                lock: ClaimLock) -> optuna.Trial | None:
+                lock: ClaimLock, *, counted: bool = False) -> optuna.Trial | None:
     """The next trial this driver runs, signed with its driver id, or None when the finished
     trials and the trials live drivers run already make ``n_trials`` (wait: another starts
-    only if one of them fails). Counting and asking happen under ``lock``."""
+    only if one of them fails). Counting and asking happen under ``lock``; ``counted``: the caller
+    has just counted the study and found a place, so the count before locking is skipped."""
+    if not counted and _places_taken(study, n_trials):
+        return None  # no place looks free: no need to lock (Tune asks again and again while it waits)
     with lock.held():
-        trials = study.get_trials(deepcopy=False)
-        if study_counts(study, trials).finished + len(live_running(study, trials)) >= n_trials:
+        if _places_taken(study, n_trials):  # counted again under the lock: the count that decides
             return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # heartbeats outside Study.optimize are ours
