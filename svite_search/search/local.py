@@ -23,7 +23,7 @@ from .study import (
     INTERRUPTED,
     RETRY_ATTR,
     StudyHandle,
-    claim_trial,
+    ask_claimed,
     driver_id,
     live_running,
     queue_again,
@@ -71,29 +71,33 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
     study_id = storage.get_study_id_from_name(study.study_name)
     failures = 0
     while True:
-        trials = study.get_trials(deepcopy=False)  # one read of the study per trial, for all that follows
-        counts = study_counts(study, trials)
-        if counts.finished >= spec.n_trials:
-            return None
-        if counts.running and recover_interrupted(study, storage):
-            # a driver sharing this study died mid-trial: its trial was failed and queued again
-            # (to rerun here); look at the study as it is now
-            continue
-        if counts.finished + _running_elsewhere(study, trials) >= spec.n_trials:
-            # Another live driver's trials would finish the study: wait for them rather than
-            # overshoot n_trials; run more only if one of them fails.
-            recover_interrupted(study, storage)
-            time.sleep(WAIT_FOR_OTHERS_S)
-            continue
-        if failures >= spec.max_failures:
-            reason = f"{failures} trials failed in this run (search.max_failures {spec.max_failures})"
-            log.warning("stopping: %s", reason)
-            return reason
-        if spec.search.sampler == "grid" and counts.waiting == 0:
-            return None
-        trial = claim_trial(study, storage, spec.n_trials, claims, counted=True)
+        wait_for_others = False
+        with claims.held():  # the count that decides and the ask, as one step among the study's drivers
+            trials = study.get_trials(deepcopy=False)  # one read of the study per trial, for all that follows
+            counts = study_counts(study, trials)
+            if counts.finished >= spec.n_trials:
+                return None
+            if counts.running and recover_interrupted(study, storage):
+                # a driver sharing this study died mid-trial: its trial was failed and queued again
+                # (to rerun here); look at the study as it is now
+                continue
+            if counts.finished + _running_elsewhere(study, trials) >= spec.n_trials:
+                # Another live driver's trials would finish the study: wait for them rather than
+                # overshoot n_trials; run more only if one of them fails.
+                recover_interrupted(study, storage)
+                wait_for_others, trial = True, None
+            else:
+                if failures >= spec.max_failures:
+                    reason = f"{failures} trials failed in this run (search.max_failures {spec.max_failures})"
+                    log.warning("stopping: %s", reason)
+                    return reason
+                if spec.search.sampler == "grid" and counts.waiting == 0:
+                    return None
+                trial = ask_claimed(study, storage, spec.n_trials)
         if trial is None:
-            continue  # another driver's trial took the last place since the count above: wait for it
+            if wait_for_others:
+                time.sleep(WAIT_FOR_OTHERS_S)  # outside the lock: the other drivers claim meanwhile
+            continue  # (or the claim was surplus after all: another driver's trial took the place)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         params: dict[str, Any] = {}
         try:

@@ -29,7 +29,7 @@ Example::
 from __future__ import annotations
 
 from ..._study_dir import DB_FILE, SPEC_FILE, STUDY_FILE
-from ._claims import CLAIM_WAIT_S, ClaimLock, claim_trial
+from ._claims import CLAIM_WAIT_S, ClaimLock, ask_claimed, claim_trial
 from ._directory import StudyHandle, prepare_study, spec_of
 from ._drivers import (DRIVER_ATTR, GRACE_S, HEARTBEAT_S, INTERRUPTED, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR,
                        driver_gone, driver_id)
@@ -43,7 +43,7 @@ from ._samplers import TrialSeededSampler, make_pruner, make_sampler, sampler_fa
 from ._storage import SCHEMA_ATTEMPTS, STORAGE_ENV, load_study, open_storage, storage_url
 
 __all__ = [
-    "TESTED_OPTUNA", "trial_id_of", "CLAIM_WAIT_S", "ClaimLock", "claim_trial", "DB_FILE", "DRIVER_ATTR", "GRACE_S", "HEARTBEAT_S", "INTERRUPTED", "REASON_ATTR", "RETRY_ATTR", "SCHEMA_ATTEMPTS",
+    "TESTED_OPTUNA", "trial_id_of", "CLAIM_WAIT_S", "ClaimLock", "ask_claimed", "claim_trial", "DB_FILE", "DRIVER_ATTR", "GRACE_S", "HEARTBEAT_S", "INTERRUPTED", "REASON_ATTR", "RETRY_ATTR", "SCHEMA_ATTEMPTS",
     "SOURCE_ATTR", "SPEC_FILE", "STORAGE_ENV", "STUDY_FILE", "Counts", "Heartbeat", "StudyHandle",
     "TrialSeededSampler", "claim_is_surplus", "driver_gone", "driver_id", "give_back", "is_feasible", "live_running",
     "load_study", "make_pruner", "make_sampler", "open_storage", "pareto_front", "prepare_study", "queue_again",

@@ -194,22 +194,29 @@ def _places_taken(study: optuna.Study, n_trials: int) -> bool:
 
 
 def claim_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int,
-                lock: ClaimLock, *, counted: bool = False) -> optuna.Trial | None:
+                lock: ClaimLock) -> optuna.Trial | None:
     """The next trial this driver runs, signed with its driver id, or None when the finished
     trials and the trials live drivers run already make ``n_trials`` (wait: another starts
-    only if one of them fails). Counting and asking happen under ``lock``; ``counted``: the caller
-    has just counted the study and found a place, so the count before locking is skipped."""
-    if not counted and _places_taken(study, n_trials):
+    only if one of them fails). Counting and asking happen under ``lock``; a driver that counts
+    for other reasons too (the local executor) holds the lock itself and calls :func:`ask_claimed`."""
+    if _places_taken(study, n_trials):
         return None  # no place looks free: no need to lock (Tune asks again and again while it waits)
     with lock.held():
         if _places_taken(study, n_trials):  # counted again under the lock: the count that decides
             return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # heartbeats outside Study.optimize are ours
-            trial = study.ask()
-        # the safety net where the claim went ahead unlocked: a trial past n_trials is given back
-        if claim_is_surplus(study, trial.number, n_trials):
-            give_back(study, storage, trial.number)
-            return None
-        trial.set_user_attr(DRIVER_ATTR, driver_id())
-        return trial
+        return ask_claimed(study, storage, n_trials)
+
+
+def ask_claimed(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int) -> optuna.Trial | None:
+    """Ask for the trial a count under the claim lock found a place for, and sign it; None when
+    it is surplus after all (the claim went ahead unlocked, or another driver's did: given back)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # heartbeats outside Study.optimize are ours
+        trial = study.ask()
+    # the safety net for claims made without the lock (a storage with none, a lock in trouble):
+    # of two trials asked at once, the one written second finds the other and is given back
+    if claim_is_surplus(study, trial.number, n_trials):
+        give_back(study, storage, trial.number)
+        return None
+    trial.set_user_attr(DRIVER_ATTR, driver_id())
+    return trial
