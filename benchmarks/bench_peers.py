@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds")
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds (small models)")
-    parser.add_argument("--large-repeats", type=int, default=5, help="timed rounds (224 px models)")
+    parser.add_argument("--large-repeats", type=int, default=12, help="timed rounds (224 px models)")
     parser.add_argument("--build-repeats", type=int, default=2, help="slim builds of each kind")
     parser.add_argument("--latency-repeats", type=int, default=20, help="timed slim inference rounds")
 

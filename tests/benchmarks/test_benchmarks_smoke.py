@@ -148,6 +148,30 @@ def test_run_all_reruns_one_benchmark_and_keeps_the_others(records, tmp_path) ->
     assert "started on earlier and took 1.5 min; re-run alone since: tokens" in text
 
 
+def test_the_header_names_every_benchmark_run_after_the_full_run_and_mixed_machines(records, run_all) -> None:
+    """A report kept across ``--only`` runs lists each newer benchmark with its date, not just the
+    last run's, and says when its figures come from different CPUs."""
+    import copy
+
+    chosen = {name: copy.deepcopy(records[name]) for name in ("slim", "tokens", "driver")}
+    chosen["slim"]["machine"].update(date="2026-01-01T10:00:00+00:00", cpu_model="CPU A")
+    chosen["driver"]["machine"].update(date="2026-01-03T09:00:00+00:00", cpu_model="CPU A")
+    chosen["tokens"]["machine"].update(date="2026-01-02T09:00:00+00:00", cpu_model="CPU B")
+    full_run = {"command": "python -m benchmarks.run_all", "date": "2026-01-01T09:59:00+00:00", "wall_s": 600.0,
+                "tiny": False}
+    machine = dict(chosen["driver"]["machine"])
+    text = run_all.render({"suite": {"full_run": full_run, "ran": ["driver"], "date": machine["date"],
+                                     "machine": machine, "tiny": False},
+                           "benchmarks": chosen})
+    assert ("re-run alone since: tokens (2026-01-02T09:00+00:00), driver (2026-01-03T09:00+00:00).") in text
+    assert "more than one machine (CPU A, CPU B)" in text
+    one_cpu = copy.deepcopy(chosen)
+    one_cpu["tokens"]["machine"]["cpu_model"] = "CPU A"
+    assert "more than one machine" not in run_all.render(
+        {"suite": {"full_run": full_run, "ran": ["driver"], "date": machine["date"], "machine": machine,
+                   "tiny": False}, "benchmarks": one_cpu})
+
+
 def test_unknown_benchmark_is_a_usage_error(tmp_path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.run_all", "--only", "nope", "--out-dir", str(tmp_path)],
