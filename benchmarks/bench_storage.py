@@ -40,7 +40,7 @@ from . import benchkit as bk
 RESULT_ATTRS = 25
 
 
-def one_trial(study: optuna.Study, storage: Any) -> None:
+def one_trial(study: optuna.Study, storage: Any, study_id: int) -> None:
     trial = study.ask()
     trial.suggest_categorical("method", ["svite", "s2vite", "dense"])
     trial.suggest_float("sparsity.density", 0.2, 0.8)
@@ -49,8 +49,7 @@ def one_trial(study: optuna.Study, storage: Any) -> None:
     trial.suggest_float("tokens.keep_ratio", 0.5, 1.0)
     trial.suggest_float("train.lr", 1e-4, 1e-2, log=True)
     trial.set_user_attr("driver", "host:1234")
-    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(study.study_name), trial.number))
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
     for i in range(RESULT_ATTRS):
         trial.set_user_attr(f"metric_{i}", float(i))
     study.tell(trial, [90.0, 0.01])
@@ -61,10 +60,11 @@ def arm(url: str, name: str) -> Callable[[int], None]:
     storage = open_storage(url)
     study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True)
+    study_id = storage.get_study_id_from_name(name)  # once: a driver knows its study
 
     def run(trials: int) -> None:
         for _ in range(trials):
-            one_trial(study, storage)
+            one_trial(study, storage, study_id)
 
     return run
 

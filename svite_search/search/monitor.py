@@ -22,7 +22,7 @@ from .objective import COMPLETE, FAIL, PRUNED, TrialOutcome
 from .space import trial_config_dict
 from .spec import StudySpec
 from ..metrics.pareto import IncrementalFront
-from .study import Counts, is_feasible, study_counts
+from .study import Counts, heartbeats_on, is_feasible, record_beat, study_counts
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +143,8 @@ class SearchMonitor:
     def _first_heartbeat(self, trial_id: int | None) -> None:
         """Beat once when a trial starts: a trial lost in its first heartbeat interval is then
         found by its age like any other, not left RUNNING forever."""
-        storage = self.storage
-        interval = getattr(storage, "get_heartbeat_interval", None)
-        if trial_id is None or interval is None or interval() is None:
-            return
-        try:
-            storage.record_heartbeat(trial_id)
-        except Exception as err:  # a missed beat delays a recovery, never the study
-            log.debug("heartbeat of trial id %s failed: %s", trial_id, err)
+        if trial_id is not None and heartbeats_on(self.storage):
+            record_beat(self.storage, trial_id)
 
     def running_trial_ids(self) -> list[int]:
         with self._lock:

@@ -33,7 +33,7 @@ from ._claims import CLAIM_WAIT_S, ClaimLock, ask_claimed, claim_trial
 from ._directory import StudyHandle, prepare_study, spec_of
 from ._drivers import (DRIVER_ATTR, GRACE_S, HEARTBEAT_S, INTERRUPTED, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR,
                        driver_gone, driver_id)
-from ._heartbeat import Heartbeat
+from ._heartbeat import Heartbeat, heartbeats_on, record_beat
 from ._optuna_private import TESTED_OPTUNA
 from ._recovery import (claim_is_surplus, give_back, live_running, queue_again, recover_interrupted, requeue,
                         retries_first, trial_id_of)
@@ -43,10 +43,12 @@ from ._samplers import TrialSeededSampler, make_pruner, make_sampler, sampler_fa
 from ._storage import SCHEMA_ATTEMPTS, STORAGE_ENV, load_study, open_storage, storage_url
 
 __all__ = [
-    "TESTED_OPTUNA", "trial_id_of", "CLAIM_WAIT_S", "ClaimLock", "ask_claimed", "claim_trial", "DB_FILE", "DRIVER_ATTR", "GRACE_S", "HEARTBEAT_S", "INTERRUPTED", "REASON_ATTR", "RETRY_ATTR", "SCHEMA_ATTEMPTS",
-    "SOURCE_ATTR", "SPEC_FILE", "STORAGE_ENV", "STUDY_FILE", "Counts", "Heartbeat", "StudyHandle",
-    "TrialSeededSampler", "claim_is_surplus", "driver_gone", "driver_id", "give_back", "is_feasible", "live_running",
-    "load_study", "make_pruner", "make_sampler", "open_storage", "pareto_front", "prepare_study", "queue_again",
-    "RESULT_ATTR", "record_outcome", "recover_interrupted", "requeue", "retries_first", "sampler_factory",
-    "set_result_attrs", "spec_of", "storage_url", "study_counts", "trial_attrs", "trial_seed",
+    "CLAIM_WAIT_S", "ClaimLock", "Counts", "DB_FILE", "DRIVER_ATTR", "GRACE_S", "Heartbeat", "HEARTBEAT_S",
+    "INTERRUPTED", "REASON_ATTR", "RESULT_ATTR", "RETRY_ATTR", "SCHEMA_ATTEMPTS", "SOURCE_ATTR", "SPEC_FILE",
+    "STORAGE_ENV", "STUDY_FILE", "StudyHandle", "TESTED_OPTUNA", "TrialSeededSampler", "ask_claimed",
+    "claim_is_surplus", "claim_trial", "driver_gone", "driver_id", "give_back", "heartbeats_on",
+    "is_feasible", "live_running", "load_study", "make_pruner", "make_sampler", "open_storage",
+    "pareto_front", "prepare_study", "queue_again", "record_beat", "record_outcome", "recover_interrupted",
+    "requeue", "retries_first", "sampler_factory", "set_result_attrs", "spec_of", "storage_url",
+    "study_counts", "trial_attrs", "trial_id_of", "trial_seed",
 ]

@@ -13,6 +13,21 @@ from ._drivers import HEARTBEAT_S
 log = logging.getLogger(__name__)
 
 
+def heartbeats_on(storage: Any) -> bool:
+    """Whether ``storage`` records trial heartbeats (an RDB storage opened with a heartbeat
+    interval): what Optuna's own ``is_heartbeat_enabled`` checks, through the public method."""
+    interval = getattr(storage, "get_heartbeat_interval", None)
+    return interval is not None and interval() is not None
+
+
+def record_beat(storage: Any, trial_id: int) -> None:
+    """One heartbeat of a running trial; a missed beat only delays a recovery, never the study."""
+    try:
+        storage.record_heartbeat(trial_id)
+    except Exception as err:
+        log.debug("heartbeat of trial id %s failed: %s", trial_id, err)
+
+
 class Heartbeat:
     """Records a heartbeat for every running trial of this driver, so another driver sharing the
     storage can tell a lost trial (no heartbeat for the grace period) from a slow one."""
@@ -25,10 +40,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         for trial_id in list(self.trial_ids()):
-            try:
-                self.storage.record_heartbeat(trial_id)
-            except Exception as err:  # a missed beat only delays nothing; never stop the study
-                log.debug("heartbeat of trial id %s failed: %s", trial_id, err)
+            record_beat(self.storage, trial_id)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -23,6 +23,8 @@ from typing import Callable
 
 import optuna
 
+from ._heartbeat import heartbeats_on
+
 log = logging.getLogger(__name__)
 
 #: the Optuna versions these internals were tested with: [low, high)
@@ -59,8 +61,7 @@ def replace_waiting_trial_pop(study: optuna.Study, pop: Callable[[], int | None]
 def stale_trial_ids(storage: optuna.storages.BaseStorage, study_id: int) -> list[int]:
     """Storage ids of the study's RUNNING trials whose heartbeat is older than the grace
     period, without failing them; empty where heartbeats are off or this Optuna cannot tell."""
-    interval = getattr(storage, "get_heartbeat_interval", None)
-    if interval is None or interval() is None:
+    if not heartbeats_on(storage):
         return []
     version_tested()
     find = getattr(storage, "_get_stale_trial_ids", None)

@@ -71,8 +71,11 @@ def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorag
     stale = set(stale_trial_ids(storage, study_id))
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        gone = driver_gone(trial.user_attrs.get(DRIVER_ATTR))
+        if not gone and not stale:
+            continue  # a live driver's trial, and none is stale: no storage id to look up
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        if trial_id not in stale and not driver_gone(trial.user_attrs.get(DRIVER_ATTR)):
+        if trial_id not in stale and not gone:
             continue
         if trial.user_attrs.get(DRIVER_ATTR) is None and trial_id not in stale and _young(trial):
             continue  # asked a moment ago by a driver that has not signed it yet
