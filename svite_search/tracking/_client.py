@@ -20,10 +20,9 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from .._study_dir import MLFLOW_ARTIFACTS, MLFLOW_DB, sqlite_url
-from .runs import default_tracking_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +36,8 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 #: MLflow's limit on a parameter value (3.x); longer values are truncated, not refused.
 MAX_PARAM_LENGTH = 6000
+#: MLflow accepts at most 100 params (1000 metrics) in one ``log_batch``
+PARAM_BATCH = 100
 
 
 #: Messages of errors that say the tracking server cannot be reached at all.
@@ -84,10 +85,53 @@ def param_value(value: Any) -> str:
     return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
 
 
-def resolve_tracking_uri(study_dir: str | Path, explicit: str | None = None) -> str:
-    """The store of a study: ``explicit`` (the spec's ``tracking.uri``), else
-    ``MLFLOW_TRACKING_URI``, else ``sqlite:///<study dir>/mlflow.db``."""
-    return default_tracking_uri(study_dir, explicit)
+def log_params(client: Any, run_id: str, params: Mapping[str, Any], existing: Mapping[str, str] | None = None) -> None:
+    """Log the params not yet on the run (MLflow refuses to change a logged param's value), in
+    as few batches as MLflow allows. Not retried here: callers choose how."""
+    from mlflow.entities import Param
+
+    existing = existing or {}
+    todo = [Param(metric_key(k), param_value(v)) for k, v in params.items() if metric_key(k) not in existing]
+    for i in range(0, len(todo), PARAM_BATCH):
+        client.log_batch(run_id, params=todo[i : i + PARAM_BATCH])
+
+
+def experiment_id(client: Any, name: str, artifact_location: str | None,
+                  call: Callable[[Callable[[], Any], str], Any]) -> str:
+    """The id of experiment ``name``: found, restored when deleted, or created. When two
+    commands create it at once, the one that lost takes the winner's. Each MLflow request goes
+    through ``call(fn, what)`` (the caller's retry)."""
+    found = call(lambda: client.get_experiment_by_name(name), "find the experiment")
+    if found is None:
+        try:
+            return str(call(lambda: client.create_experiment(name, artifact_location=artifact_location),
+                            "create the experiment"))
+        except Exception:
+            found = call(lambda: client.get_experiment_by_name(name), "find the experiment")
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        call(lambda: client.restore_experiment(found.experiment_id), "restore the experiment")
+    return str(found.experiment_id)
+
+
+def resolve_tracking_uri(directory: str | Path, explicit: str | None = None) -> str:
+    """The store of a study or a training run: ``explicit`` (the spec's ``tracking.uri``), else
+    ``MLFLOW_TRACKING_URI``, else ``sqlite:///<directory>/mlflow.db``."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return sqlite_url(directory, MLFLOW_DB)
+
+
+def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers among ``metrics`` (booleans and text left out), under names MLflow accepts."""
+    return {
+        metric_key(k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def default_artifact_location(study_dir: str | Path, tracking_uri: str) -> str | None:

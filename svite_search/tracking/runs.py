@@ -6,29 +6,23 @@ file store), unless ``tracking.uri`` or ``MLFLOW_TRACKING_URI`` names another on
 from __future__ import annotations
 
 import contextlib
-import os
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from .._mapping import flatten
-from .._study_dir import MLFLOW_DB, sqlite_url
+from .._redact import mask_credentials
 from ..config import RunConfig
-
-
-def default_tracking_uri(directory: str | Path, explicit: str | None = None) -> str:
-    if explicit:
-        return explicit
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return sqlite_url(directory, MLFLOW_DB)
-
-
-def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        k.replace("@", "_"): float(v)
-        for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
+from ._client import (
+    default_artifact_location,
+    experiment_id,
+    log_params,
+    make_client,
+    metric_key,
+    numeric_metrics,
+    resolve_tracking_uri,
+    retry,
+)
 
 
 class _NullTracker:
@@ -40,41 +34,57 @@ class _NullTracker:
 
 
 class _MlflowTracker:
-    def __init__(self, mlflow: Any, run_id: str) -> None:
-        self.mlflow, self.run_id = mlflow, run_id
+    """Epoch and final metrics of one run, written through its own client (never MLflow's
+    process-wide "current run", so nothing outlives the run in the process)."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        if not metrics:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(metric_key(k), v, now, step) for k, v in metrics.items()]
+        retry(lambda: self.client.log_batch(self.run_id, metrics=batch), what="log metrics")
 
     def on_epoch(self, metrics: dict[str, Any]) -> None:
         step = int(metrics.get("epoch", 0))
-        self.mlflow.log_metrics(numeric_metrics({k: v for k, v in metrics.items() if k != "epoch"}), step=step)
+        self._log(numeric_metrics({k: v for k, v in metrics.items() if k != "epoch"}), step)
 
     def finish(self, result: dict[str, Any]) -> None:
-        final = {f"final.{k}": v for k, v in numeric_metrics(result).items()}
-        self.mlflow.log_metrics(final)
+        self._log({f"final.{k}": v for k, v in numeric_metrics(result).items()}, 0)
 
 
 @contextlib.contextmanager
 def maybe_track_training(cfg: RunConfig, out_dir: str | Path) -> Iterator[Any]:
     """Log one training run to MLflow when ``cfg.tracking.enabled``; otherwise do nothing.
 
-    The run ends FAILED (with the error as a tag) when training raises.
+    The run ends FAILED (with the error as a tag) when training raises. Why a client and not
+    ``mlflow.start_run``: MLflow's fluent API sets ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_EXPERIMENT_ID`` in the process environment, and a study started later in the same
+    process (or any subprocess it starts) would then record into this run's store.
     """
     if not cfg.tracking.enabled:
         yield _NullTracker()
         return
-    import mlflow
+    def call(fn: Any, what: str) -> Any:
+        return retry(fn, what=what)
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(default_tracking_uri(out_dir, cfg.tracking.uri))
-    mlflow.set_experiment(cfg.tracking.experiment or "svite-search-train")
-    with mlflow.start_run(run_name=cfg.name) as run:
-        mlflow.set_tags({"svite.method": cfg.method, "svite.kind": "train"})
-        from .._redact import mask_credentials
-
-        mlflow.log_params({k: str(v) for k, v in flatten(mask_credentials(cfg.to_dict())).items()})
-        tracker = _MlflowTracker(mlflow, run.info.run_id)
-        try:
-            yield tracker
-        except BaseException as err:
-            mlflow.set_tag("svite.error", f"{type(err).__name__}: {err}"[:5000])
-            mlflow.end_run(status="FAILED")
-            raise
+    uri = resolve_tracking_uri(out_dir, cfg.tracking.uri)
+    client = make_client(uri)
+    experiment = experiment_id(client, cfg.tracking.experiment or "svite-search-train",
+                               default_artifact_location(out_dir, uri), call)
+    tags = {"svite.method": cfg.method, "svite.kind": "train"}
+    run_id = call(lambda: client.create_run(experiment, run_name=cfg.name, tags=tags), "create the run").info.run_id
+    params = flatten(mask_credentials(cfg.to_dict()))
+    call(lambda: log_params(client, run_id, params), "log params")
+    try:
+        yield _MlflowTracker(client, run_id)
+    except BaseException as err:
+        retry(lambda: client.set_tag(run_id, "svite.error", f"{type(err).__name__}: {err}"[:5000]), what="tag")
+        retry(lambda: client.set_terminated(run_id, status="FAILED"), what="end the run")
+        raise
+    retry(lambda: client.set_terminated(run_id, status="FINISHED"), what="end the run")

@@ -46,16 +46,18 @@ from .._study_dir import report_dir as default_report_dir
 from ..errors import first_line
 from ._client import (
     default_artifact_location,
+    experiment_id,
     is_unreachable,
+    log_params,
     make_client,
     metric_key,
+    numeric_metrics,
     param_value,
     resolve_tracking_uri,
     retry,
 )
 from ..search.hooks import NullTracker
 from ._density import density_summary
-from .runs import numeric_metrics
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,6 @@ STALE_REASON = "the process running this trial ended before the trial did (close
 
 #: seconds between attempts to reach a tracking server that went away
 PROBE_S = 30.0
-_BATCH = 100  # MLflow accepts at most 100 params (1000 metrics) per log_batch
 
 
 def _state_name(state: Any) -> str:
@@ -200,14 +201,8 @@ class StudyTracker:
         return value
 
     def _log_params(self, run_id: str, params: Mapping[str, Any], existing: Mapping[str, str] | None = None) -> None:
-        """Log params not yet on the run (MLflow refuses to change a logged param's value).
-        Not retried here: callers wrap it in :meth:`_call` or :meth:`_safe`."""
-        from mlflow.entities import Param
-
-        existing = existing or {}
-        todo = [Param(metric_key(k), param_value(v)) for k, v in params.items() if metric_key(k) not in existing]
-        for i in range(0, len(todo), _BATCH):
-            self.client.log_batch(run_id, params=todo[i : i + _BATCH])
+        """Not retried here: callers wrap it in :meth:`_call` or :meth:`_safe`."""
+        log_params(self.client, run_id, params, existing)
 
     def _log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int,
                      tags: Mapping[str, str] | None = None) -> bool:
@@ -283,16 +278,8 @@ class StudyTracker:
                  self.parent_run_id, len(self._runs))
 
     def _experiment(self) -> str:
-        experiment = self._call(lambda: self.client.get_experiment_by_name(self.experiment_name), "find experiment")
-        if experiment is None:
-            location = default_artifact_location(self.study_dir, self.tracking_uri)
-            return self._call(
-                lambda: self.client.create_experiment(self.experiment_name, artifact_location=location),
-                "create experiment",
-            )
-        if experiment.lifecycle_stage == "deleted":
-            self._call(lambda: self.client.restore_experiment(experiment.experiment_id), "restore experiment")
-        return experiment.experiment_id
+        location = default_artifact_location(self.study_dir, self.tracking_uri)
+        return experiment_id(self.client, self.experiment_name, location, self._call)
 
     @property
     def trial_runs(self) -> dict[int, str]:

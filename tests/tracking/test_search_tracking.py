@@ -8,6 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from _support.mlflow_runs import runs_frame
 from svite_search.harness import run_search
 from svite_search.search import load_study, spec_from_dict
 
@@ -33,8 +34,7 @@ SPEC = {
 
 
 def _runs(study_dir: Path) -> pd.DataFrame:
-    mlflow.set_tracking_uri(f"sqlite:///{study_dir.resolve() / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=["tracked"])
+    return runs_frame(f"sqlite:///{study_dir.resolve() / 'mlflow.db'}", "tracked")
 
 
 def test_three_trial_study_is_tracked_and_resumes_without_duplicates(study_dir: Path, tmp_path: Path) -> None:

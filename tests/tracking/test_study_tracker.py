@@ -4,10 +4,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 
+from _support.mlflow_runs import runs_frame
 from svite_search.config import RunConfig
 from svite_search.tracking._client import is_transient, retry
 from svite_search.tracking._density import density_summary
@@ -39,8 +39,7 @@ def _run_trial(tracker: StudyTracker, number: int, state: str, error: str | None
 
 
 def _runs(tracker: StudyTracker):
-    mlflow.set_tracking_uri(tracker.tracking_uri)
-    return mlflow.search_runs(experiment_names=[tracker.experiment_name])
+    return runs_frame(tracker.tracking_uri, tracker.experiment_name)
 
 
 def test_study_has_one_parent_and_a_nested_run_per_trial(study_dir: Path) -> None:
