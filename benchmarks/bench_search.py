@@ -339,6 +339,8 @@ class Run:
     stopped: int = 0
     stopped_at: dict[int, int] = field(default_factory=dict)
     stopped_front: int = 0  # stops of a setting on the whole table's front (a loss the rule made)
+    repeats: int = 0  # trials started on a setting an earlier trial had already run to the end
+    repeat_epochs: int = 0  # the trial-epochs those repeats spent (none when they are answered)
 
     def at(self, budget: float) -> float:
         """The hypervolume once ``budget`` trial-epochs were spent (a step function)."""
@@ -352,15 +354,27 @@ class Run:
         return math.inf
 
 
+#: with answer_repeats, how many repeats in a row the sampler may ask before the arm stops
+#: starting trials (it keeps proposing settings it has finished: the space is worn out for it)
+MAX_REPEATS_IN_A_ROW = 200
+
+
 def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int, min_epochs: int,
-             reduction_factor: int, population: int, rules: Any) -> Run:
+             reduction_factor: int, population: int, rules: Any, answer_repeats: bool = False) -> Run:
     """Replay one search: ``workers`` trials at once on the simulated clock, until ``budget``
     trial-epochs are spent. A full-length arm runs ``budget / epochs`` trials, each to the end
     (its last workers fall idle, as a study of that many trials does); an early-stopping arm
     starts trials until the budget is spent, and those still running then are cut (their epochs
-    are spent, their fronts not counted), as a study stopped at that budget would be."""
+    are spent, their fronts not counted), as a study stopped at that budget would be.
+
+    A trial on a setting an earlier trial ran to the end is a repeat: training is seeded by the
+    spec, so it trains the same curve again. It is counted (``Run.repeats``). With
+    ``answer_repeats`` (a what-if, Optuna arms only) a repeat is told its twin's values at once,
+    spends no trial-epochs and does not count towards a full-length arm's trials."""
     n_trials = budget  # an upper bound on the trials any arm can start
     full_length = budget // table.epochs if method not in EARLY_STOPPING else None
+    if answer_repeats and method in PEERS:
+        raise ValueError(f"{method}: answer_repeats needs an Optuna arm (MOASHA's scheduler is told by its own API)")
     if method in PEERS:
         searcher: Any = MoashaMethod(table, seed, min_epochs, reduction_factor, ranks=method == "moasha_ranks")
         stopper: Any = searcher
@@ -378,16 +392,29 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
     running: dict[int, tuple[Point, list[float]]] = {}
     next_number = 0
 
+    finished: dict[str, tuple[float, float]] = {}  # setting -> its values, once a trial ran it to the end
+    repeat_of: dict[int, bool] = {}
+    paid = 0  # trials that train (all of them unless repeats are answered)
+
     def start(now: float) -> None:
-        nonlocal next_number
-        if full_length is not None and next_number >= full_length:
+        nonlocal next_number, paid
+        for _ in range(MAX_REPEATS_IN_A_ROW):
+            if full_length is not None and paid >= full_length:
+                return
+            number = next_number
+            next_number += 1
+            point = table.lookup(searcher.ask(number))
+            key = table._key(point.params)
+            run.trials += 1
+            repeat_of[number] = key in finished
+            run.repeats += repeat_of[number]
+            if answer_repeats and key in finished:
+                searcher.complete(number, finished[key])
+                continue
+            paid += 1
+            running[number] = (point, [])
+            heapq.heappush(clock, (now + point.epoch_s, number, 1))
             return
-        number = next_number
-        next_number += 1
-        point = table.lookup(searcher.ask(number))
-        running[number] = (point, [])
-        run.trials += 1
-        heapq.heappush(clock, (now + point.epoch_s, number, 1))
 
     for _ in range(workers):
         start(0.0)
@@ -395,12 +422,14 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
         now, number, epoch = heapq.heappop(clock)
         point, seen = running[number]
         spent += 1
+        run.repeat_epochs += repeat_of[number]
         top1 = point.top1[epoch - 1]
         seen.append(top1)
         vector = [top1, point.gmacs]  # the rung epoch's top-1 (what the engine passes for a top1 objective), the MACs
         if epoch >= table.epochs:
             values = (point.top1[-1], point.gmacs)
             searcher.complete(number, values)
+            finished.setdefault(table._key(point.params), values)
             run.complete += 1
             front.append(values)
             hv = hypervolume_of(front, table.dense_gmacs)
@@ -457,6 +486,8 @@ def summarise(runs: dict[str, list[Run]], budget: int, table: Table) -> dict[str
             "stopped": spread([r.stopped for r in per_seed]),
             "stopped_at_epoch": _sum_dicts([r.stopped_at for r in per_seed]),
             "stopped_front_settings": int(sum(r.stopped_front for r in per_seed)),
+            "repeats": spread([r.repeats for r in per_seed]),
+            "repeat_epoch_share": spread([r.repeat_epochs / budget for r in per_seed]),
         }
     goals: dict[str, Any] = {}
     if "tpe" in runs:
@@ -616,6 +647,7 @@ def readme(result: dict[str, Any]) -> str:
         lines += ["", f"Of the {summary['table_front_settings']} settings on the table's front, dominated at a rung (top-1 "
                   "and MACs) by another setting, so that a rule stopping every dominated arrival can lose them: "
                   + ", ".join(f"epoch {k}: {v}" for k, v in dominated.items()) + "."]
+    lines += _repeats_section(result)
     rows = result.get("sensitivity")
     if rows:
         lines += ["", "## Sensitivity of `pareto` to its rung settings", "",
@@ -633,6 +665,38 @@ def readme(result: dict[str, Any]) -> str:
     lines += ["", "Reproduce: `make bench-search`; the raw figures are in `results.json` (per method and seed, the "
               "hypervolume after each finished trial and the trial-epochs spent by then).", ""]
     return "\n".join(lines)
+
+
+def _repeats_section(result: dict[str, Any]) -> list[str]:
+    """How much of each arm's budget trains a setting again, and what answering repeats from
+    their finished twin would buy (the what-if arms)."""
+    arms = result["summary"]["arms"]
+    if not all("repeats" in arm for arm in arms.values()):
+        return []
+    lines = ["", "## Repeated settings", "",
+             "A repeat is a trial on a setting an earlier trial of the same run had already run to the end. Training "
+             "is seeded by the spec, so a repeat trains the same curve again and adds nothing to the front. The "
+             "samplers ask for settings from a grid of "
+             f"{result['config']['points']} settings, so repeats are common. Medians over seeds, quartiles in brackets.", "",
+             "| method | trials started | repeats | share of the budget the repeats spent |",
+             "|:---|---:|---:|---:|"]
+    for method, arm in arms.items():
+        lines.append(f"| {method} | {arm['trials']['median']:.0f} | {_fmt(arm['repeats'], 0)} | "
+                     f"{_share(arm['repeat_epoch_share'])} |")
+    answered = result.get("repeats_answered")
+    if answered:
+        target = result["summary"]["goals"].get("tpe_final_hypervolume")
+        lines += ["", "What if a repeat were answered from its twin (told the twin's values at once, no trial-epochs, "
+                  "and not counted as one of a full-length arm's trials)? The same seeds and budget, for the arms "
+                  "below. The last column uses the goal's target, TPE's final hypervolume with repeats trained "
+                  f"({target:.4f}).", "",
+                  f"| method, repeats answered | repeats answered | hypervolume at {SHARE_GOAL:.0%} of the budget | "
+                  "at the whole budget | share of the budget to reach the target |",
+                  "|:---|---:|---:|---:|---:|"]
+        for method, row in answered.items():
+            lines.append(f"| {method} | {_fmt(row['repeats'], 0)} | {_fmt(row['hypervolume_at_goal'], 3)} | "
+                         f"{_fmt(row['hypervolume_final'], 3)} | {_share(row['share_to_reach_tpe_final'])} |")
+    return lines
 
 
 def _sensitivity_row(per_seed: list[Run], min_epochs: int, eta: int, budget: int, table: Table, target: float,
@@ -749,6 +813,21 @@ def main(argv: list[str] | None = None) -> int:
         if "pareto" in runs:
             sensitivity.insert(0, _sensitivity_row(runs["pareto"], args.min_epochs, args.reduction_factor, budget,
                                                    table, target, rules))
+    answered: dict[str, Any] = {}
+    if "tpe" in runs:
+        target = statistics.median(r.at(budget) for r in runs["tpe"])
+        for method in [m for m in ("tpe", "pareto") if m in runs]:
+            per_seed = [simulate(table, method, seed, workers=args.workers, budget=budget, min_epochs=args.min_epochs,
+                                 reduction_factor=args.reduction_factor, population=args.population, rules=rules,
+                                 answer_repeats=True)
+                        for seed in range(args.seeds)]
+            answered[method] = {"repeats": spread([r.repeats for r in per_seed]),
+                                "hypervolume_at_goal": spread([r.at(SHARE_GOAL * budget) for r in per_seed]),
+                                "hypervolume_final": spread([r.at(budget) for r in per_seed]),
+                                "share_to_reach_tpe_final": spread([r.epochs_to_reach(target) / budget
+                                                                     for r in per_seed])}
+            print(f"{method}, repeats answered: median final hypervolume "
+                  f"{answered[method]['hypervolume_final']['median']:.4f}", file=sys.stderr, flush=True)
     raw = json.loads(args.table.read_text())
     result = {
         "benchmark": "search", "tiny": bool(args.tiny), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -761,8 +840,10 @@ def main(argv: list[str] | None = None) -> int:
         "rung_correlation": table.rung_correlation(rungs) if rungs else {},
         "front_dominated_at_rung": table.front_dominated_at(rungs) if rungs else {},
         "sensitivity": sensitivity,
+        "repeats_answered": answered,
         "runs": {m: [{"seed": r.seed, "spent": r.spent, "hypervolume": [round(h, 6) for h in r.hypervolume],
-                      "trials": r.trials, "complete": r.complete, "stopped": r.stopped} for r in rs]
+                      "trials": r.trials, "complete": r.complete, "stopped": r.stopped, "repeats": r.repeats,
+                      "repeat_epochs": r.repeat_epochs} for r in rs]
                  for m, rs in runs.items()},
         "notes": notes,
     }

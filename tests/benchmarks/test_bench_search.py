@@ -55,3 +55,22 @@ def test_recorder_writes_a_point(modules, tmp_path: Path) -> None:
     (point,) = table["points"]
     assert point["params"] == {"method": "dense", "tokens.keep_ratio": 1.0}
     assert len(point["top1"]) == 2 and point["gmacs"] == pytest.approx(point["dense_gmacs"])
+
+
+def test_repeats_are_counted_and_when_answered_cost_nothing(modules) -> None:
+    """A trial on a setting already run to the end is a repeat. Counted in the plain replay, it
+    spends its epochs; answered from its twin, it spends none and a full-length arm still trains
+    its full number of trials."""
+    bench, _ = modules
+    table = bench.Table(bench.TABLE)
+    budget = 16 * table.epochs
+    kwargs = dict(workers=2, budget=budget, min_epochs=3, reduction_factor=3, population=4, rules=bench.load_rules())
+    plain = bench.simulate(table, "tpe", 0, **kwargs)
+    assert plain.repeats > 0  # 16 TPE trials on this grid repeat a setting at this seed
+    assert plain.complete == 16 and plain.spent[-1] == budget
+    assert plain.repeat_epochs == plain.repeats * table.epochs  # every repeat trained to the end again
+    answered = bench.simulate(table, "tpe", 0, answer_repeats=True, **kwargs)
+    assert answered.repeats > 0 and answered.repeat_epochs == 0 and answered.spent[-1] == budget
+    assert answered.complete == 16 and answered.trials == 16 + answered.repeats  # 16 trained, the repeats free
+    with pytest.raises(ValueError, match="Optuna arm"):
+        bench.simulate(table, "moasha", 0, answer_repeats=True, **kwargs)
