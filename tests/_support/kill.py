@@ -7,10 +7,12 @@ import subprocess
 import time
 from typing import Callable, TypeVar
 
+from .waiting import HANG_S
+
 T = TypeVar("T")
 
 
-def kill_when(proc: subprocess.Popen, point: Callable[[], T | None], timeout: float = 300,
+def kill_when(proc: subprocess.Popen, point: Callable[[], T | None], timeout: float = HANG_S,
               poll: float = 0.1) -> T | None:
     """Poll ``point`` until it returns something other than None, then SIGKILL ``proc`` and
     return it. None when ``proc`` ended first or ``timeout`` passed (it is then killed too, so

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from _support.waiting import HANG_S
 
 from svite_search.search.study import trial_attrs
 
@@ -82,7 +83,7 @@ def cli_command(*args: str, faults: bool = False) -> list[str]:
     return [sys.executable, *entry, *map(str, args)]
 
 
-def run_cli(*args: str, cwd: Path, faults: bool = False, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, faults: bool = False, timeout: float = HANG_S, **env: str) -> subprocess.CompletedProcess:
     """Run ``svite-search ARGS`` to its end in a real process."""
     return subprocess.run(cli_command(*args, faults=faults), cwd=cwd, env=cli_env(**env), capture_output=True,
                           text=True, timeout=timeout)
@@ -104,7 +105,7 @@ def sigkill(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None, timeout: float = 180,
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None, timeout: float = HANG_S,
              poll: float = 0.01) -> None:
     """Poll ``condition`` until it holds; fail if ``proc`` ends first or the timeout passes."""
     deadline = time.monotonic() + timeout

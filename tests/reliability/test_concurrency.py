@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _support.waiting import HANG_S
 
 from reliability_support import (
     CRASH_SPEC,
@@ -189,7 +190,7 @@ def test_two_drivers_creating_the_mlflow_store_at_once(tmp_path: Path) -> None:
         ready.append(tmp_path / f"ready-{i}")
         procs.append(subprocess.Popen([sys.executable, "-c", OPEN_STORE, str(ready[-1]), str(go), uri],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env()))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_S
     while not all(r.exists() for r in ready) and time.monotonic() < deadline:
         time.sleep(0.01)
     go.touch()

@@ -52,7 +52,7 @@ def test_sigkill_mid_study_loses_nothing_and_counts_nothing_twice(tmp_path: Path
             return running[0]
         return None
 
-    killed = kill_when(proc, mid_trial, timeout=240)
+    killed = kill_when(proc, mid_trial)
     assert killed is not None, "the search finished or stalled before it could be killed mid-trial"
     assert proc.returncode == -signal.SIGKILL
 
