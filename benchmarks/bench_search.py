@@ -703,10 +703,16 @@ def _sensitivity_row(per_seed: list[Run], min_epochs: int, eta: int, budget: int
                      rules: Any) -> dict[str, Any]:
     return {"min_epochs": min_epochs, "reduction_factor": eta,
             "rungs": [int(r) for r in rules.rung_epochs(min_epochs, eta, table.epochs)],
-            "hypervolume_at_goal": spread([r.at(SHARE_GOAL * budget) for r in per_seed]),
-            "hypervolume_final": spread([r.at(budget) for r in per_seed]),
-            "share_to_reach_tpe_final": spread([r.epochs_to_reach(target) / budget for r in per_seed]),
+            **_outcome(per_seed, budget, target),
             "stopped_front_settings": int(sum(r.stopped_front for r in per_seed))}
+
+
+def _outcome(per_seed: list[Run], budget: int, target: float) -> dict[str, Any]:
+    """What a variant's seeds reached: hypervolume at the goal's share of the budget and at the
+    whole budget, and the share of the budget it took to reach ``target``."""
+    return {"hypervolume_at_goal": spread([r.at(SHARE_GOAL * budget) for r in per_seed]),
+            "hypervolume_final": spread([r.at(budget) for r in per_seed]),
+            "share_to_reach_tpe_final": spread([r.epochs_to_reach(target) / budget for r in per_seed])}
 
 
 def machine() -> str:
@@ -801,8 +807,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{method}: median final hypervolume "
               f"{statistics.median(r.at(budget) for r in runs[method]):.4f}", file=sys.stderr, flush=True)
     sensitivity = []
-    if rules is not None and "pareto" in methods and "tpe" in runs:
-        target = statistics.median(r.at(budget) for r in runs["tpe"])
+    # the goal's target: full-length TPE's final hypervolume (median over seeds)
+    target = statistics.median(r.at(budget) for r in runs["tpe"]) if "tpe" in runs else None
+    if rules is not None and "pareto" in methods and target is not None:
         for min_epochs, eta in alternatives:
             per_seed = [simulate(table, "pareto", seed, workers=args.workers, budget=budget, min_epochs=min_epochs,
                                  reduction_factor=eta, population=args.population, rules=rules)
@@ -814,18 +821,14 @@ def main(argv: list[str] | None = None) -> int:
             sensitivity.insert(0, _sensitivity_row(runs["pareto"], args.min_epochs, args.reduction_factor, budget,
                                                    table, target, rules))
     answered: dict[str, Any] = {}
-    if "tpe" in runs:
-        target = statistics.median(r.at(budget) for r in runs["tpe"])
+    if target is not None:
         for method in [m for m in ("tpe", "pareto") if m in runs]:
             per_seed = [simulate(table, method, seed, workers=args.workers, budget=budget, min_epochs=args.min_epochs,
                                  reduction_factor=args.reduction_factor, population=args.population, rules=rules,
                                  answer_repeats=True)
                         for seed in range(args.seeds)]
             answered[method] = {"repeats": spread([r.repeats for r in per_seed]),
-                                "hypervolume_at_goal": spread([r.at(SHARE_GOAL * budget) for r in per_seed]),
-                                "hypervolume_final": spread([r.at(budget) for r in per_seed]),
-                                "share_to_reach_tpe_final": spread([r.epochs_to_reach(target) / budget
-                                                                     for r in per_seed])}
+                                **_outcome(per_seed, budget, target)}
             print(f"{method}, repeats answered: median final hypervolume "
                   f"{answered[method]['hypervolume_final']['median']:.4f}", file=sys.stderr, flush=True)
     raw = json.loads(args.table.read_text())

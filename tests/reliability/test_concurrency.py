@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from _support.waiting import HANG_S
 
 from reliability_support import (
     CRASH_SPEC,
@@ -190,9 +188,8 @@ def test_two_drivers_creating_the_mlflow_store_at_once(tmp_path: Path) -> None:
         ready.append(tmp_path / f"ready-{i}")
         procs.append(subprocess.Popen([sys.executable, "-c", OPEN_STORE, str(ready[-1]), str(go), uri],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env()))
-    deadline = time.monotonic() + HANG_S
-    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # both ready, or one ended early (its output then fails the assertion below)
+    wait_for(lambda: all(r.exists() for r in ready) or any(proc.poll() is not None for proc in procs), None)
     go.touch()
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], [out[-1500:] for out in outputs]
