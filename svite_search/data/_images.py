@@ -2,7 +2,8 @@
 
 Nothing is ever downloaded: a missing or malformed path is a :class:`DataPathError`.
 Transforms come from timm (``create_transform``): the DeiT recipe (RandAugment, random erasing,
-bicubic resize) for training, centre crop for evaluation.
+bicubic resize) for training, centre crop for evaluation; its posterize ops keep their
+meaning on every Pillow release (see :mod:`._augment`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ ensure_torchvision()  # before timm, which imports torchvision
 from timm.data import create_transform  # noqa: E402
 
 from ..config import DataConfig  # noqa: E402
+from ._augment import with_defined_posterize  # noqa: E402
 from ..errors import DataPathError  # noqa: E402
 
 _IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -27,14 +29,16 @@ def _transforms(cfg: DataConfig, img_size: int, augment: str, mean=None, std=Non
     if mean is not None:
         extra.update(mean=mean, std=std)
     if augment == "deit":
-        train = create_transform(
-            img_size,
-            is_training=True,
-            auto_augment=cfg.randaug or None,
-            re_prob=cfg.reprob,
-            re_mode="pixel",
-            interpolation="bicubic",
-            **extra,
+        train = with_defined_posterize(
+            create_transform(
+                img_size,
+                is_training=True,
+                auto_augment=cfg.randaug or None,
+                re_prob=cfg.reprob,
+                re_mode="pixel",
+                interpolation="bicubic",
+                **extra,
+            )
         )
     elif augment == "light":
         train = create_transform(img_size, is_training=True, no_aug=False, scale=(0.6, 1.0), hflip=0.5, **extra)

@@ -47,6 +47,44 @@ def test_imagefolder_loader_reads_generated_pngs(tmp_path: Path) -> None:
     assert len(bundle.val.dataset) == 12 and set(bundle.val.dataset.classes) == {"class_0", "class_1", "class_2"}
 
 
+def _train_transform_ops(transform) -> list:
+    """The RandAugment ops inside a built train transform (timm's Compose)."""
+    from timm.data.auto_augment import RandAugment
+
+    augments = [t for t in transform.transforms if isinstance(t, RandAugment)]
+    assert len(augments) == 1, transform
+    return augments[0].ops
+
+
+def test_strongest_posterize_of_the_deit_recipe_gives_a_black_image_on_any_pillow(tmp_path: Path) -> None:
+    # PosterizeIncreasing at magnitude 10 keeps 0 bits: a black image in Pillow <= 12 and the
+    # TPU recipe timm follows; Pillow 13 refuses 0 bits with a ValueError that ends the run
+    _make_imagefolder(tmp_path, per_class=1)
+    cfg = DataConfig(dataset="imagefolder", root=str(tmp_path), randaug="rand-m10-mstd0-inc1")
+    bundle = build_data(cfg, img_size=16, in_chans=3, num_classes=3)
+    (posterize,) = [op for op in _train_transform_ops(bundle.train.dataset.transform) if op.name == "PosterizeIncreasing"]
+    posterize.prob = 1.0
+    image = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
+    assert np.asarray(posterize(image)).max() == 0
+
+
+def test_deit_recipe_at_full_strength_trains_through_every_op(tmp_path: Path) -> None:
+    import random
+
+    _make_imagefolder(tmp_path)
+    random.seed(0)
+    np.random.seed(0)  # timm's RandAugment draws its ops from numpy's global state
+    torch.manual_seed(0)  # the loader's worker processes seed Python's random from torch
+    # the strongest PosterizeIncreasing, the weakest Posterize, the TPU policy's black-image
+    # sub-policy (Posterize at 2), and AugMix's PosterizeIncreasing
+    for randaug in ("rand-m10-n15-mstd0-inc1", "rand-m0-n15-mstd0", "v0", "augmix-m10-mstd0-w3"):
+        cfg = DataConfig(dataset="imagefolder", root=str(tmp_path), batch_size=4, randaug=randaug)
+        bundle = build_data(cfg, img_size=16, in_chans=3, num_classes=3)
+        for _ in range(4):
+            for images, _labels in bundle.train:
+                assert torch.isfinite(images).all()
+
+
 def test_imagefolder_errors_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(DataPathError, match=str(tmp_path / "train")):
         dataset_classes_and_channels(DataConfig(dataset="imagefolder", root=str(tmp_path)))
