@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from .._cache import cache_dir
 from .._study_dir import MLFLOW_ARTIFACTS, MLFLOW_DB, sqlite_url
 
 log = logging.getLogger(__name__)
@@ -168,18 +169,6 @@ def make_client(tracking_uri: str) -> Any:
     return client
 
 
-#: where the empty template stores live (one per MLflow version); SVITE_CACHE_DIR overrides
-CACHE_ENV = "SVITE_CACHE_DIR"
-
-
-def _cache_dir() -> Path:
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "svite-search"
-
-
 def _template_store() -> Path | None:
     """An empty, fully migrated MLflow sqlite store for this MLflow version, made on first use.
 
@@ -191,7 +180,7 @@ def _template_store() -> Path | None:
     import mlflow
     from filelock import FileLock
 
-    directory = _cache_dir()
+    directory = cache_dir()
     template = directory / f"mlflow-{mlflow.__version__}-empty.db"
     if template.is_file():
         return template

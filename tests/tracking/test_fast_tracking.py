@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from svite_search.tracking._client import CACHE_ENV, make_client
+from svite_search._cache import CACHE_ENV
+from svite_search.tracking._client import make_client
 from svite_search.tracking.background import BackgroundTracker
 from svite_search.tracking.study import StudyTracker, make_study_tracker
 
