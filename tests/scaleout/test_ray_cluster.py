@@ -206,7 +206,9 @@ def test_two_workers_of_one_trial_spread_over_two_nodes(cluster: ClusterHandle, 
                    records, address=cluster.address)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     trials = _assert_complete_once(tmp_path / "study", 1)
-    assert trial_attrs(trials[0])["world_size"] == 2
+    attrs = trial_attrs(trials[0])
+    assert attrs["world_size"] == 2  # DDP over two gloo workers, one per node
+    assert attrs["epochs"] == 1 and attrs["density"] == pytest.approx(trials[0].params["sparsity.density"], abs=0.01)
     seen = _records(records)
     assert len(seen) == 2 and len({r["node_id"] for r in seen}) == 2, seen
 

@@ -78,18 +78,3 @@ def test_ray_asha_stops_or_completes_every_trial(ray_session: None, tmp_path: Pa
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         if t.state == TrialState.PRUNED:
             assert t.user_attrs["pruned_reason"].startswith("stopped at rung ")
-
-
-def test_ray_trial_spanning_two_workers(ray_session: None, tmp_path: Path, tiny_spec: Any) -> None:
-    spec = spec_from_dict(tiny_spec(
-        method="svite", tokens=None,
-        sparsity={"density": {"low": 0.3, "high": 0.7}, "update_interval": 2},
-        data={"dataset": "digits", "batch_size": 32},
-        search={"sampler": "random", "n_trials": 1},
-        executor={"kind": "ray", "workers_per_trial": 2, "cpus_per_trial": 0.5, "max_concurrent": 1},
-    ))
-    summary = run_search(spec, tmp_path / "study", live=False)
-    assert summary["trials_complete"] == 1, load_study(tmp_path / "study").trials[0].user_attrs
-    trial = load_study(tmp_path / "study").trials[0]
-    assert trial_attrs(trial)["world_size"] == 2  # DDP over two gloo workers
-    assert trial_attrs(trial)["epochs"] == 2 and trial_attrs(trial)["density"] == pytest.approx(trial.params["sparsity.density"], abs=0.01)
