@@ -114,7 +114,7 @@ def run_cli(args: list[str]) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     info = bk.machine("cpu")
     started = time.perf_counter()
-    n_trials = 30 if args.tiny else args.trials
+    n_trials = 12 if args.tiny else args.trials
     window = min(WINDOW, max(2, n_trials // 4))
     early, late = (100, n_trials) if n_trials >= 200 else (n_trials // 3, n_trials)
     rounds = 1 if args.tiny else args.rounds
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         local_executor.run_trial = instant
         try:
             small_dir = Path(tmp) / "small"
-            small_trials = 5 if args.tiny else 20
+            small_trials = 3 if args.tiny else 20
             run_search(spec_from_dict(study_dict("driver-small", small_trials)), small_dir, live=False)
             instant.calls.clear()
             big_dir = Path(tmp) / "big"
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
             warmup=0 if args.tiny else 1, repeats=rounds, device=bk.torch.device("cpu"),
         )
-        ray_trials = min(6, args.ray_trials) if args.tiny else args.ray_trials
+        ray_trials = min(3, args.ray_trials) if args.tiny else args.ray_trials
         cycles, ray_costs = ray_cycles(Path(tmp) / "ray", ray_trials) if ray_trials else ([], [])
         big_report = bk.Spread.of([run_cli([svite, "report", str(big_dir), "--out", str(report_big)]) for _ in range(1 if args.tiny else 2)])
         shutil.rmtree(report_big, ignore_errors=True)
