@@ -36,17 +36,26 @@ def new_study_dir(tmp_path: Path, mlflow_template: Path) -> Callable[[str], Path
 
 
 @pytest.fixture(scope="session")
-def reference_study(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> Path:
+def reference_study(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path, worker_id: str) -> Path:
     """:data:`CRASH_SPEC` run once, uninterrupted, by a real ``svite-search search`` process:
     the baseline that interrupted runs and the determinism check compare against. Tests must
-    not write into it (copy it first)."""
-    root = tmp_path_factory.mktemp("reference")
-    spec = write_yaml(root / "crash.yaml", CRASH_SPEC)
+    not write into it (copy it first). One run serves the whole session: the pytest-xdist
+    workers share the session's temporary root, and the first to get there runs it under a lock
+    while the others wait for it."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    root = shared / "reference"
     study_dir = root / "study"
-    study_dir.mkdir()
-    shutil.copy(mlflow_template, study_dir / "mlflow.db")
-    done = run_cli("search", spec, "--out", study_dir, "--no-progress", "--json", cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
+    with FileLock(str(root) + ".lock"):
+        if not (root / "done").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # what a worker that failed here left
+            study_dir.mkdir(parents=True)
+            spec = write_yaml(root / "crash.yaml", CRASH_SPEC)
+            shutil.copy(mlflow_template, study_dir / "mlflow.db")
+            done = run_cli("search", spec, "--out", study_dir, "--no-progress", "--json", cwd=root)
+            assert done.returncode == 0, done.stderr[-3000:]
+            (root / "done").touch()
     return study_dir
 
 
