@@ -12,7 +12,7 @@ interleaved rounds in rotating order; per round each time over ``optuna --help``
   before the package stopped importing them up front;
 * what a trial process on the digits pays for its data: a fresh process that builds the digits
   loaders with an empty per-user cache (scikit-learn imported, the split computed) and with a
-  warm one (both read from the cache), reported as warm over cold.
+  warm one (both read from the cache), reported as the seconds the warm cache saves.
 
 Goal: both start-ups at most 1.5x ``optuna --help``.
 

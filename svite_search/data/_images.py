@@ -18,8 +18,8 @@ ensure_torchvision()  # before timm, which imports torchvision
 from timm.data import create_transform  # noqa: E402
 
 from ..config import DataConfig  # noqa: E402
-from ._augment import with_defined_posterize  # noqa: E402
 from ..errors import DataPathError  # noqa: E402
+from ._augment import with_defined_posterize  # noqa: E402
 
 _IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
