@@ -24,10 +24,13 @@ import json
 import os
 import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
 BOUND_S = float(os.environ.get("SCALE_BOUND_S", "240"))
+#: the probe models that recorded their trial's start in this process (copies are not in it)
+_RECORDED: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 def _records() -> Path | None:
@@ -66,14 +69,16 @@ def setup() -> None:
         def _started_here(self) -> bool:
             """Whether this object recorded its trial's start: a copy of a cached model (the harness
             hands later trials in a reused worker one) did not run ``__init__``, so its first forward
-            pass records the start instead."""
-            return getattr(self, "_recorded_by", None) == id(self)
+            pass records the start instead. Kept by identity in a weak set, not as ``id(self)`` in
+            an attribute: a copy inherits the attribute, and once the model that recorded is freed
+            CPython may give the copy the same id, so the copy's trial went unrecorded."""
+            return self in _RECORDED
 
         def _record_start(self) -> None:
             import ray
 
             self.probe_id = uuid.uuid4().hex
-            self._recorded_by = id(self)
+            _RECORDED.add(self)
             self.barrier_done = False
             records = _records()
             if records is None:
