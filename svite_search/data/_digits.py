@@ -30,6 +30,7 @@ _DIGITS_MEAN, _DIGITS_STD = 0.3051, 0.3781
 _N_DIGITS, _DIGITS_SIDE = 1797, 8
 
 
+@lru_cache(maxsize=1)
 def _sklearn_version() -> str:
     try:
         return metadata.version("scikit-learn")
@@ -55,8 +56,7 @@ def _cached_arrays(name: str, compute: Callable[[], dict[str, np.ndarray]],
     try:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue())  # makes the cache folder when it is missing
     except OSError as err:
         log.debug("cache entry %s not written (%s)", path, err)
     return arrays
