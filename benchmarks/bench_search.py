@@ -35,7 +35,8 @@ worth) and the same workers:
 
 The early-stopping arms call the project's rule module
 (``svite_search.search.early_stopping.rules``: ``should_continue`` at each rung of
-``rung_epochs``) exactly as the engine does; a stopped trial is told PRUNED to Optuna.
+``rung_epochs``, and ``runs_unjudged`` for the one trial in every ``full_run_every`` that runs to
+the end unjudged) exactly as the engine does; a stopped trial is told PRUNED to Optuna.
 
 The hypervolume is on the fixed scale of the report (top-1 from 0 % to 100 %, MACs from the
 dense model's to none), over the trials that ran to the end, after every finished trial.
@@ -190,6 +191,13 @@ def load_rules() -> Any | None:
     return rules
 
 
+def product_full_run_every() -> int:
+    """``search.early_stopping.full_run_every`` as the product sets it when a spec leaves it out."""
+    from svite_search.search.spec import EarlyStoppingSettings
+
+    return int(EarlyStoppingSettings().full_run_every)
+
+
 def product_min_epochs() -> int:
     """``search.early_stopping.min_epochs`` as the product sets it for the quickstart spec when
     the spec leaves it out (the rung engine's own default)."""
@@ -249,10 +257,12 @@ class OptunaMethod:
 
 class RuleStopper:
     """The engine's decision at a rung: the arriving trial's vector against the vectors already
-    recorded at that rung, by the project's rule module; every arrival is recorded."""
+    recorded at that rung, by the project's rule module (one trial in every ``full_run_every``
+    goes on unjudged, as in the engine); every arrival is recorded."""
 
-    def __init__(self, rules: Any, kind: str, min_epochs: int, reduction_factor: int, max_epochs: int) -> None:
-        self.rules, self.kind, self.rf = rules, kind, reduction_factor
+    def __init__(self, rules: Any, kind: str, min_epochs: int, reduction_factor: int, max_epochs: int,
+                 full_run_every: int = 0) -> None:
+        self.rules, self.kind, self.rf, self.full_run_every = rules, kind, reduction_factor, int(full_run_every)
         self.rungs = set(int(r) for r in rules.rung_epochs(min_epochs, reduction_factor, max_epochs))
         self.recorded: dict[int, list[list[float]]] = {r: [] for r in self.rungs}
         self.reasons: list[str] = []
@@ -260,7 +270,11 @@ class RuleStopper:
     def go_on(self, number: int, epoch: int, vector: list[float]) -> bool:
         if epoch not in self.rungs:
             return True
-        go, reason = self.rules.should_continue(self.kind, vector, list(self.recorded[epoch]), list(DIRECTIONS), self.rf)
+        if self.rules.runs_unjudged(number, self.full_run_every):
+            go, reason = True, self.rules.unjudged_reason(self.full_run_every)
+        else:
+            go, reason = self.rules.should_continue(self.kind, vector, list(self.recorded[epoch]), list(DIRECTIONS),
+                                                    self.rf)
         self.recorded[epoch].append(list(vector))
         if not go:
             self.reasons.append(reason)
@@ -360,7 +374,8 @@ MAX_REPEATS_IN_A_ROW = 200
 
 
 def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int, min_epochs: int,
-             reduction_factor: int, population: int, rules: Any, answer_repeats: bool = False) -> Run:
+             reduction_factor: int, population: int, rules: Any, answer_repeats: bool = False,
+             full_run_every: int = 0) -> Run:
     """Replay one search: ``workers`` trials at once on the simulated clock, until ``budget``
     trial-epochs are spent. A full-length arm runs ``budget / epochs`` trials, each to the end
     (its last workers fall idle, as a study of that many trials does); an early-stopping arm
@@ -370,7 +385,10 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
     A trial on a setting an earlier trial ran to the end is a repeat: training is seeded by the
     spec, so it trains the same curve again. It is counted (``Run.repeats``). With
     ``answer_repeats`` (a what-if, Optuna arms only) a repeat is told its twin's values at once,
-    spends no trial-epochs and does not count towards a full-length arm's trials."""
+    spends no trial-epochs and does not count towards a full-length arm's trials.
+
+    ``full_run_every`` is the project's arms' ``search.early_stopping.full_run_every`` (trial
+    numbers are the replay's own, from 0, as a study's are)."""
     n_trials = budget  # an upper bound on the trials any arm can start
     full_length = budget // table.epochs if method not in EARLY_STOPPING else None
     if answer_repeats and method in PEERS:
@@ -382,7 +400,8 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
         sampler = make_sampler({"asha": "tpe", "pareto": "tpe"}.get(method, method), seed,
                                n_trials if method in EARLY_STOPPING else budget // table.epochs, population)
         searcher = OptunaMethod(table, sampler)
-        stopper = RuleStopper(rules, method, min_epochs, reduction_factor, table.epochs) if method in EARLY_STOPPING else None
+        stopper = (RuleStopper(rules, method, min_epochs, reduction_factor, table.epochs, full_run_every)
+                   if method in EARLY_STOPPING else None)
     run = Run(method, seed)
     front: list[tuple[float, float]] = []
     table_front = table.front_keys()
@@ -587,7 +606,8 @@ def readme(result: dict[str, Any]) -> str:
              f"Every method: {cfg['seeds']} seeds, {cfg['workers']} asynchronous workers, a budget of "
              f"{cfg['budget']} trial-epochs ({cfg['budget_trials']} full-length trials). Early stopping: rungs at epochs "
              f"{', '.join(map(str, cfg['rungs']))} (`min_epochs: {cfg['min_epochs']}`, `reduction_factor: "
-             f"{cfg['reduction_factor']}`); the vector at a rung is the top-1 after the rung's epoch (what the engine "
+             f"{cfg['reduction_factor']}`, `full_run_every: {cfg.get('full_run_every', 0)}`: one trial in every "
+             f"{cfg.get('full_run_every', 0)} runs to the end unjudged); the vector at a rung is the top-1 after the rung's epoch (what the engine "
              "passes for a `top1` objective) and the "
              "MACs. Hypervolume: the report's fixed scale (reference top-1 0 % and the dense model's MACs, ideal 100 % "
              "and no MACs), over the trials run to the end. The whole table's front has hypervolume "
@@ -651,13 +671,15 @@ def readme(result: dict[str, Any]) -> str:
     rows = result.get("sensitivity")
     if rows:
         lines += ["", "## Sensitivity of `pareto` to its rung settings", "",
-                  f"The same {cfg['seeds']} seeds and budget, `pareto` with other `min_epochs` and `reduction_factor` "
-                  "(the first row is the run above). Median over seeds, quartiles in brackets.", "",
-                  f"| min_epochs | reduction_factor | rungs | hypervolume at {SHARE_GOAL:.0%} of the budget | "
-                  "at the whole budget | share of the budget to reach TPE's final | stops of front settings |",
-                  "|---:|---:|:---|---:|---:|---:|---:|"]
+                  f"The same {cfg['seeds']} seeds and budget, `pareto` with other `min_epochs`, `reduction_factor` and "
+                  "`full_run_every` (0: the rule judges every trial; the first row is the run above). Median over "
+                  "seeds, quartiles in brackets.", "",
+                  f"| min_epochs | reduction_factor | full_run_every | rungs | hypervolume at {SHARE_GOAL:.0%} of the "
+                  "budget | at the whole budget | share of the budget to reach TPE's final | stops of front settings |",
+                  "|---:|---:|---:|:---|---:|---:|---:|---:|"]
         for row in rows:
-            lines.append(f"| {row['min_epochs']} | {row['reduction_factor']} | {', '.join(map(str, row['rungs']))} | "
+            lines.append(f"| {row['min_epochs']} | {row['reduction_factor']} | {row.get('full_run_every', 0)} | "
+                         f"{', '.join(map(str, row['rungs']))} | "
                          f"{_fmt(row['hypervolume_at_goal'], 3)} | {_fmt(row['hypervolume_final'], 3)} | "
                          f"{_share(row['share_to_reach_tpe_final'])} | {row['stopped_front_settings']} |")
     if result.get("notes"):
@@ -700,8 +722,8 @@ def _repeats_section(result: dict[str, Any]) -> list[str]:
 
 
 def _sensitivity_row(per_seed: list[Run], min_epochs: int, eta: int, budget: int, table: Table, target: float,
-                     rules: Any) -> dict[str, Any]:
-    return {"min_epochs": min_epochs, "reduction_factor": eta,
+                     rules: Any, full_run_every: int) -> dict[str, Any]:
+    return {"min_epochs": min_epochs, "reduction_factor": eta, "full_run_every": full_run_every,
             "rungs": [int(r) for r in rules.rung_epochs(min_epochs, eta, table.epochs)],
             **_outcome(per_seed, budget, target),
             "stopped_front_settings": int(sum(r.stopped_front for r in per_seed))}
@@ -742,7 +764,9 @@ def main(argv: list[str] | None = None) -> int:
                              "spec, the first epoch after its train.warmup_epochs)")
     parser.add_argument("--reduction-factor", type=int, default=3, help="early stopping: rung spacing and cut")
     parser.add_argument("--population", type=int, default=10, help="NSGA-II population")
-    parser.add_argument("--sensitivity", default="1x3,2x3,4x3,3x2,3x4",
+    parser.add_argument("--full-run-every", type=int, default=None,
+                        help="early stopping: one trial in every K runs to the end unjudged (default: the product's; 0: none)")
+    parser.add_argument("--sensitivity", default="1x3,2x3,4x3,3x2,3x4,3x3/0,3x3/2,3x3/8",
                         help="other rung settings for the pareto arm, MINxETA comma-separated ('' for none): "
                              "how much the result depends on min_epochs and reduction_factor")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
@@ -752,11 +776,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.seeds, args.budget_trials = 2, 6
     try:
-        alternatives = [tuple(int(v) for v in item.split("x")) for item in args.sensitivity.split(",") if item.strip()]
-        if any(len(a) != 2 or a[0] < 1 or a[1] < 2 for a in alternatives):
+        if args.full_run_every is None:
+            args.full_run_every = product_full_run_every()
+        alternatives = []
+        for item in (i.strip() for i in args.sensitivity.split(",")):
+            if not item:
+                continue
+            rung, _, every = item.partition("/")
+            values = tuple(int(v) for v in rung.split("x"))
+            if len(values) != 2 or values[0] < 1 or values[1] < 2:
+                raise ValueError
+            alternatives.append((*values, int(every) if every else args.full_run_every))
+        if args.full_run_every < 0 or args.full_run_every == 1 or any(a[2] < 0 or a[2] == 1 for a in alternatives):
             raise ValueError
     except ValueError:
-        parser.error(f"--sensitivity: {args.sensitivity!r} is not a list of MINxETA (min >= 1, eta >= 2)")
+        parser.error(f"--sensitivity {args.sensitivity!r} / --full-run-every {args.full_run_every!r}: expected a list "
+                     "of MINxETA or MINxETA/K (min >= 1, eta >= 2) and K = 0 or >= 2")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -793,7 +828,9 @@ def main(argv: list[str] | None = None) -> int:
                      "reduction_factor recorded trials; then the arriving trial goes on if it is in the top "
                      "1/reduction_factor of the rung's order by non-dominated front, then crowding distance, so a "
                      "dominated trial stops only once the trials ahead of it fill that quota. Rungs stop at the last "
-                     "one that reduction_factor times still fits in the run (no rung at 18 of 20 epochs).")
+                     "one that reduction_factor times still fits in the run (no rung at 18 of 20 epochs). One trial "
+                     f"in every {args.full_run_every} (full_run_every) runs to the end unjudged, its rung values "
+                     "recorded for the others; asha has the same.")
     rungs = [int(r) for r in rules.rung_epochs(args.min_epochs, args.reduction_factor, table.epochs)] if rules else []
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
     runs: dict[str, list[Run]] = {}
@@ -803,29 +840,29 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             runs[method].append(simulate(table, method, seed, workers=args.workers, budget=budget,
                                          min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
-                                         population=args.population, rules=rules))
+                                         population=args.population, rules=rules, full_run_every=args.full_run_every))
         print(f"{method}: median final hypervolume "
               f"{statistics.median(r.at(budget) for r in runs[method]):.4f}", file=sys.stderr, flush=True)
     sensitivity = []
     # the goal's target: full-length TPE's final hypervolume (median over seeds)
     target = statistics.median(r.at(budget) for r in runs["tpe"]) if "tpe" in runs else None
     if rules is not None and "pareto" in methods and target is not None:
-        for min_epochs, eta in alternatives:
+        for min_epochs, eta, every in alternatives:
             per_seed = [simulate(table, "pareto", seed, workers=args.workers, budget=budget, min_epochs=min_epochs,
-                                 reduction_factor=eta, population=args.population, rules=rules)
+                                 reduction_factor=eta, population=args.population, rules=rules, full_run_every=every)
                         for seed in range(args.seeds)]
-            sensitivity.append(_sensitivity_row(per_seed, min_epochs, eta, budget, table, target, rules))
-            print(f"pareto min_epochs {min_epochs} reduction_factor {eta}: median hypervolume at "
+            sensitivity.append(_sensitivity_row(per_seed, min_epochs, eta, budget, table, target, rules, every))
+            print(f"pareto min_epochs {min_epochs} reduction_factor {eta} full_run_every {every}: median hypervolume at "
                   f"{SHARE_GOAL:.0%} {sensitivity[-1]['hypervolume_at_goal']['median']:.4f}", file=sys.stderr, flush=True)
         if "pareto" in runs:
             sensitivity.insert(0, _sensitivity_row(runs["pareto"], args.min_epochs, args.reduction_factor, budget,
-                                                   table, target, rules))
+                                                   table, target, rules, args.full_run_every))
     answered: dict[str, Any] = {}
     if target is not None:
         for method in [m for m in ("tpe", "pareto") if m in runs]:
             per_seed = [simulate(table, method, seed, workers=args.workers, budget=budget, min_epochs=args.min_epochs,
                                  reduction_factor=args.reduction_factor, population=args.population, rules=rules,
-                                 answer_repeats=True)
+                                 answer_repeats=True, full_run_every=args.full_run_every)
                         for seed in range(args.seeds)]
             answered[method] = {"repeats": spread([r.repeats for r in per_seed]),
                                 **_outcome(per_seed, budget, target)}
@@ -837,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(), "replay_s": round(time.perf_counter() - started, 1),
         "config": {"epochs": table.epochs, "points": len(table.points), "seeds": args.seeds, "workers": args.workers,
                    "budget_trials": args.budget_trials, "budget": budget, "min_epochs": args.min_epochs,
-                   "reduction_factor": args.reduction_factor, "rungs": rungs, "population": args.population,
+                   "reduction_factor": args.reduction_factor, "full_run_every": args.full_run_every, "rungs": rungs, "population": args.population,
                    "record_cpu_min": sum(p["cpu_s"] for p in raw["points"]) / 60, "methods": list(runs)},
         "summary": summarise(runs, budget, table),
         "rung_correlation": table.rung_correlation(rungs) if rungs else {},

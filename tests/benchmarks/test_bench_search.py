@@ -74,3 +74,16 @@ def test_repeats_are_counted_and_when_answered_cost_nothing(modules) -> None:
     assert answered.complete == 16 and answered.trials == 16 + answered.repeats  # 16 trained, the repeats free
     with pytest.raises(ValueError, match="Optuna arm"):
         bench.simulate(table, "moasha", 0, answer_repeats=True, **kwargs)
+
+
+def test_the_replays_rule_lets_one_trial_in_every_full_run_every_through_as_the_engine_does(modules) -> None:
+    bench, _ = modules
+    rules = bench.load_rules()
+    stopper = bench.RuleStopper(rules, "pareto", 1, 2, 9, full_run_every=3)  # trials 2, 5, ... unjudged
+    assert stopper.go_on(0, 1, [40.0, 1.0]) and stopper.go_on(1, 1, [35.0, 0.9])
+    worst = [10.0, 2.0]  # dominated by both: the rule stops it
+    assert not rules.should_continue("pareto", worst, stopper.recorded[1], list(bench.DIRECTIONS), 2)[0]
+    assert stopper.go_on(2, 1, worst)  # unjudged
+    assert not stopper.go_on(3, 1, worst)  # judged, against trial 2's values too
+    assert stopper.recorded[1][2] == worst and len(stopper.recorded[1]) == 4
+    assert bench.product_full_run_every() == 4

@@ -168,11 +168,13 @@ def test_a_dominated_trial_stops_once_the_trials_ahead_of_it_fill_the_quota() ->
 # ----------------------------------------------------------------------------- the engine
 
 
-def _spec(kind: str = "pareto", eta: int = 2, epochs: int = 9, objectives: Any = None) -> Any:
+def _spec(kind: str = "pareto", eta: int = 2, epochs: int = 9, objectives: Any = None, full_run_every: int = 0) -> Any:
+    """A study whose every trial the rule judges (``full_run_every`` 0) unless told otherwise."""
     data = {
         "name": "rungs", "method": "svite", "data": {"dataset": "digits"}, "model": {"name": "vit_digits"},
         "train": {"epochs": epochs}, "sparsity": {"density": {"low": 0.2, "high": 0.9}},
-        "search": {"sampler": "random", "early_stopping": {"kind": kind, "min_epochs": 1, "reduction_factor": eta}},
+        "search": {"sampler": "random", "early_stopping": {"kind": kind, "min_epochs": 1, "reduction_factor": eta,
+                                                           "full_run_every": full_run_every}},
         "tracking": {"enabled": False},
     }
     if objectives is not None:
@@ -247,6 +249,46 @@ def test_a_rerun_adopts_its_first_attempts_record_and_is_not_compared_with_it(tm
     assert verdict.go_on
 
 
+def test_every_kth_trial_runs_to_the_end_unjudged_and_later_arrivals_are_judged_against_it(tmp_path: Path) -> None:
+    spec = _spec(eta=2, epochs=9, full_run_every=3)  # trials 2, 5, 8, ... unjudged
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions)
+    engine = RungEngine.for_study(spec, storage)
+    trials = [study.ask() for _ in range(5)]
+    # at rung 1, (top-1, MACs): 0 and 1 lead; 2 is dominated by both, so the rule would stop it
+    rung_1 = [(40.0, 1.0), (35.0, 0.9), (10.0, 2.0), (12.0, 2.1), (20.0, 0.95)]
+    verdicts = {}
+    for trial, (top1, gmacs) in zip(trials, rung_1):
+        verdicts[trial.number] = engine.judge(trial.number, trial._trial_id, 1, {}, {"top1": top1, "gmacs": gmacs}, [top1])
+    assert not should_continue("pareto", [10.0, 2.0], [[40.0, 1.0], [35.0, 0.9]], MAXMIN, 2)[0]
+    assert verdicts[2].go_on and "unjudged: one trial in every 3" in verdicts[2].reason
+    records = {t.number: t.user_attrs["rung_1"] for t in study.get_trials(deepcopy=False)}
+    assert records[2]["values"] == [10.0, 2.0] and records[2]["go_on"] and records[2]["against"] == [0, 1]
+    # trial 3 is judged by the rule, against trial 2's values too: dominated by all three, it stops
+    assert records[3]["against"] == [0, 1, 2] and not verdicts[3].go_on
+    assert verdicts[3].go_on == _brute_pareto([12.0, 2.1], [[40.0, 1.0], [35.0, 0.9], [10.0, 2.0]], MAXMIN, 2)
+    assert verdicts[4].go_on == _brute_pareto([20.0, 0.95], [list(v) for v in rung_1[:4]], MAXMIN, 2)
+    # a rerun of trial 2 that crashed before its rung is the same lineage: unjudged again
+    study.tell(trials[2], state=optuna.trial.TrialState.FAIL)
+    study.ask()  # trial 5
+    study.enqueue_trial({}, user_attrs={"retry_of": 2})
+    rerun = study.ask()
+    assert rerun.number == 6  # its own number would be judged
+    again = engine.judge(rerun.number, rerun._trial_id, 2, {}, {"top1": 1.0, "gmacs": 3.0}, [1.0])
+    assert again.go_on and "unjudged" in again.reason
+    for item in replay(spec, study.get_trials(deepcopy=False)):
+        assert item["recorded"] == item["replayed"], item
+
+
+def test_runs_unjudged_picks_every_kth_first_attempt() -> None:
+    from svite_search.search.early_stopping import runs_unjudged
+
+    assert [n for n in range(12) if runs_unjudged(n, 4)] == [3, 7, 11]
+    assert not any(runs_unjudged(n, 0) for n in range(12))
+    with pytest.raises(ValueError):
+        runs_unjudged(3, 1)
+
+
 @pytest.mark.parametrize(("section", "key", "new"), [
     ("search", {"pruner": "median"}, "search.early_stopping.kind"),
     ("executor", {"scheduler": "asha"}, "search.early_stopping.kind"),
@@ -264,6 +306,8 @@ def test_replaced_keys_name_the_new_one(section: str, key: dict, new: str) -> No
     ({"kind": "pareto", "min_epochs": 9}, "search.early_stopping.min_epochs"),
     ({"kind": "sha"}, "search.early_stopping.kind"),
     ({"kind": "asha", "reduction_factor": 1}, "search.early_stopping.reduction_factor"),
+    ({"kind": "pareto", "full_run_every": 1}, "search.early_stopping.full_run_every"),
+    ({"kind": "asha", "full_run_every": -2}, "search.early_stopping.full_run_every"),
 ])
 def test_early_stopping_settings_are_checked(settings: dict, field: str) -> None:
     data = {"name": "bad", "model": {"name": "vit_digits"}, "train": {"epochs": 9},

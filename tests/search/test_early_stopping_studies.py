@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from _support.kill import kill_when
 from svite_search.harness import run_search
 from svite_search.search import load_spec, load_study, spec_from_dict
-from svite_search.search.early_stopping import nondominated_fronts, should_continue
+from svite_search.search.early_stopping import nondominated_fronts, runs_unjudged, should_continue
 from svite_search.search.early_stopping.engine import replay, rung_objectives
 from svite_search.search.study import trial_attrs
 
@@ -37,8 +37,14 @@ def _check_decisions(spec: Any, trials: list[Any]) -> None:
         assert item["recorded"] == item["replayed"], item
     _, directions = rung_objectives(spec)
     records = _records(trials)
+    every = spec.search.early_stopping.full_run_every
     for (number, rung), record in records.items():
         if "adopted_from" in record:
+            continue
+        # one trial in every `full_run_every` (by lineage) goes on unjudged; the rule judges the rest
+        assert record["reason"].startswith("unjudged: ") == runs_unjudged(record["lineage"], every), record
+        if runs_unjudged(record["lineage"], every):
+            assert record["go_on"]
             continue
         before = [records[(n, rung)]["values"] for n in record["against"]]
         assert set(record["against"]) < {n for n, r in records if r == rung} and number not in record["against"]
@@ -78,6 +84,8 @@ def test_local_pareto_study_stops_dominated_trials_as_pruned_and_killed(tmp_path
     assert pruned and any(t.state == TrialState.COMPLETE for t in trials)
     assert {(t.number, 1) for t in trials} <= set(_records(trials))  # every trial recorded at rung 1
     _check_decisions(spec, trials)
+    assert spec.search.early_stopping.full_run_every == 4  # the default: trial 3 runs to the end unjudged
+    assert trials[3].state == TrialState.COMPLETE and _records(trials)[(3, 1)]["reason"].startswith("unjudged: ")
 
     client = MlflowClient(summary["tracking_uri"])
     experiment = client.get_experiment_by_name("tiny")
@@ -111,7 +119,8 @@ def test_ray_scheduler_judges_several_trials_arriving_out_of_order(tmp_path: Pat
 
     from svite_search.search.early_stopping._ray import RungScheduler
 
-    spec = spec_from_dict(tiny_spec(train={"epochs": 9}, search={"sampler": "random", "early_stopping": PARETO}))
+    spec = spec_from_dict(tiny_spec(train={"epochs": 9}, search={"sampler": "random",
+                                                                 "early_stopping": {**PARETO, "full_run_every": 0}}))
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions)
     numbers = [study.ask().number for _ in range(4)]

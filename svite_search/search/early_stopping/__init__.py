@@ -6,6 +6,16 @@ crashed one would have.
 :mod:`.rules` is plain Python (no Optuna, no Ray) and can be used on its own, e.g. to replay
 recorded learning curves.
 """
-from .rules import KINDS, crowding_distances, dominates, nondominated_fronts, quota, rung_epochs, should_continue
+from .rules import (
+    KINDS,
+    crowding_distances,
+    dominates,
+    nondominated_fronts,
+    quota,
+    rung_epochs,
+    runs_unjudged,
+    should_continue,
+)
 
-__all__ = ["KINDS", "crowding_distances", "dominates", "nondominated_fronts", "quota", "rung_epochs", "should_continue"]
+__all__ = ["KINDS", "crowding_distances", "dominates", "nondominated_fronts", "quota", "rung_epochs", "runs_unjudged",
+           "should_continue"]

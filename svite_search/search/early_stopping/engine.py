@@ -13,6 +13,9 @@ the trial's own record before acting on it::
     {"epoch": 3, "values": [0.61, 0.0009], "metrics": ["top1", "gmacs"], "go_on": false,
      "reason": "pareto: dominated by ...", "against": [0, 2, 5], "lineage": 7}
 
+A trial that runs to the end unjudged (every ``full_run_every``-th lineage, see
+:func:`.rules.runs_unjudged`) gets a record too, ``go_on`` true with the reason ``unjudged: ...``:
+its values are judged against nobody, and later arrivals are judged against them.
 ``against`` names the trials it was compared with, so every decision can be replayed from the
 records alone (:func:`replay`). ``lineage`` is the first attempt of the trial: a trial rerun after
 a crash (its ``retry_of``) is the same trial at the rung, it adopts the record its earlier attempt
@@ -27,7 +30,7 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..spec import METRICS, RUNG_PROGRESS_METRICS, RUNG_STRUCTURE_METRICS, StudySpec
-from .rules import default_min_epochs, rung_epochs, should_continue
+from .rules import default_min_epochs, rung_epochs, runs_unjudged, should_continue, unjudged_reason
 
 RUNG_ATTR = "rung_{epoch}"
 RETRY_ATTR = "retry_of"  # the study's own name for "this trial reruns trial N"
@@ -190,8 +193,7 @@ class RungEngine:
             else:
                 against = sorted(n for n, _ in at_rung.values())
                 recorded = [list(rec["values"]) for _, rec in sorted(at_rung.values(), key=lambda nr: nr[0])]
-                go_on, reason = should_continue(self.settings.kind, values, recorded, self.directions,
-                                                self.settings.reduction_factor)
+                go_on, reason = decide(self.settings, lineage, values, recorded, self.directions)
                 record = {"epoch": rung, "reported_epoch": int(epoch), "values": values, "metrics": self.metrics,
                           "go_on": go_on, "reason": reason, "against": against, "lineage": lineage}
             self.storage.set_trial_user_attr(trial_id, rung_key(rung), record)
@@ -200,6 +202,15 @@ class RungEngine:
                 return Verdict(False, _stop_reason(rung, record["reason"]), rung)
             verdict = Verdict(True, f"rung {rung}: {record['reason']}", rung)
         return verdict
+
+
+def decide(settings: Any, lineage: int, values: Sequence[float], recorded: Sequence[Sequence[float]],
+           directions: Sequence[str]) -> tuple[bool, str]:
+    """The verdict at a rung for the trial of ``lineage`` (its first attempt's number): go on
+    unjudged when it is one of the every-``full_run_every``-th trials, else the rule's verdict."""
+    if settings.kind != "none" and runs_unjudged(lineage, settings.full_run_every):
+        return True, unjudged_reason(settings.full_run_every)
+    return should_continue(settings.kind, values, recorded, directions, settings.reduction_factor)
 
 
 def _stop_reason(rung: int, reason: str) -> str:
@@ -221,8 +232,8 @@ def replay(spec: StudySpec, trials: Iterable[Any]) -> list[dict[str, Any]]:
             if not key.startswith("rung_") or not isinstance(record, dict) or "adopted_from" in record:
                 continue
             recorded = [list(by_number[n].user_attrs[key]["values"]) for n in record["against"]]
-            go_on, reason = should_continue(settings.kind, record["values"], recorded, directions,
-                                            settings.reduction_factor)
+            go_on, reason = decide(settings, int(record.get("lineage", trial.number)), record["values"], recorded,
+                                   directions)
             out.append({"number": trial.number, "epoch": record["epoch"], "recorded": (record["go_on"], record["reason"]),
                         "replayed": (go_on, reason)})
     return out

@@ -44,6 +44,16 @@ rung, ``min_epochs``, the user's own earliest judgement, is kept whenever it lie
 ``train.epochs``; left out, it is the first epoch after the learning-rate warm-up
 (:func:`default_min_epochs`).
 
+Trials that run to the end unjudged (:func:`runs_unjudged`). With ``full_run_every: k`` every
+``k``-th trial (by the number of its first attempt) is recorded at its rungs but never stopped:
+a Hyperband bracket whose only rung is the full run, beside the bracket the rules judge. Two
+things make it pay. An early top-1 is a noisy guess of the final one, and a stop is final for a
+setting: training is seeded by the spec, so a setting stopped once trains the same curve, reaches
+the rung with the same values and is stopped again each time the sampler asks for it, and a
+setting of the final front lost to one noisy rung is lost for good. The unjudged trials cannot
+lose it, and they give the sampler complete results where the rung would have given none. Their
+rung values are recorded like any other, so later arrivals are judged against them too.
+
 Everything here is plain Python on plain numbers (no Optuna, no Ray), so the same decision is
 made by the local executor, the Ray scheduler and an offline replay of recorded learning curves,
 and is reproducible from the rung records alone. Non-finite values rank last.
@@ -99,6 +109,22 @@ def default_min_epochs(warmup_epochs: int) -> int:
     rather than on their settings. This is a floor, not a guarantee that the next epoch ranks
     well: where the top-1 settles late, set ``min_epochs`` higher."""
     return max(1, int(warmup_epochs) + 1)
+
+
+def runs_unjudged(lineage: int, full_run_every: int) -> bool:
+    """Whether the trial whose first attempt is number ``lineage`` runs to the end unjudged:
+    every ``full_run_every``-th trial (numbers ``k - 1``, ``2k - 1``, ...; ``0`` judges every
+    trial). A function of the first attempt's number alone, so a trial rerun after a crash and a
+    replay of the records agree with the first decision. See the module docstring for why."""
+    every = int(full_run_every)
+    if every < 0 or every == 1:
+        raise ValueError(f"full_run_every must be 0 or >= 2, got {full_run_every!r}")
+    return every >= 2 and int(lineage) % every == every - 1
+
+
+def unjudged_reason(full_run_every: int) -> str:
+    """The reason recorded for a trial :func:`runs_unjudged` lets through."""
+    return f"unjudged: one trial in every {int(full_run_every)} runs to the end (full_run_every: {int(full_run_every)})"
 
 
 def quota(n: int, reduction_factor: int) -> int:

@@ -25,6 +25,9 @@ def _check_early_stopping(settings: EarlyStoppingSettings, objectives: tuple[Obj
     longest trial's ``train.epochs``."""
     if settings.kind == "none":
         return
+    if settings.full_run_every == 1:
+        raise ConfigError("search.early_stopping.full_run_every", "1 runs every trial unjudged: set kind: none, "
+                          "or 0 to judge every trial")
     if not any(o.metric in RUNG_PROGRESS_METRICS for o in objectives):
         raise ConfigError("search.early_stopping.kind", f"{settings.kind} needs an objective known after every "
                           f"epoch ({', '.join(RUNG_PROGRESS_METRICS)})")

@@ -162,7 +162,8 @@ class EarlyStoppingSettings:
     """Asynchronous successive halving for both executors: a trial is judged at the rungs
     ``min_epochs * reduction_factor**k`` below its ``train.epochs`` and goes on only in the
     top ``1/reduction_factor`` of its rung (``asha``: by top-1; ``pareto``: by non-dominated
-    sorting of every objective; see :mod:`svite_search.search.early_stopping`)."""
+    sorting of every objective; see :mod:`svite_search.search.early_stopping`). Every
+    ``full_run_every``-th trial runs to the end unjudged (:func:`~svite_search.search.early_stopping.runs_unjudged`)."""
 
     kind: str = setting("none", choices=EARLY_STOPPING, help="asha: rank a rung by top-1; pareto: by every "
                         "objective (non-dominated sorting, crowding distance inside a front)")
@@ -170,6 +171,9 @@ class EarlyStoppingSettings:
                                      "stopped (null: the first epoch after train.warmup_epochs)")
     reduction_factor: int = setting(3, ge=2, le=1000, help="rungs at min_epochs * reduction_factor**k; the top "
                                     "1/reduction_factor of a rung go on")
+    full_run_every: int = setting(4, ge=0, le=MAX_TRIALS, help="every k-th trial runs to the end unjudged (its rung "
+                                  "values still recorded): a noisy early top-1 cannot lose a setting for good; "
+                                  "0: judge every trial")
 
 
 @dataclass(frozen=True)
