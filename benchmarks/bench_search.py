@@ -191,11 +191,15 @@ def load_rules() -> Any | None:
     return rules
 
 
+def _unjudged_text(every: int) -> str:
+    return f"one trial in every {every} runs to the end unjudged" if every else "every trial is judged"
+
+
 def product_full_run_every() -> int:
     """``search.early_stopping.full_run_every`` as the product sets it when a spec leaves it out."""
     from svite_search.search.spec import EarlyStoppingSettings
 
-    return int(EarlyStoppingSettings().full_run_every)
+    return int(getattr(EarlyStoppingSettings(), "full_run_every", 0))
 
 
 def product_min_epochs() -> int:
@@ -270,8 +274,9 @@ class RuleStopper:
     def go_on(self, number: int, epoch: int, vector: list[float]) -> bool:
         if epoch not in self.rungs:
             return True
-        if self.rules.runs_unjudged(number, self.full_run_every):
-            go, reason = True, self.rules.unjudged_reason(self.full_run_every)
+        if self.full_run_every:  # the engine's own decision (the replay's trial numbers are lineages: no reruns)
+            go, reason = self.rules.rung_verdict(self.kind, number, vector, list(self.recorded[epoch]), list(DIRECTIONS),
+                                                 self.rf, self.full_run_every)
         else:
             go, reason = self.rules.should_continue(self.kind, vector, list(self.recorded[epoch]), list(DIRECTIONS),
                                                     self.rf)
@@ -606,8 +611,8 @@ def readme(result: dict[str, Any]) -> str:
              f"Every method: {cfg['seeds']} seeds, {cfg['workers']} asynchronous workers, a budget of "
              f"{cfg['budget']} trial-epochs ({cfg['budget_trials']} full-length trials). Early stopping: rungs at epochs "
              f"{', '.join(map(str, cfg['rungs']))} (`min_epochs: {cfg['min_epochs']}`, `reduction_factor: "
-             f"{cfg['reduction_factor']}`, `full_run_every: {cfg.get('full_run_every', 0)}`: one trial in every "
-             f"{cfg.get('full_run_every', 0)} runs to the end unjudged); the vector at a rung is the top-1 after the rung's epoch (what the engine "
+             f"{cfg['reduction_factor']}`, `full_run_every: {cfg.get('full_run_every', 0)}`: "
+             f"{_unjudged_text(cfg.get('full_run_every', 0))}); the vector at a rung is the top-1 after the rung's epoch (what the engine "
              "passes for a `top1` objective) and the "
              "MACs. Hypervolume: the report's fixed scale (reference top-1 0 % and the dense model's MACs, ideal 100 % "
              "and no MACs), over the trials run to the end. The whole table's front has hypervolume "
@@ -721,6 +726,19 @@ def _repeats_section(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sensitivity_entry(item: str, default_every: int) -> tuple[int, int, int] | None:
+    """``MINxETA`` or ``MINxETA/K`` as (min_epochs, reduction_factor, full_run_every); None if malformed."""
+    rung, slash, every = item.partition("/")
+    try:
+        values = [int(v) for v in rung.split("x")]
+        k = int(every) if slash else default_every
+    except ValueError:
+        return None
+    if len(values) != 2 or values[0] < 1 or values[1] < 2 or k < 0 or k == 1:
+        return None
+    return values[0], values[1], k
+
+
 def _sensitivity_row(per_seed: list[Run], min_epochs: int, eta: int, budget: int, table: Table, target: float,
                      rules: Any, full_run_every: int) -> dict[str, Any]:
     return {"min_epochs": min_epochs, "reduction_factor": eta, "full_run_every": full_run_every,
@@ -767,31 +785,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-run-every", type=int, default=None,
                         help="early stopping: one trial in every K runs to the end unjudged (default: the product's; 0: none)")
     parser.add_argument("--sensitivity", default="1x3,2x3,4x3,3x2,3x4,3x3/0,3x3/2,3x3/8",
-                        help="other rung settings for the pareto arm, MINxETA comma-separated ('' for none): "
-                             "how much the result depends on min_epochs and reduction_factor")
+                        help="other settings for the pareto arm, comma-separated ('' for none): MINxETA "
+                             "(min_epochs and reduction_factor, with --full-run-every) or MINxETA/K (and "
+                             "full_run_every K): how much the result depends on them")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: 2 seeds, 6 trials' budget")
     parser.add_argument("--out", type=Path, default=None, help="also write the result record here (JSON)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.seeds, args.budget_trials = 2, 6
-    try:
-        if args.full_run_every is None:
-            args.full_run_every = product_full_run_every()
-        alternatives = []
-        for item in (i.strip() for i in args.sensitivity.split(",")):
-            if not item:
-                continue
-            rung, _, every = item.partition("/")
-            values = tuple(int(v) for v in rung.split("x"))
-            if len(values) != 2 or values[0] < 1 or values[1] < 2:
-                raise ValueError
-            alternatives.append((*values, int(every) if every else args.full_run_every))
-        if args.full_run_every < 0 or args.full_run_every == 1 or any(a[2] < 0 or a[2] == 1 for a in alternatives):
-            raise ValueError
-    except ValueError:
-        parser.error(f"--sensitivity {args.sensitivity!r} / --full-run-every {args.full_run_every!r}: expected a list "
-                     "of MINxETA or MINxETA/K (min >= 1, eta >= 2) and K = 0 or >= 2")
+    if args.full_run_every is None:
+        args.full_run_every = product_full_run_every()
+    if args.full_run_every < 0 or args.full_run_every == 1:
+        parser.error(f"--full-run-every: {args.full_run_every} is not 0 or >= 2")
+    alternatives = []
+    for item in (i.strip() for i in args.sensitivity.split(",")):
+        if item:
+            parsed = _sensitivity_entry(item, args.full_run_every)
+            if parsed is None:
+                parser.error(f"--sensitivity: {item!r} is not MINxETA or MINxETA/K (min >= 1, eta >= 2, K 0 or >= 2)")
+            alternatives.append(parsed)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -828,8 +841,8 @@ def main(argv: list[str] | None = None) -> int:
                      "reduction_factor recorded trials; then the arriving trial goes on if it is in the top "
                      "1/reduction_factor of the rung's order by non-dominated front, then crowding distance, so a "
                      "dominated trial stops only once the trials ahead of it fill that quota. Rungs stop at the last "
-                     "one that reduction_factor times still fits in the run (no rung at 18 of 20 epochs). One trial "
-                     f"in every {args.full_run_every} (full_run_every) runs to the end unjudged, its rung values "
+                     "one that reduction_factor times still fits in the run (no rung at 18 of 20 epochs). "
+                     f"full_run_every {args.full_run_every}: {_unjudged_text(args.full_run_every)}, its rung values "
                      "recorded for the others; asha has the same.")
     rungs = [int(r) for r in rules.rung_epochs(args.min_epochs, args.reduction_factor, table.epochs)] if rules else []
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")

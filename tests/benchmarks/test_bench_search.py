@@ -87,3 +87,14 @@ def test_the_replays_rule_lets_one_trial_in_every_full_run_every_through_as_the_
     assert not stopper.go_on(3, 1, worst)  # judged, against trial 2's values too
     assert stopper.recorded[1][2] == worst and len(stopper.recorded[1]) == 4
     assert bench.product_full_run_every() == 4
+
+
+def test_sensitivity_entries_and_full_run_every_are_checked(modules) -> None:
+    bench, _ = modules
+    assert bench._sensitivity_entry("3x3/0", 4) == (3, 3, 0) and bench._sensitivity_entry("2x3", 4) == (2, 3, 4)
+    for bad in ("3x3/", "3x3/1", "3x1", "3", "ax3", "3x3/-2"):
+        assert bench._sensitivity_entry(bad, 4) is None, bad
+    for argv in (["--sensitivity", "3x3/1"], ["--full-run-every", "1"]):
+        with pytest.raises(SystemExit) as caught:
+            bench.main(["--tiny", *argv])
+        assert caught.value.code == 2

@@ -276,8 +276,37 @@ def test_every_kth_trial_runs_to_the_end_unjudged_and_later_arrivals_are_judged_
     assert rerun.number == 6  # its own number would be judged
     again = engine.judge(rerun.number, rerun._trial_id, 2, {}, {"top1": 1.0, "gmacs": 3.0}, [1.0])
     assert again.go_on and "unjudged" in again.reason
-    for item in replay(spec, study.get_trials(deepcopy=False)):
+    # and the other way round: a rerun whose own number is an unjudged slot, of a judged trial, is judged
+    crashed = study.ask()  # trial 7: judged
+    study.tell(crashed, state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial({}, user_attrs={"retry_of": crashed.number})
+    rerun_of_judged = study.ask()
+    assert rerun_of_judged.number == 8 and rerun_of_judged.number % 3 == 2
+    judged = engine.judge(8, rerun_of_judged._trial_id, 1, {}, {"top1": 5.0, "gmacs": 3.0}, [5.0])
+    assert not judged.go_on and "unjudged" not in judged.reason
+    done = study.get_trials(deepcopy=False)
+    assert all(t.user_attrs["rung_1"]["full_run_every"] == 3 for t in done if "rung_1" in t.user_attrs)
+    for item in replay(spec, done):
         assert item["recorded"] == item["replayed"], item
+
+
+def test_a_study_keeps_the_full_run_every_of_its_first_rung_record(tmp_path: Path) -> None:
+    """A study whose rungs were judged before full_run_every existed (records without it: every
+    trial judged) keeps judging every trial when a spec with the default 4 resumes it."""
+    spec = _spec(eta=2, epochs=9, full_run_every=4)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions)
+    trials = [study.ask() for _ in range(4)]
+    for trial, values in zip(trials[:3], ([40.0, 1.0], [35.0, 0.9], [30.0, 0.8])):  # written by an older release
+        storage.set_trial_user_attr(trial._trial_id, "rung_1", {
+            "epoch": 1, "reported_epoch": 1, "values": values, "metrics": ["top1", "gmacs"], "go_on": True,
+            "reason": "pareto: ...", "against": [], "lineage": trial.number})
+    engine = RungEngine.for_study(spec, storage)
+    verdict = engine.judge(3, trials[3]._trial_id, 1, {}, {"top1": 10.0, "gmacs": 2.0}, [10.0])
+    assert not verdict.go_on  # judged (under the spec's 4, trial 3 would have run on unjudged)
+    record = study.get_trials(deepcopy=False)[3].user_attrs["rung_1"]
+    assert record["full_run_every"] == 0 and "unjudged" not in record["reason"]
+    assert replay(spec, study.get_trials(deepcopy=False))[-1]["replayed"] == (record["go_on"], record["reason"])
 
 
 def test_runs_unjudged_picks_every_kth_first_attempt() -> None:
@@ -308,6 +337,7 @@ def test_replaced_keys_name_the_new_one(section: str, key: dict, new: str) -> No
     ({"kind": "asha", "reduction_factor": 1}, "search.early_stopping.reduction_factor"),
     ({"kind": "pareto", "full_run_every": 1}, "search.early_stopping.full_run_every"),
     ({"kind": "asha", "full_run_every": -2}, "search.early_stopping.full_run_every"),
+    ({"kind": "none", "full_run_every": 1}, "search.early_stopping.full_run_every"),
 ])
 def test_early_stopping_settings_are_checked(settings: dict, field: str) -> None:
     data = {"name": "bad", "model": {"name": "vit_digits"}, "train": {"epochs": 9},

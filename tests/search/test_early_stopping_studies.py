@@ -146,6 +146,32 @@ def test_ray_scheduler_judges_several_trials_arriving_out_of_order(tmp_path: Pat
     assert scheduler.stopped_outcome(2, None) is None  # not stopped by the scheduler
 
 
+def test_ray_scheduler_lets_the_unjudged_trials_through(tmp_path: Path, tiny_spec: Any) -> None:
+    """The Tune scheduler applies full_run_every as the local executor does: trial 3 of a
+    full_run_every 2 study goes on although the rule would stop it; trial 4 is judged."""
+    import optuna
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from svite_search.search.early_stopping._ray import RungScheduler
+
+    spec = spec_from_dict(tiny_spec(train={"epochs": 9}, search={"sampler": "random",
+                                                                 "early_stopping": {**PARETO, "full_run_every": 2}}))
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions)
+    numbers = [study.ask().number for _ in range(5)]
+    scheduler = RungScheduler(spec, storage, trial_key="t", final_key="final")
+    tune_trials = {n: Trial("trainable", config={"t": {"number": n, "params": {}}}, stub=True) for n in numbers}
+    decided = {}
+    for number, top1, gmacs in [(0, 40.0, 1.0), (1, 38.0, 0.9), (2, 35.0, 0.8), (3, 10.0, 2.0), (4, 10.0, 2.0)]:
+        result = {"epoch": 1, "top1": top1, "gmacs": gmacs, "training_iteration": 1}
+        decided[number] = scheduler.on_trial_result(None, tune_trials[number], result)
+    assert not should_continue("pareto", [10.0, 2.0], [[40.0, 1.0], [38.0, 0.9], [35.0, 0.8]], ["maximize", "minimize"], 2)[0]
+    assert decided[3] == TrialScheduler.CONTINUE and decided[4] == TrialScheduler.STOP
+    records = {t.number: t.user_attrs["rung_1"] for t in study.get_trials(deepcopy=False)}
+    assert records[3]["reason"].startswith("unjudged: ") and records[4]["against"] == [0, 1, 2, 3]
+
+
 def _running_with_a_rung(db: Path) -> int | None:
     """A trial still RUNNING that has passed rung 1 (its record says go on)."""
     if not db.exists():

@@ -13,9 +13,10 @@ from .rules import (
     nondominated_fronts,
     quota,
     rung_epochs,
+    rung_verdict,
     runs_unjudged,
     should_continue,
 )
 
-__all__ = ["KINDS", "crowding_distances", "dominates", "nondominated_fronts", "quota", "rung_epochs", "runs_unjudged",
+__all__ = ["KINDS", "crowding_distances", "dominates", "nondominated_fronts", "quota", "rung_epochs", "rung_verdict", "runs_unjudged",
            "should_continue"]

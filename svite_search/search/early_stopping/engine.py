@@ -15,7 +15,9 @@ the trial's own record before acting on it::
 
 A trial that runs to the end unjudged (every ``full_run_every``-th lineage, see
 :func:`.rules.runs_unjudged`) gets a record too, ``go_on`` true with the reason ``unjudged: ...``:
-its values are judged against nobody, and later arrivals are judged against them.
+its values are judged against nobody, and later arrivals are judged against them. Every record
+keeps the ``full_run_every`` it was decided with, and a study keeps the value of its first record
+(:meth:`RungEngine.study_full_run_every`).
 ``against`` names the trials it was compared with, so every decision can be replayed from the
 records alone (:func:`replay`). ``lineage`` is the first attempt of the trial: a trial rerun after
 a crash (its ``retry_of``) is the same trial at the rung, it adopts the record its earlier attempt
@@ -26,11 +28,14 @@ judges later arrivals against the same trials the crashed driver had recorded.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..spec import METRICS, RUNG_PROGRESS_METRICS, RUNG_STRUCTURE_METRICS, StudySpec
-from .rules import default_min_epochs, rung_epochs, runs_unjudged, should_continue, unjudged_reason
+from .rules import default_min_epochs, rung_epochs, rung_verdict
+
+log = logging.getLogger(__name__)
 
 RUNG_ATTR = "rung_{epoch}"
 RETRY_ATTR = "retry_of"  # the study's own name for "this trial reruns trial N"
@@ -129,6 +134,7 @@ class RungEngine:
         self.storage, self.study_id = storage, study_id
         self.settings = spec.search.early_stopping
         self.metrics, self.directions = rung_objectives(spec)
+        self._warned_full_run_every = False
 
     @classmethod
     def for_study(cls, spec: StudySpec, storage: Any) -> "RungEngine":
@@ -163,6 +169,29 @@ class RungEngine:
                 out[int(record.get("lineage", trial.number))] = (trial.number, record)
         return out
 
+    def study_full_run_every(self, trials: Iterable[Any]) -> int:
+        """The ``full_run_every`` this study's rungs are judged with: the value its first rung
+        record was written with (a record from before the setting existed: 0, every trial
+        judged), else the spec's. A study keeps one rule for its whole life: a study started
+        before ``full_run_every`` existed, resumed by a release whose default is 4, would
+        otherwise start letting trials through unjudged half-way."""
+        first = None
+        for trial in sorted(trials, key=lambda t: t.number):
+            for key, record in trial.user_attrs.items():
+                if key.startswith("rung_") and isinstance(record, dict) and "adopted_from" not in record:
+                    first = record
+                    break
+            if first is not None:
+                break
+        if first is None:
+            return int(self.settings.full_run_every)
+        value = int(first.get("full_run_every", 0))
+        if value != int(self.settings.full_run_every) and not self._warned_full_run_every:
+            self._warned_full_run_every = True
+            log.warning("this study's rungs were judged with full_run_every %d; its later rungs are too (the spec "
+                        "says %d)", value, self.settings.full_run_every)
+        return value
+
     # ------------------------------------------------------------------ deciding
 
     def judge(self, number: int, trial_id: int, epoch: int, params: Mapping[str, Any],
@@ -193,24 +222,18 @@ class RungEngine:
             else:
                 against = sorted(n for n, _ in at_rung.values())
                 recorded = [list(rec["values"]) for _, rec in sorted(at_rung.values(), key=lambda nr: nr[0])]
-                go_on, reason = decide(self.settings, lineage, values, recorded, self.directions)
+                every = self.study_full_run_every(trials)
+                go_on, reason = rung_verdict(self.settings.kind, lineage, values, recorded, self.directions,
+                                             self.settings.reduction_factor, every)
                 record = {"epoch": rung, "reported_epoch": int(epoch), "values": values, "metrics": self.metrics,
-                          "go_on": go_on, "reason": reason, "against": against, "lineage": lineage}
+                          "go_on": go_on, "reason": reason, "against": against, "lineage": lineage,
+                          "full_run_every": every}
             self.storage.set_trial_user_attr(trial_id, rung_key(rung), record)
             judged[rung_key(rung)] = record
             if not record["go_on"]:
                 return Verdict(False, _stop_reason(rung, record["reason"]), rung)
             verdict = Verdict(True, f"rung {rung}: {record['reason']}", rung)
         return verdict
-
-
-def decide(settings: Any, lineage: int, values: Sequence[float], recorded: Sequence[Sequence[float]],
-           directions: Sequence[str]) -> tuple[bool, str]:
-    """The verdict at a rung for the trial of ``lineage`` (its first attempt's number): go on
-    unjudged when it is one of the every-``full_run_every``-th trials, else the rule's verdict."""
-    if settings.kind != "none" and runs_unjudged(lineage, settings.full_run_every):
-        return True, unjudged_reason(settings.full_run_every)
-    return should_continue(settings.kind, values, recorded, directions, settings.reduction_factor)
 
 
 def _stop_reason(rung: int, reason: str) -> str:
@@ -232,8 +255,9 @@ def replay(spec: StudySpec, trials: Iterable[Any]) -> list[dict[str, Any]]:
             if not key.startswith("rung_") or not isinstance(record, dict) or "adopted_from" in record:
                 continue
             recorded = [list(by_number[n].user_attrs[key]["values"]) for n in record["against"]]
-            go_on, reason = decide(settings, int(record.get("lineage", trial.number)), record["values"], recorded,
-                                   directions)
+            go_on, reason = rung_verdict(settings.kind, int(record.get("lineage", trial.number)), record["values"],
+                                         recorded, directions, settings.reduction_factor,
+                                         int(record.get("full_run_every", 0)))
             out.append({"number": trial.number, "epoch": record["epoch"], "recorded": (record["go_on"], record["reason"]),
                         "replayed": (go_on, reason)})
     return out

@@ -127,6 +127,16 @@ def unjudged_reason(full_run_every: int) -> str:
     return f"unjudged: one trial in every {int(full_run_every)} runs to the end (full_run_every: {int(full_run_every)})"
 
 
+def rung_verdict(kind: str, lineage: int, candidate: Sequence[float], recorded: Sequence[Sequence[float]],
+                 directions: Sequence[str], reduction_factor: int, full_run_every: int) -> tuple[bool, str]:
+    """The verdict at a rung for the trial whose first attempt is number ``lineage``: it goes on
+    unjudged when :func:`runs_unjudged` picks it, else :func:`should_continue` decides. The one
+    decision the rung engine, its replay and an offline replay of learning curves all make."""
+    if kind != "none" and runs_unjudged(lineage, full_run_every):
+        return True, unjudged_reason(full_run_every)
+    return should_continue(kind, candidate, recorded, directions, reduction_factor)
+
+
 def quota(n: int, reduction_factor: int) -> int:
     """How many of ``n`` trials at a rung go on: the top ``n // η``, at least one."""
     return max(1, int(n) // int(reduction_factor))

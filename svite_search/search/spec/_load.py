@@ -23,11 +23,11 @@ def _check_early_stopping(settings: EarlyStoppingSettings, objectives: tuple[Obj
                           base: dict[str, Any], dists: list[Distribution]) -> None:
     """Early stopping needs an objective known after every epoch, and a rung below the
     longest trial's ``train.epochs``."""
-    if settings.kind == "none":
-        return
     if settings.full_run_every == 1:
         raise ConfigError("search.early_stopping.full_run_every", "1 runs every trial unjudged: set kind: none, "
                           "or 0 to judge every trial")
+    if settings.kind == "none":
+        return
     if not any(o.metric in RUNG_PROGRESS_METRICS for o in objectives):
         raise ConfigError("search.early_stopping.kind", f"{settings.kind} needs an objective known after every "
                           f"epoch ({', '.join(RUNG_PROGRESS_METRICS)})")
@@ -68,7 +68,7 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
     for (section, key), new in REPLACED_KEYS.items():
         if isinstance(data.get(section), dict) and key in data[section]:
             raise ConfigError(f"{section}.{key}", f"replaced by {new} (search.early_stopping: "
-                              "{kind: none | asha | pareto, min_epochs, reduction_factor}, for both executors)")
+                              "{kind: none | asha | pareto, min_epochs, reduction_factor, full_run_every}, for both executors)")
     search = from_dict(SearchSettings, data.get("search"), "search")
     executor = from_dict(ExecutorSettings, data.get("executor"), "executor")
     tracking = from_dict(TrackingSettings, data.get("tracking"), "tracking")
