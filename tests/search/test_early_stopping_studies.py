@@ -110,22 +110,29 @@ def test_ray_pareto_study_with_trials_at_once(ray_session: None, tmp_path: Path,
     _check_decisions(spec, trials)
 
 
-def test_ray_scheduler_judges_several_trials_arriving_out_of_order(tmp_path: Path, tiny_spec: Any) -> None:
-    """The Tune scheduler itself, fed results of real Tune trials in an order no single trial
-    would produce: each verdict is the rule's on the records present at that moment."""
+def _scheduler_on_a_study(tmp_path: Path, tiny_spec: Any, *, full_run_every: int, trials: int) -> tuple[Any, Any, dict]:
+    """The rung engine's Tune scheduler on a fresh sqlite study (9 epochs, rungs at 1 and 2, the
+    given ``full_run_every``) holding ``trials`` asked trials, and a stub Tune trial for each."""
     import optuna
     from ray.tune.experiment import Trial
-    from ray.tune.schedulers import TrialScheduler
 
     from svite_search.search.early_stopping._ray import RungScheduler
 
-    spec = spec_from_dict(tiny_spec(train={"epochs": 9}, search={"sampler": "random",
-                                                                 "early_stopping": {**PARETO, "full_run_every": 0}}))
+    spec = spec_from_dict(tiny_spec(train={"epochs": 9}, search={
+        "sampler": "random", "early_stopping": {**PARETO, "full_run_every": full_run_every}}))
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions)
-    numbers = [study.ask().number for _ in range(4)]
+    numbers = [study.ask().number for _ in range(trials)]
     scheduler = RungScheduler(spec, storage, trial_key="t", final_key="final")
-    tune_trials = {n: Trial("trainable", config={"t": {"number": n, "params": {}}}, stub=True) for n in numbers}
+    return study, scheduler, {n: Trial("trainable", config={"t": {"number": n, "params": {}}}, stub=True) for n in numbers}
+
+
+def test_ray_scheduler_judges_several_trials_arriving_out_of_order(tmp_path: Path, tiny_spec: Any) -> None:
+    """The Tune scheduler itself, fed results of real Tune trials in an order no single trial
+    would produce: each verdict is the rule's on the records present at that moment."""
+    from ray.tune.schedulers import TrialScheduler
+
+    study, scheduler, tune_trials = _scheduler_on_a_study(tmp_path, tiny_spec, full_run_every=0, trials=4)
     arrivals = [(2, 1, 40.0, 1.0), (0, 1, 30.0, 2.0), (2, 2, 60.0, 1.0), (1, 1, 35.0, 1.5), (3, 1, 20.0, 3.0),
                 (0, 2, 50.0, 2.0), (1, 2, 45.0, 1.5)]
     decided: dict[int, str] = {}
@@ -149,19 +156,9 @@ def test_ray_scheduler_judges_several_trials_arriving_out_of_order(tmp_path: Pat
 def test_ray_scheduler_lets_the_unjudged_trials_through(tmp_path: Path, tiny_spec: Any) -> None:
     """The Tune scheduler applies full_run_every as the local executor does: trial 3 of a
     full_run_every 2 study goes on although the rule would stop it; trial 4 is judged."""
-    import optuna
-    from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
 
-    from svite_search.search.early_stopping._ray import RungScheduler
-
-    spec = spec_from_dict(tiny_spec(train={"epochs": 9}, search={"sampler": "random",
-                                                                 "early_stopping": {**PARETO, "full_run_every": 2}}))
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions)
-    numbers = [study.ask().number for _ in range(5)]
-    scheduler = RungScheduler(spec, storage, trial_key="t", final_key="final")
-    tune_trials = {n: Trial("trainable", config={"t": {"number": n, "params": {}}}, stub=True) for n in numbers}
+    study, scheduler, tune_trials = _scheduler_on_a_study(tmp_path, tiny_spec, full_run_every=2, trials=5)
     decided = {}
     for number, top1, gmacs in [(0, 40.0, 1.0), (1, 38.0, 0.9), (2, 35.0, 0.8), (3, 10.0, 2.0), (4, 10.0, 2.0)]:
         result = {"epoch": 1, "top1": top1, "gmacs": gmacs, "training_iteration": 1}
