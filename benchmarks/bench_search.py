@@ -199,7 +199,7 @@ def product_full_run_every() -> int:
     """``search.early_stopping.full_run_every`` as the product sets it when a spec leaves it out."""
     from svite_search.search.spec import EarlyStoppingSettings
 
-    return int(getattr(EarlyStoppingSettings(), "full_run_every", 0))
+    return int(EarlyStoppingSettings().full_run_every)
 
 
 def product_min_epochs() -> int:
@@ -274,12 +274,9 @@ class RuleStopper:
     def go_on(self, number: int, epoch: int, vector: list[float]) -> bool:
         if epoch not in self.rungs:
             return True
-        if self.full_run_every:  # the engine's own decision (the replay's trial numbers are lineages: no reruns)
-            go, reason = self.rules.rung_verdict(self.kind, number, vector, list(self.recorded[epoch]), list(DIRECTIONS),
-                                                 self.rf, self.full_run_every)
-        else:
-            go, reason = self.rules.should_continue(self.kind, vector, list(self.recorded[epoch]), list(DIRECTIONS),
-                                                    self.rf)
+        # the engine's own decision (the replay has no reruns: a trial's number is its lineage)
+        go, reason = self.rules.rung_verdict(self.kind, number, vector, list(self.recorded[epoch]), list(DIRECTIONS),
+                                             self.rf, self.full_run_every)
         self.recorded[epoch].append(list(vector))
         if not go:
             self.reasons.append(reason)

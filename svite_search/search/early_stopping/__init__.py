@@ -18,5 +18,5 @@ from .rules import (
     should_continue,
 )
 
-__all__ = ["KINDS", "crowding_distances", "dominates", "nondominated_fronts", "quota", "rung_epochs", "rung_verdict", "runs_unjudged",
-           "should_continue"]
+__all__ = ["KINDS", "crowding_distances", "dominates", "nondominated_fronts", "quota", "rung_epochs", "rung_verdict",
+           "runs_unjudged", "should_continue"]

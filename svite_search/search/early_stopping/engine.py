@@ -13,17 +13,18 @@ the trial's own record before acting on it::
     {"epoch": 3, "values": [0.61, 0.0009], "metrics": ["top1", "gmacs"], "go_on": false,
      "reason": "pareto: dominated by ...", "against": [0, 2, 5], "lineage": 7}
 
-A trial that runs to the end unjudged (every ``full_run_every``-th lineage, see
-:func:`.rules.runs_unjudged`) gets a record too, ``go_on`` true with the reason ``unjudged: ...``:
-its values are judged against nobody, and later arrivals are judged against them. Every record
-keeps the ``full_run_every`` it was decided with, and a study keeps the value of its first record
-(:meth:`RungEngine.study_full_run_every`).
 ``against`` names the trials it was compared with, so every decision can be replayed from the
 records alone (:func:`replay`). ``lineage`` is the first attempt of the trial: a trial rerun after
 a crash (its ``retry_of``) is the same trial at the rung, it adopts the record its earlier attempt
 left instead of being judged again, and is never compared with itself. Because the records live in
 the storage, a driver that crashed mid-rung and resumes (or a second driver on the same study)
 judges later arrivals against the same trials the crashed driver had recorded.
+
+A trial that runs to the end unjudged (every ``full_run_every``-th lineage, see
+:func:`.rules.runs_unjudged`) gets a record too, ``go_on`` true with the reason ``unjudged: ...``:
+its values are judged against nobody, and later arrivals are judged against them. Every record
+keeps the ``full_run_every`` it was decided with, and a study keeps that value for its whole life
+(:meth:`RungEngine.study_full_run_every`).
 """
 from __future__ import annotations
 
@@ -174,15 +175,10 @@ class RungEngine:
         record was written with (a record from before the setting existed: 0, every trial
         judged), else the spec's. A study keeps one rule for its whole life: a study started
         before ``full_run_every`` existed, resumed by a release whose default is 4, would
-        otherwise start letting trials through unjudged half-way."""
-        first = None
-        for trial in sorted(trials, key=lambda t: t.number):
-            for key, record in trial.user_attrs.items():
-                if key.startswith("rung_") and isinstance(record, dict) and "adopted_from" not in record:
-                    first = record
-                    break
-            if first is not None:
-                break
+        otherwise start letting trials through unjudged half-way. Every record of a study holds
+        the same value, so any one of them tells."""
+        first = next((record for trial in trials for key, record in trial.user_attrs.items()
+                      if key.startswith("rung_") and isinstance(record, dict)), None)
         if first is None:
             return int(self.settings.full_run_every)
         value = int(first.get("full_run_every", 0))
@@ -208,6 +204,7 @@ class RungEngine:
         lineage = self.lineage_of(number, by_number)
         judged = dict(by_number[number].user_attrs) if number in by_number else {}
         values = [rung_value(m, metrics, top1_history) for m in self.metrics]
+        every: int | None = None  # the study's full_run_every, read once when a rung needs it
         verdict = Verdict(True, "below the first rung")
         for rung in rungs:
             if rung_key(rung) in judged:
@@ -222,7 +219,8 @@ class RungEngine:
             else:
                 against = sorted(n for n, _ in at_rung.values())
                 recorded = [list(rec["values"]) for _, rec in sorted(at_rung.values(), key=lambda nr: nr[0])]
-                every = self.study_full_run_every(trials)
+                if every is None:
+                    every = self.study_full_run_every(trials)
                 go_on, reason = rung_verdict(self.settings.kind, lineage, values, recorded, self.directions,
                                              self.settings.reduction_factor, every)
                 record = {"epoch": rung, "reported_epoch": int(epoch), "values": values, "metrics": self.metrics,
