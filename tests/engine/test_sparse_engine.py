@@ -10,6 +10,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.optim import Lamb
 
 from svite_search.engine.sparse import SViTE, SViTEConfig, masked_parameters
 from svite_search.errors import ConfigError
@@ -164,25 +165,64 @@ def test_no_pruned_weight_is_nonzero_after_any_step(make_optimizer, policy: str)
     assert sparsifier.updates == 4
 
 
-def test_adam_moments_are_zero_at_grown_and_inactive_positions_under_reset() -> None:
+class UnlistedAdamW(torch.optim.AdamW):
+    """AdamW under another name: not on the element-wise list, so the engines zero the state of
+    inactive weights after every step, as they do for LAMB."""
+
+
+@pytest.mark.parametrize("make_optimizer", [torch.optim.AdamW, UnlistedAdamW, Lamb], ids=["adamw", "unlisted", "lamb"])
+def test_adam_moments_are_zero_at_grown_and_inactive_positions_under_reset(make_optimizer) -> None:
+    """At every update the state of grown and inactive weights is zero and survivors keep theirs;
+    between updates it stays zero too, except under an element-wise optimizer (nothing reads it)."""
     model = tiny_vit()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    optimizer = make_optimizer(model.parameters(), lr=1e-2)
     config = SViTEConfig(density=0.4, total_steps=20, update_interval=5, optimizer_state="reset")
     sparsifier = SViTE(model, optimizer, config)
+    per_step = make_optimizer is not torch.optim.AdamW
     params = dict(model.named_parameters())
+    stale_seen = False
     for step, batch in enumerate(batches(10), start=1):
         before = masks_snapshot(sparsifier)
         train_step(model, optimizer, sparsifier, batch)
         for name, mask in sparsifier.masks.items():
             state = optimizer.state[params[name]]
             inactive = mask == 0
-            assert not bool(state["exp_avg"][inactive].any()) and not bool(state["exp_avg_sq"][inactive].any())
+            zero = not bool(state["exp_avg"][inactive].any()) and not bool(state["exp_avg_sq"][inactive].any())
+            if step % 5 == 0 or per_step:
+                assert zero, f"step {step}: {name} has state at inactive weights"
+            stale_seen |= not zero
             if step % 5 == 0:
                 grown = mask.bool() & ~before[name]
                 assert bool(grown.any()) or sparsifier.layer_densities()[name] == 1.0
                 assert not bool(state["exp_avg"][grown].any()) and not bool(state["exp_avg_sq"][grown].any())
                 kept = mask.bool() & before[name]
                 assert bool(state["exp_avg_sq"][kept].all())  # survivors keep their moments
+    assert stale_seen != per_step  # AdamW's per-step pass is skipped; the others' is not
+
+
+@pytest.mark.parametrize("policy", ["reset", "calibrated"])
+def test_skipping_the_per_step_state_pass_trains_bit_identical_weights(policy: str) -> None:
+    """AdamW with the state of inactive weights zeroed at updates only gives, bit for bit, the
+    weights and active state of AdamW with it zeroed after every step (through prune/grow)."""
+    runs = []
+    for make_optimizer in (torch.optim.AdamW, UnlistedAdamW):
+        torch.manual_seed(0)
+        model = tiny_vit()
+        optimizer = make_optimizer(model.parameters(), lr=1e-2, weight_decay=0.05)
+        sparsifier = SViTE(model, optimizer, SViTEConfig(density=0.4, total_steps=24, update_interval=4, optimizer_state=policy))
+        for batch in batches(20):
+            train_step(model, optimizer, sparsifier, batch)
+        assert sparsifier.updates == 4
+        runs.append((model, optimizer, sparsifier))
+    (fast, fast_opt, fast_sp), (slow, slow_opt, slow_sp) = runs
+    slow_params = dict(slow.named_parameters())
+    for name, param in fast.named_parameters():
+        assert torch.equal(param, slow_params[name]), name
+        if name in fast_sp.masks:
+            assert torch.equal(fast_sp.masks[name], slow_sp.masks[name])
+            active = fast_sp.masks[name].bool()
+            for key in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(fast_opt.state[param][key][active], slow_opt.state[slow_params[name]][key][active])
 
 
 def test_keep_policy_leaves_adam_state_alone() -> None:

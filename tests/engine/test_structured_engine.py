@@ -166,6 +166,37 @@ def test_grown_units_start_at_zero_with_fresh_optimizer_state(policy: str) -> No
     assert grown_any
 
 
+class UnlistedAdamW(torch.optim.AdamW):
+    """AdamW under another name: not element-wise as far as the engine knows, so the state of
+    inactive units is zeroed after every step."""
+
+
+@pytest.mark.parametrize("policy", ["reset", "calibrated"])
+def test_skipping_the_per_step_state_pass_trains_bit_identical_weights(policy: str) -> None:
+    """AdamW with the inactive units' state zeroed at updates only trains, bit for bit, what
+    AdamW with it zeroed after every step trains; between updates that state is left alone."""
+    runs = []
+    for make_optimizer in (torch.optim.AdamW, UnlistedAdamW):
+        model = tiny_vit()
+        optimizer = make_optimizer(model.parameters(), lr=1e-2, weight_decay=0.05)
+        engine = S2ViTE(model, optimizer, S2ViTEConfig(total_steps=24, head_density=0.5, mlp_density=0.5,
+                                                       update_interval=3, optimizer_state=policy))
+        for step in range(1, 17):
+            train_step(model, optimizer, engine, step)
+        assert engine.stats()["updates"] == 5
+        runs.append((model, optimizer, engine))
+    (fast, fast_opt, fast_engine), (slow, slow_opt, _) = runs
+    for (name, a), b in zip(fast.named_parameters(), slow.parameters()):
+        assert torch.equal(a, b), name
+    fc2 = fast.blocks[0].mlp.fc2.weight
+    inactive = ~fast_engine.unit_masks()[0].neurons
+    assert bool((fast_opt.state[fc2]["exp_avg"][:, inactive] != 0).any())  # step 16 is no update: left alone
+    slow_fc2 = slow.blocks[0].mlp.fc2.weight
+    assert not bool(slow_opt.state[slow_fc2]["exp_avg"][:, inactive].any())
+    active = ~inactive
+    assert torch.equal(fast_opt.state[fc2]["exp_avg"][:, active], slow_opt.state[slow_fc2]["exp_avg"][:, active])
+
+
 def test_keep_leaves_optimizer_state_alone() -> None:
     model, optimizer, engine = build("signal", optimizer_state="keep")
     for step in range(1, 4):

@@ -43,7 +43,13 @@ S²ViTE reuses the schedule like this (its config extends :class:`DynamicSparsit
 """
 from __future__ import annotations
 
-from ._config import DEFAULT_OPTIMIZER_STATE, OPTIMIZER_STATE_POLICIES, RESETTING_POLICIES, DynamicSparsityConfig
+from ._config import (
+    DEFAULT_OPTIMIZER_STATE,
+    OPTIMIZER_STATE_POLICIES,
+    RESETTING_POLICIES,
+    DynamicSparsityConfig,
+    reads_own_state_only,
+)
 from ._distributions import DISTRIBUTIONS, check_density, check_distribution, layer_counts, layer_densities
 from ._schedule import DECAYS, PAPER_UPDATES_PER_RUN, PruneSchedule, count_updates, prune_rate, resolve_update_interval
 from ._targets import DENSE_MODULE_NAMES, masked_parameters, tied_weight_names, unwrap
@@ -59,6 +65,7 @@ __all__ = [
     "PAPER_UPDATES_PER_RUN",
     "PruneSchedule",
     "RESETTING_POLICIES",
+    "reads_own_state_only",
     "SViTE",
     "SViTEConfig",
     "calibrate_second_moment",

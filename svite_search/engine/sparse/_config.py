@@ -26,8 +26,32 @@ OPTIMIZER_STATE_POLICIES: tuple[str, ...] = ("reset", "calibrated", "keep")
 #: ``keep`` in the digits comparison of the ablation report (SViTE and S²ViTE, 3 seeds each).
 DEFAULT_OPTIMIZER_STATE = "reset"
 
-#: Policies that keep the optimizer state of inactive weights at zero.
+#: Policies that give a grown weight a fresh optimizer state (and zero that of inactive weights).
 RESETTING_POLICIES: frozenset[str] = frozenset({"reset", "calibrated"})
+
+#: Optimizers (module and class name, matched exactly) whose update of one entry reads only that
+#: entry's state and gradient. Under them the state of an inactive weight is never read for an
+#: active one, so the engines zero it at topology updates only, not after every step. Any other
+#: optimizer (LAMB's and LARS's per-tensor trust ratios read the whole update) has it zeroed
+#: after every step. A subclass is not matched: it may change the update.
+ELEMENTWISE_OPTIMIZERS: frozenset[str] = frozenset({
+    "torch.optim.sgd.SGD", "torch.optim.adam.Adam", "torch.optim.adamw.AdamW",
+    "torch.optim.rmsprop.RMSprop", "torch.optim.adagrad.Adagrad", "torch.optim.adamax.Adamax",
+    "torch.optim.nadam.NAdam", "torch.optim.radam.RAdam", "timm.optim.lion.Lion",
+})
+
+
+def reads_own_state_only(optimizer: object) -> bool:
+    """Whether ``optimizer`` updates every entry from that entry's state and gradient alone.
+
+    Why it matters: keeping the state of inactive weights at zero after every step costs two
+    passes over the masked weights per step (Adam's two moments), as much again as masking the
+    weights. Under an element-wise optimizer it changes nothing an active weight sees, and a
+    weight that grows gets its zero state at the update that grows it; so the engines skip the
+    per-step pass there (the trained weights are bit-identical, see the engines' tests).
+    """
+    kind = type(optimizer)
+    return f"{kind.__module__}.{kind.__qualname__}" in ELEMENTWISE_OPTIMIZERS
 
 
 @dataclass(kw_only=True)
@@ -45,7 +69,10 @@ class DynamicSparsityConfig:
         t_end: share of training with topology updates; the rest keeps the topology frozen.
         optimizer_state: the optimizer state of a weight when it grows: ``reset`` (default)
             zeroes the state of newly grown and inactive weights; ``calibrated`` does too, then
-            starts the second moment of grown weights at the mean of the surviving ones;
+            starts the second moment of grown weights at the mean of the surviving ones (under
+            an element-wise optimizer, see :func:`reads_own_state_only`, the state of inactive
+            weights is zeroed at topology updates, where it could next be read, not after every
+            step);
             ``keep`` leaves the state alone (the authors' code).
         seed: seed of the initial masks; share it across DDP ranks.
     """

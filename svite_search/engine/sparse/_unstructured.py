@@ -3,7 +3,10 @@
 The sparsifier holds one 0/1 mask per masked weight (see :mod:`._targets`) beside the model, as
 ``torch.ao.pruning`` sparsifiers do. After every optimizer step it multiplies the weights by
 their masks (one fused ``_foreach_mul_`` over precomputed lists), so a pruned weight never comes
-back to life whatever the optimizer does (Adam moments, weight decay, momentum). On update
+back to life whatever the optimizer does (Adam moments, weight decay, momentum). Under
+``optimizer_state="reset"`` a weight grows with zero optimizer state; the state of inactive
+weights is zeroed at every update, and after every step as well only where the optimizer is not
+element-wise (:func:`~._config.reads_own_state_only`), since no other optimizer reads it. On update
 iterations it replaces, in every layer that is not fully dense, the ``ceil(dr · nnz)`` active
 weights of smallest magnitude by the same number of inactive entries with the largest dense
 gradient; new weights start at zero, so each layer keeps exactly its number of active weights.
@@ -44,7 +47,13 @@ import torch
 import torch.nn as nn
 
 from ..base import Sparsifier, check_build_order
-from ._config import DEFAULT_OPTIMIZER_STATE, OPTIMIZER_STATE_POLICIES, RESETTING_POLICIES, DynamicSparsityConfig
+from ._config import (
+    DEFAULT_OPTIMIZER_STATE,
+    OPTIMIZER_STATE_POLICIES,
+    RESETTING_POLICIES,
+    DynamicSparsityConfig,
+    reads_own_state_only,
+)
 from ._distributions import check_density, check_distribution, layer_counts, layer_densities
 from ._targets import masked_parameters, tied_weight_names, unwrap
 
@@ -145,6 +154,9 @@ class SViTE(Sparsifier):
         self.config = config
         self.model = unwrap(model)
         self.optimizer = optimizer
+        # Under an element-wise optimizer nothing reads the state of an inactive weight before it
+        # grows, and growing zeroes it: the per-step pass over the moments is skipped.
+        self._state_read_per_entry = reads_own_state_only(optimizer)
         self.schedule = config.schedule()
         self.params: dict[str, nn.Parameter] = masked_parameters(self.model)
         self._tied: dict[str, str] = tied_weight_names(self.model)
@@ -201,7 +213,7 @@ class SViTE(Sparsifier):
         self.step_count += 1
         self._follow_parameters()
         self.apply_masks()
-        if self.config.optimizer_state in RESETTING_POLICIES:
+        if self.config.optimizer_state in RESETTING_POLICIES and not self._state_read_per_entry:
             self._mask_optimizer_state()
         if self.schedule.is_update_step(self.step_count):
             self.update_topology()
@@ -240,7 +252,8 @@ class SViTE(Sparsifier):
 
     @torch.no_grad()
     def _mask_optimizer_state(self) -> None:
-        """Keep the optimizer state of inactive weights at zero (``reset`` policy)."""
+        """Keep the optimizer state of inactive weights at zero (``reset`` policy, after every
+        step under an optimizer that is not element-wise: LAMB's trust ratio reads it)."""
         tensors, masks = self._state_tensors(self._sparse_params, self._sparse_masks)
         if tensors:
             torch._foreach_mul_(tensors, masks)

@@ -72,6 +72,7 @@ from ..sparse import (
     DynamicSparsityConfig,
     calibrate_second_moment,
     masked_parameters,
+    reads_own_state_only,
 )
 from ._scores import HeadScoreCapture, neuron_growth_signal, neuron_magnitude
 from ._units import BlockLayout, BlockMask, block_layouts, random_block_masks, unwrap_model, vit_blocks
@@ -127,6 +128,9 @@ class S2ViTE(Sparsifier):
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, config: S2ViTEConfig) -> None:
         self.model = unwrap_model(model)
         self.optimizer = optimizer
+        # Element-wise optimizers never read an inactive unit's state before it grows, and
+        # growing zeroes it: the state is zeroed at updates only (see reads_own_state_only).
+        self._state_read_per_entry = reads_own_state_only(optimizer)
         self.config = config
         self.layouts: list[BlockLayout] = block_layouts(self.model)
         config.validate()
@@ -160,8 +164,8 @@ class S2ViTE(Sparsifier):
             before = [m.clone() for m in self.masks]
             self._update()
         self._apply(self.model)
-        if self.config.optimizer_state in RESETTING_POLICIES:
-            # Inactive positions keep zero state; a unit grown now starts from fresh moments
+        if self.config.optimizer_state in RESETTING_POLICIES and (before is not None or not self._state_read_per_entry):
+            # Inactive positions get zero state; a unit grown now starts from fresh moments
             # (``calibrated``: its second moment from the layer's surviving units).
             keep = self.masks if before is None else [
                 BlockMask(b.heads & a.heads, b.neurons & a.neurons) for b, a in zip(before, self.masks)
