@@ -1,8 +1,9 @@
 """Engine overhead: a training step with the SViTE sparsifier against one without, same model.
 
 SViTE keeps the dense compute (masks zero weights, they do not shrink the matmuls), so every
-extra second is the engine's: masking the weights and, under the default ``reset`` policy, the
-Adam moments after every optimizer step, plus one topology update every ``ΔT`` steps.
+extra second is the engine's: masking the weights after every optimizer step (under AdamW, an
+element-wise optimizer, the inactive weights' Adam moments are zeroed at updates only), plus one
+topology update every ``ΔT`` steps.
 
 Two trainers of one model (the same initial weights, each with its own AdamW) run their own
 ``Trainer.train_step`` interleaved after a warm-up: A dense, B dense + SViTE at 50 % ERK

@@ -209,7 +209,8 @@ def bench_trainer(
 
     cfg = config_from_dict({
         "method": method,
-        "data": {"dataset": "synthetic", "synthetic_size": 16},
+        # the smallest set with a training image left once one image per class is held out
+        "data": {"dataset": "synthetic", "synthetic_size": max(16, 2 * model_kwargs.get("num_classes", 10))},
         "model": {"name": model_name, **model_kwargs},
         "train": {"epochs": steps, "max_steps_per_epoch": 1, "lr": 5e-4, "weight_decay": 0.05, "sched": "none",
                   "warmup_epochs": 0, "label_smoothing": 0.0, "device": str(device), "amp": amp,

@@ -85,6 +85,23 @@ class DataConfig:
     seed: int = setting(0, ge=0, le=SEED_MAX, help="seed of the train/val split")
     synthetic_size: int = setting(512, ge=16, le=10**8, help="synthetic: number of images")
 
+    def synthetic_val_size(self, num_classes: int) -> int:
+        """Images a synthetic data set holds out: its ``val_fraction``, and at least one per class."""
+        return max(num_classes, int(self.synthetic_size * self.val_fraction))
+
+    def synthetic_size_problem(self, num_classes: int) -> str | None:
+        """Why ``synthetic_size`` leaves no training images for ``num_classes`` classes, or None."""
+        n_val = self.synthetic_val_size(num_classes)
+        if self.synthetic_size > n_val:
+            return None
+        return (f"{self.synthetic_size} leaves no training images: {n_val} are held out for validation "
+                f"(val_fraction {self.val_fraction:g}, at least one per class of {num_classes}); "
+                f"set at least {n_val + 1}")
+
+
+#: Classes of the synthetic data set when the model does not set ``num_classes``.
+SYNTHETIC_NUM_CLASSES = 10
+
 
 @dataclass
 class ModelConfig:
@@ -322,6 +339,10 @@ def _check_cross_field(cfg: RunConfig) -> None:
         raise ConfigError("sparsity.prune_rate_min", "must be <= sparsity.prune_rate")
     if cfg.data.dataset in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
         raise ConfigError("data.root", f"required for dataset {cfg.data.dataset!r}")
+    if cfg.data.dataset == "synthetic":
+        problem = cfg.data.synthetic_size_problem(cfg.model.num_classes or SYNTHETIC_NUM_CLASSES)
+        if problem is not None:
+            raise ConfigError("data.synthetic_size", problem)
     if cfg.train.device not in ("auto", "cpu", "cuda") and not cfg.train.device.startswith("cuda:"):
         raise ConfigError("train.device", f"{cfg.train.device!r} is not auto, cpu, cuda or cuda:N")
 

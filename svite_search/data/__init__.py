@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..config import DataConfig
-from ..errors import DataPathError
+from ..config import SYNTHETIC_NUM_CLASSES, DataConfig
+from ..errors import ConfigError, DataPathError
 from ._digits import DigitsDataset, SyntheticDataset, digits_split
 from ._images import cifar_datasets, imagefolder_datasets
 
@@ -51,7 +51,7 @@ def _native_shape(cfg: DataConfig) -> tuple[int, int]:
     if cfg.dataset == "cifar100":
         return 100, 3
     if cfg.dataset == "synthetic":
-        return 10, 3
+        return SYNTHETIC_NUM_CLASSES, 3
     return -1, 3  # imagefolder: counted from the class folders
 
 
@@ -78,7 +78,10 @@ def _datasets(cfg: DataConfig, img_size: int, in_chans: int, num_classes: int) -
             DigitsDataset(val_idx, img_size=img_size, in_chans=in_chans, augment=False),
         )
     if cfg.dataset == "synthetic":
-        n_val = max(num_classes, int(cfg.synthetic_size * cfg.val_fraction))
+        problem = cfg.synthetic_size_problem(num_classes)
+        if problem is not None:  # the config check knew the classes only if the model named them
+            raise ConfigError("data.synthetic_size", problem)
+        n_val = cfg.synthetic_val_size(num_classes)
         common = dict(img_size=img_size, in_chans=in_chans, num_classes=num_classes, seed=cfg.seed)
         return (
             SyntheticDataset(cfg.synthetic_size - n_val, split_seed=1, **common),

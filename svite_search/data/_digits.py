@@ -161,8 +161,9 @@ class SyntheticDataset(Dataset):
     def __init__(self, size: int, *, img_size: int, in_chans: int, num_classes: int, seed: int, split_seed: int) -> None:
         gen = torch.Generator().manual_seed(seed)
         low = max(1, img_size // 8)
-        prototypes = torch.randn(num_classes, in_chans, low, low, generator=gen)
-        self.prototypes = F.interpolate(prototypes, size=(img_size, img_size), mode="nearest")
+        # Kept at low resolution and upsampled per item: 1,000 classes at 224 px would otherwise
+        # hold 600 MB of prototypes in every split.
+        self._low_prototypes = torch.randn(num_classes, in_chans, low, low, generator=gen)
         gen_split = torch.Generator().manual_seed(seed * 1000 + split_seed)
         self.labels = torch.randint(0, num_classes, (size,), generator=gen_split)
         self.noise_seeds = torch.randint(0, 2**31 - 1, (size,), generator=gen_split)
@@ -175,4 +176,5 @@ class SyntheticDataset(Dataset):
         gen = torch.Generator().manual_seed(int(self.noise_seeds[i]))
         label = int(self.labels[i])
         noise = torch.randn(self.in_chans, self.img_size, self.img_size, generator=gen)
-        return self.prototypes[label] + 0.5 * noise, label
+        prototype = F.interpolate(self._low_prototypes[label : label + 1], size=(self.img_size, self.img_size), mode="nearest")
+        return prototype[0] + 0.5 * noise, label

@@ -179,3 +179,14 @@ def test_unknown_benchmark_is_a_usage_error(tmp_path) -> None:
     )
     assert proc.returncode == 2 and "nope" in proc.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+def test_the_bench_trainer_builds_a_model_of_a_thousand_classes() -> None:
+    """The timing trainer's synthetic set fits the model's classes (ImageNet heads included):
+    ``make bench`` times DeiT at 1,000 classes, which the tiny sizes above never build."""
+    from benchmarks import benchkit as bk
+
+    trainer = bk.bench_trainer("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=1,
+                                                            num_heads=2, num_classes=1000),
+                               device="cpu", amp=False)
+    assert trainer.num_classes == 1000

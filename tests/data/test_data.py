@@ -116,3 +116,45 @@ def test_repeated_augmentation_repeats_each_image_across_ranks() -> None:
     first = list(sampler)
     sampler.set_epoch(0)
     assert list(sampler) == first  # seeded by the epoch: resumable
+
+
+def test_a_synthetic_set_with_no_training_image_left_is_refused_naming_the_field(tmp_path: Path, capsys) -> None:
+    """One image per class is held out, so 16 images cannot serve 1,000 classes: the config says
+    so (exit 2, one line, nothing written), and so does building the data for a model whose
+    classes the config does not name."""
+    import yaml
+
+    from svite_search.cli import main
+    from svite_search.config import config_from_dict
+    from svite_search.errors import ConfigError
+
+    raw = {"data": {"dataset": "synthetic", "synthetic_size": 16}, "model": {"name": "vit_digits", "num_classes": 1000}}
+    with pytest.raises(ConfigError, match=r"data\.synthetic_size.*1000 are held out.*at least 1001"):
+        config_from_dict(raw)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.synthetic_size" in err[0], err
+    assert not run.exists()
+    with pytest.raises(ConfigError, match=r"data\.synthetic_size"):
+        build_data(DataConfig(dataset="synthetic", synthetic_size=16), img_size=8, in_chans=3, num_classes=100)
+
+
+def test_synthetic_images_are_their_class_prototype_upsampled_plus_seeded_noise() -> None:
+    """Prototypes are kept at low resolution and upsampled per image: the images are those of
+    upsampling all of them at once, and 1,000 classes at 224 px hold no full-size copy."""
+    import torch.nn.functional as F
+
+    from svite_search.data import SyntheticDataset
+
+    data = SyntheticDataset(6, img_size=224, in_chans=3, num_classes=1000, seed=3, split_seed=1)
+    gen = torch.Generator().manual_seed(3)
+    eager = F.interpolate(torch.randn(1000, 3, 28, 28, generator=gen), size=(224, 224), mode="nearest")
+    for i in range(len(data)):
+        image, label = data[i]
+        noise = torch.randn(3, 224, 224, generator=torch.Generator().manual_seed(int(data.noise_seeds[i])))
+        assert torch.equal(image, eager[label] + 0.5 * noise)
+    held = sum(v.numel() for v in vars(data).values() if isinstance(v, torch.Tensor))
+    assert held < 1000 * 3 * 224 * 224 // 10
