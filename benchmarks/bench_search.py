@@ -252,6 +252,12 @@ class OptunaMethod:
     def complete(self, number: int, values: tuple[float, float]) -> None:
         self.study.tell(self.trials.pop(number), list(values))
 
+    def skip(self, number: int) -> None:
+        """A repeat left untrained: told PRUNED with no values (see ``simulate``'s ``repeats``)."""
+        trial = self.trials.pop(number)
+        trial.set_user_attr("repeat", True)
+        self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
+
     def prune(self, number: int, epoch: int, values: tuple[float, float]) -> None:
         trial = self.trials.pop(number)
         trial.set_user_attr("epoch", epoch)
@@ -356,7 +362,9 @@ class Run:
     stopped_at: dict[int, int] = field(default_factory=dict)
     stopped_front: int = 0  # stops of a setting on the whole table's front (a loss the rule made)
     repeats: int = 0  # trials started on a setting an earlier trial had already run to the end
-    repeat_epochs: int = 0  # the trial-epochs those repeats spent (none when they are answered)
+    repeat_epochs: int = 0  # the trial-epochs those repeats spent (none when they are answered or skipped)
+    skipped: int = 0  # trials left untrained: repeats answered or skipped (counted in trials)
+    trained: list[str] = field(default_factory=list)  # the settings of the trials that trained, in start order
 
     def at(self, budget: float) -> float:
         """The hypervolume once ``budget`` trial-epochs were spent (a step function)."""
@@ -370,13 +378,18 @@ class Run:
         return math.inf
 
 
-#: with answer_repeats, how many repeats in a row the sampler may ask before the arm stops
-#: starting trials (it keeps proposing settings it has finished: the space is worn out for it)
+#: what an arm does with a repeat (a setting an earlier trial ran to the end): "train" it again
+#: (what a study does today), "answer" it from its twin (told the twin's values), or "skip" it
+#: (told PRUNED untrained, and the sampler asked again)
+REPEAT_MODES = ("train", "answer", "skip")
+_DONE_TO_REPEATS = {"answer": "answered", "skip": "skipped"}
+#: with repeats answered or skipped, how many repeats in a row the sampler may ask before the arm
+#: stops starting trials (it keeps proposing settings it has finished: the space is worn out for it)
 MAX_REPEATS_IN_A_ROW = 200
 
 
 def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int, min_epochs: int,
-             reduction_factor: int, population: int, rules: Any, answer_repeats: bool = False,
+             reduction_factor: int, population: int, rules: Any, repeats: str = "train",
              full_run_every: int = 0) -> Run:
     """Replay one search: ``workers`` trials at once on the simulated clock, until ``budget``
     trial-epochs are spent. A full-length arm runs ``budget / epochs`` trials, each to the end
@@ -385,16 +398,26 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
     are spent, their fronts not counted), as a study stopped at that budget would be.
 
     A trial on a setting an earlier trial ran to the end is a repeat: training is seeded by the
-    spec, so it trains the same curve again. It is counted (``Run.repeats``). With
-    ``answer_repeats`` (a what-if, Optuna arms only) a repeat is told its twin's values at once,
-    spends no trial-epochs and does not count towards a full-length arm's trials.
+    spec, so it trains the same curve again. It is counted (``Run.repeats``). Two what-ifs
+    (Optuna arms only) spend no trial-epochs on a repeat, and do not count it towards a
+    full-length arm's trials:
+
+    * ``repeats="answer"``: the repeat is told its twin's values at once (a duplicate COMPLETE
+      trial for the sampler);
+    * ``repeats="skip"``: the repeat, and a trial on a setting another trial is training at the
+      moment, is told PRUNED untrained and the sampler is asked again. Optuna's TPE counts a
+      pruned trial of a multi-objective study among its worse group, so the skip also steers
+      it away from the settings it has spent. A setting stopped at a rung and asked for again
+      trains again (the trial may land on an unjudged slot, as in the engine).
 
     ``full_run_every`` is the project's arms' ``search.early_stopping.full_run_every`` (trial
     numbers are the replay's own, from 0, as a study's are)."""
     n_trials = budget  # an upper bound on the trials any arm can start
     full_length = budget // table.epochs if method not in EARLY_STOPPING else None
-    if answer_repeats and method in PEERS:
-        raise ValueError(f"{method}: answer_repeats needs an Optuna arm (MOASHA's scheduler is told by its own API)")
+    if repeats not in REPEAT_MODES:
+        raise ValueError(f"repeats: {repeats!r} is not one of {', '.join(REPEAT_MODES)}")
+    if repeats != "train" and method in PEERS:
+        raise ValueError(f"{method}: repeats={repeats!r} needs an Optuna arm (MOASHA's scheduler is told by its own API)")
     if method in PEERS:
         searcher: Any = MoashaMethod(table, seed, min_epochs, reduction_factor, ranks=method == "moasha_ranks")
         stopper: Any = searcher
@@ -415,7 +438,8 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
 
     finished: dict[str, tuple[float, float]] = {}  # setting -> its values, once a trial ran it to the end
     repeat_of: dict[int, bool] = {}
-    paid = 0  # trials that train (all of them unless repeats are answered)
+    training: dict[str, int] = {}  # setting -> how many trials train it now
+    paid = 0  # trials that train (all of them unless repeats are answered or skipped)
 
     def start(now: float) -> None:
         nonlocal next_number, paid
@@ -429,10 +453,17 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
             run.trials += 1
             repeat_of[number] = key in finished
             run.repeats += repeat_of[number]
-            if answer_repeats and key in finished:
+            if repeats == "answer" and key in finished:
                 searcher.complete(number, finished[key])
+                run.skipped += 1
+                continue
+            if repeats == "skip" and (key in finished or training.get(key)):
+                searcher.skip(number)
+                run.skipped += 1
                 continue
             paid += 1
+            run.trained.append(key)
+            training[key] = training.get(key, 0) + 1
             running[number] = (point, [])
             heapq.heappush(clock, (now + point.epoch_s, number, 1))
             return
@@ -464,6 +495,7 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
             heapq.heappush(clock, (now + point.epoch_s, number, epoch + 1))
             continue
         del running[number]
+        training[table._key(point.params)] -= 1
         run.spent.append(float(spent))
         run.hypervolume.append(hv)
         start(now)
@@ -707,19 +739,26 @@ def _repeats_section(result: dict[str, Any]) -> list[str]:
     for method, arm in arms.items():
         lines.append(f"| {method} | {arm['trials']['median']:.0f} | {_fmt(arm['repeats'], 0)} | "
                      f"{_share(arm['repeat_epoch_share'])} |")
-    answered = result.get("repeats_answered")
-    if answered:
+    what_if = result.get("repeats_what_if")
+    if what_if:
         target = result["summary"]["goals"].get("tpe_final_hypervolume")
-        lines += ["", "What if a repeat were answered from its twin (told the twin's values at once, no trial-epochs, "
-                  "and not counted as one of a full-length arm's trials)? The same seeds and budget, for the arms "
-                  "below. The last column uses the goal's target, TPE's final hypervolume with repeats trained "
-                  f"({target:.4f}).", "",
-                  f"| method, repeats answered | repeats answered | hypervolume at {SHARE_GOAL:.0%} of the budget | "
+        lines += ["", "What if a repeat did not train? Two ways, the same seeds and budget, for the arms below; a repeat "
+                  "spends no trial-epochs and is not one of a full-length arm's trials:", "",
+                  "- *answered*: told its twin's values at once (a duplicate finished trial for the sampler);",
+                  "- *skipped*: told PRUNED untrained, and the sampler asked again; a setting another trial is "
+                  "training at the moment is skipped too. Optuna's TPE puts a multi-objective study's pruned trials "
+                  "in its worse group, so a skip also steers it away from settings it has spent. A setting stopped "
+                  "at a rung and asked for again still trains (it may land on an unjudged slot).", "",
+                  f"The last column uses the goal's target, TPE's final hypervolume with repeats trained ({target:.4f}).", "",
+                  f"| method | repeats | min_epochs | trials asked | trained | hypervolume at {SHARE_GOAL:.0%} of the budget | "
                   "at the whole budget | share of the budget to reach the target |",
-                  "|:---|---:|---:|---:|---:|"]
-        for method, row in answered.items():
-            lines.append(f"| {method} | {_fmt(row['repeats'], 0)} | {_fmt(row['hypervolume_at_goal'], 3)} | "
-                         f"{_fmt(row['hypervolume_final'], 3)} | {_share(row['share_to_reach_tpe_final'])} |")
+                  "|:---|:---|---:|---:|---:|---:|---:|---:|"]
+        for row in what_if:
+            epochs = "—" if row["min_epochs"] is None else str(row["min_epochs"])
+            lines.append(f"| {row['method']} | {_DONE_TO_REPEATS[row['repeats']]} | "
+                         f"{epochs} | {_fmt(row['trials'], 0)} | {_fmt(row['trained'], 0)} | "
+                         f"{_fmt(row['hypervolume_at_goal'], 3)} | {_fmt(row['hypervolume_final'], 3)} | "
+                         f"{_share(row['share_to_reach_tpe_final'])} |")
     return lines
 
 
@@ -867,17 +906,28 @@ def main(argv: list[str] | None = None) -> int:
         if "pareto" in runs:
             sensitivity.insert(0, _sensitivity_row(runs["pareto"], args.min_epochs, args.reduction_factor, budget,
                                                    table, target, rules, args.full_run_every))
-    answered: dict[str, Any] = {}
+    what_if: list[dict[str, Any]] = []
     if target is not None:
-        for method in [m for m in ("tpe", "pareto") if m in runs]:
-            per_seed = [simulate(table, method, seed, workers=args.workers, budget=budget, min_epochs=args.min_epochs,
+        # (repeats, method, min_epochs): the default rungs, and for skipped repeats the first rung
+        # at epoch 1 as well (the best of the rung settings tried with repeats skipped)
+        variants = [("answer", "tpe", args.min_epochs), ("answer", "pareto", args.min_epochs),
+                    ("skip", "tpe", args.min_epochs), ("skip", "pareto", args.min_epochs)]
+        if args.min_epochs != 1:
+            variants.append(("skip", "pareto", 1))
+        for mode, method, min_epochs in [v for v in variants if v[1] in runs]:
+            per_seed = [simulate(table, method, seed, workers=args.workers, budget=budget, min_epochs=min_epochs,
                                  reduction_factor=args.reduction_factor, population=args.population, rules=rules,
-                                 answer_repeats=True, full_run_every=args.full_run_every)
+                                 repeats=mode, full_run_every=args.full_run_every)
                         for seed in range(args.seeds)]
-            answered[method] = {"repeats": spread([r.repeats for r in per_seed]),
-                                **_outcome(per_seed, budget, target)}
-            print(f"{method}, repeats answered: median final hypervolume "
-                  f"{answered[method]['hypervolume_final']['median']:.4f}", file=sys.stderr, flush=True)
+            what_if.append({"repeats": mode, "method": method,
+                            "min_epochs": min_epochs if method in EARLY_STOPPING else None,
+                            "trials": spread([r.trials for r in per_seed]),
+                            "trained": spread([r.trials - r.skipped for r in per_seed]),
+                            "repeats_asked": spread([r.repeats for r in per_seed]),
+                            **_outcome(per_seed, budget, target)})
+            print(f"{method}, repeats {_DONE_TO_REPEATS[mode]}, min_epochs {min_epochs}: median "
+                  f"hypervolume at {SHARE_GOAL:.0%} {what_if[-1]['hypervolume_at_goal']['median']:.4f}, final "
+                  f"{what_if[-1]['hypervolume_final']['median']:.4f}", file=sys.stderr, flush=True)
     raw = json.loads(args.table.read_text())
     result = {
         "benchmark": "search", "tiny": bool(args.tiny), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -890,7 +940,7 @@ def main(argv: list[str] | None = None) -> int:
         "rung_correlation": table.rung_correlation(rungs) if rungs else {},
         "front_dominated_at_rung": table.front_dominated_at(rungs) if rungs else {},
         "sensitivity": sensitivity,
-        "repeats_answered": answered,
+        "repeats_what_if": what_if,
         "runs": {m: [{"seed": r.seed, "spent": r.spent, "hypervolume": [round(h, 6) for h in r.hypervolume],
                       "trials": r.trials, "complete": r.complete, "stopped": r.stopped, "repeats": r.repeats,
                       "repeat_epochs": r.repeat_epochs} for r in rs]

@@ -57,10 +57,10 @@ def test_recorder_writes_a_point(modules, tmp_path: Path) -> None:
     assert len(point["top1"]) == 2 and point["gmacs"] == pytest.approx(point["dense_gmacs"])
 
 
-def test_repeats_are_counted_and_when_answered_cost_nothing(modules) -> None:
+def test_repeats_are_counted_and_when_answered_or_skipped_cost_nothing(modules) -> None:
     """A trial on a setting already run to the end is a repeat. Counted in the plain replay, it
-    spends its epochs; answered from its twin, it spends none and a full-length arm still trains
-    its full number of trials."""
+    spends its epochs; answered from its twin or skipped, it spends none and a full-length arm
+    still trains its full number of trials; skipped, no two trained trials share a setting."""
     bench, _ = modules
     table = bench.Table(bench.TABLE)
     budget = 16 * table.epochs
@@ -69,11 +69,37 @@ def test_repeats_are_counted_and_when_answered_cost_nothing(modules) -> None:
     assert plain.repeats > 0  # 16 TPE trials on this grid repeat a setting at this seed
     assert plain.complete == 16 and plain.spent[-1] == budget
     assert plain.repeat_epochs == plain.repeats * table.epochs  # every repeat trained to the end again
-    answered = bench.simulate(table, "tpe", 0, answer_repeats=True, **kwargs)
+    assert len(set(plain.trained)) < len(plain.trained) == 16
+    answered = bench.simulate(table, "tpe", 0, repeats="answer", **kwargs)
     assert answered.repeats > 0 and answered.repeat_epochs == 0 and answered.spent[-1] == budget
     assert answered.complete == 16 and answered.trials == 16 + answered.repeats  # 16 trained, the repeats free
-    with pytest.raises(ValueError, match="Optuna arm"):
-        bench.simulate(table, "moasha", 0, answer_repeats=True, **kwargs)
+    assert answered.skipped == answered.repeats
+    for method, seed in (("tpe", 0), ("random", 1)):  # random, seed 1: twins asked for while one trains
+        skipped = bench.simulate(table, method, seed, repeats="skip", **{**kwargs, "workers": 4})
+        assert skipped.repeats > 0 and skipped.repeat_epochs == 0 and skipped.spent[-1] == budget
+        assert skipped.complete == 16 and skipped.trials == 16 + skipped.skipped
+        assert len(set(skipped.trained)) == 16  # nothing trained twice: neither finished nor running twins
+    pareto = bench.simulate(table, "pareto", 0, repeats="skip", full_run_every=4, **kwargs)
+    assert pareto.repeat_epochs == 0 and pareto.skipped > 0
+    for mode in ("answer", "skip"):
+        with pytest.raises(ValueError, match="Optuna arm"):
+            bench.simulate(table, "moasha", 0, repeats=mode, **kwargs)
+    with pytest.raises(ValueError, match="repeats"):
+        bench.simulate(table, "tpe", 0, repeats="drop", **kwargs)
+
+
+def test_a_skipped_repeat_is_told_pruned_with_no_values(modules) -> None:
+    """What steers TPE away from spent settings: the skipped trial is PRUNED, untrained."""
+    import optuna
+
+    bench, _ = modules
+    table = bench.Table(bench.TABLE)
+    searcher = bench.OptunaMethod(table, optuna.samplers.RandomSampler(seed=0))
+    searcher.ask(0)
+    searcher.skip(0)
+    (trial,) = searcher.study.get_trials()
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.values is None
+    assert trial.user_attrs == {"repeat": True} and not searcher.trials
 
 
 def test_the_replays_rule_lets_one_trial_in_every_full_run_every_through_as_the_engine_does(modules) -> None:
