@@ -11,6 +11,7 @@ import pytest
 from svite_search.cli import main
 from svite_search.config import apply_overrides, config_from_dict, load_config
 from svite_search.errors import ConfigError
+from _support.waiting import HANG_S
 
 
 @pytest.mark.parametrize(
@@ -77,7 +78,7 @@ def test_train_cli_json_end_to_end(tmp_path: Path) -> None:
         [sys.executable, "-m", "svite_search", "train", "studies/digits.yaml", "--json",
          "--set", "train.epochs=2", "--set", "train.max_steps_per_epoch=3", "--set", "method=svite",
          "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
+        capture_output=True, text=True, timeout=HANG_S, cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

@@ -357,7 +357,7 @@ def test_a_real_process_refuses_hostile_input(ws: Workspace, case: str, argv: Ca
     ``import svite_search`` takes; not timed here), with nothing on stdout."""
 
     def run(args: list[str]) -> tuple[int, list[str]]:
-        done = run_cli(*args, cwd=ws.root, timeout=120)
+        done = run_cli(*args, cwd=ws.root)
         assert done.stdout == ""
         return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
 

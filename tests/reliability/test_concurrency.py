@@ -33,6 +33,7 @@ from reliability_support import (
     wait_for,
     write_yaml,
 )
+from _support.waiting import HANG_S
 
 N_TRIALS = 4
 SPEC = spec_with(
@@ -48,7 +49,7 @@ def _finish(procs: list, logs: list[Path]) -> list[tuple[int, str]]:
     out = []
     for proc, log in zip(procs, logs):
         try:
-            proc.wait(timeout=300)
+            proc.wait(timeout=HANG_S)
         finally:
             if proc.poll() is None:
                 sigkill(proc)
@@ -156,7 +157,7 @@ def test_a_report_write_keeps_another_writers_staging_folder(tmp_path: Path, ref
         killed = report / f".staging-{socket.gethostname()}-{dead.stdout.strip()}-efgh5678.tmp"
         killed.mkdir()
         done = subprocess.run([sys.executable, "-m", "svite_search", "report", str(study)], cwd=tmp_path,
-                              env=cli_env(), capture_output=True, text=True, timeout=240)
+                              env=cli_env(), capture_output=True, text=True, timeout=HANG_S)
         assert done.returncode == 0, done.stderr[-3000:]
         assert (live / "trials.csv").read_text() == "being written\n"  # the live writer's folder is intact
         assert not killed.exists()  # a killed writer's folder is cleared
@@ -191,7 +192,7 @@ def test_two_drivers_creating_the_mlflow_store_at_once(tmp_path: Path) -> None:
     # both ready, or one ended early (its output then fails the assertion below)
     wait_for(lambda: all(r.exists() for r in ready) or any(proc.poll() is not None for proc in procs), None)
     go.touch()
-    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    outputs = [proc.communicate(timeout=HANG_S)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], [out[-1500:] for out in outputs]
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from reliability_support import CRASH_SPEC, TRAIN_CONFIG, cli_command, cli_env, run_cli, spec_with, tree_digest, write_yaml
+from _support.waiting import HANG_S
 
 
 class Stores:
@@ -161,7 +162,7 @@ def test_a_storage_password_is_written_nowhere(tmp_path: Path, mlflow_template: 
 def test_files_take_the_mode_the_umask_gives(stores: Stores, tmp_path: Path) -> None:
     def run(*argv: Any) -> None:
         done = subprocess.run(cli_command(*argv), cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
-                              timeout=240, preexec_fn=lambda: os.umask(0o027))
+                              timeout=HANG_S, preexec_fn=lambda: os.umask(0o027))
         assert done.returncode == 0, done.stderr[-3000:]
 
     run("train", write_yaml(tmp_path / "train.yaml", TRAIN_CONFIG), "--out", tmp_path / "run", "--no-progress")

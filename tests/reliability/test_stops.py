@@ -40,6 +40,7 @@ from reliability_support import (
     wait_for,
     write_yaml,
 )
+from _support.waiting import HANG_S
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +96,7 @@ def test_a_signal_stops_a_local_search_cleanly_and_the_same_command_resumes(sig:
     try:  # the trial is running: its model is built and waits at the gate
         wait_for(lambda: trial_states(study).get(0) == "RUNNING" and built.is_file(), proc)
         proc.send_signal(sig)
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=HANG_S)
     finally:
         sigkill(proc)
     _assert_interrupted(study, log.read_text(), code, sig)
@@ -157,7 +158,7 @@ def test_sigint_stops_a_ray_search_cleanly(ray_address: str, tmp_path: Path, new
         wait_for(lambda: trial_states(study).get(0) == "RUNNING" and (study / "trials" / "0" / "config.yaml").is_file(),
                  proc)
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=HANG_S)
     finally:
         sigkill(proc)
     _assert_interrupted(study, log.read_text(), code, signal.SIGINT)
@@ -174,7 +175,7 @@ def test_sigterm_stops_a_ray_search_and_the_ray_it_started(tmp_path: Path, new_s
                  proc)
         ray_processes = _ray_processes_of(proc.pid)
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=HANG_S)
     finally:
         sigkill(proc)
     _assert_interrupted(study, log.read_text(), code, signal.SIGTERM)
@@ -227,7 +228,7 @@ def test_a_full_disk_stops_the_study_and_loses_no_trial(tmp_path: Path, new_stud
     spec = write_yaml(tmp_path / "disk.yaml", WIDE_SPEC)
     args = ("search", spec, "--out", study, "--no-progress")
     full = subprocess.run(cli_command(*args), cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
-                          timeout=240, preexec_fn=_limit_file_size)
+                          timeout=HANG_S, preexec_fn=_limit_file_size)
     assert full.returncode == 1, full.stderr[-3000:]
     last = _last_line(full.stderr)
     assert last.startswith("svite-search search: stopped:"), full.stderr[-3000:]

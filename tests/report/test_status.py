@@ -14,6 +14,7 @@ import pandas as pd
 
 from svite_search.cli import main
 from svite_search.report.status import estimate_eta, study_status
+from _support.waiting import HANG_S
 
 SPEC = {
     "name": "watched",
@@ -83,7 +84,7 @@ def running_study(tmp_path: Path, request: pytest.FixtureRequest):
         if proc.poll() is None:
             proc.stdin.write("\n")
             proc.stdin.flush()
-        proc.wait(timeout=120)
+        proc.wait(timeout=HANG_S)
 
 
 @pytest.mark.parametrize("running_study", ["local", "shared"], indirect=True)

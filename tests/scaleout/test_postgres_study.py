@@ -15,6 +15,7 @@ import optuna
 import pytest
 
 from reliability_support import CRASH_SPEC, run_cli, sigkill, spec_with, start_cli, wait_for, write_yaml
+from _support.waiting import HANG_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.scaleout]
 
@@ -66,7 +67,7 @@ def test_two_drivers_on_one_postgres_study_reach_n_trials_exactly(tmp_path: Path
     b = start_cli("search", env_spec_file, "--out", tmp_path / "b", "--no-progress", cwd=tmp_path, log=logs[1],
                   faults=True, REL_SLOW_S="0.05", SVITE_STORAGE_URL=postgres_url)
     for proc in (a, b):
-        proc.wait(timeout=300)
+        proc.wait(timeout=HANG_S)
     texts = [log.read_text() for log in logs]
     assert [a.returncode, b.returncode] == [0, 0], [t[-2000:] for t in texts]
     assert not [t for t in texts if "Traceback" in t], texts
@@ -92,7 +93,7 @@ def test_a_killed_driver_s_trial_is_rerun_by_the_other_and_resume_adds_nothing(t
         wait_for(lambda: any(t.state.name != "WAITING" and t.number != victim.number for t in _trials(postgres_url)), b)
         assert _states(postgres_url)[victim.number] == "RUNNING"
         sigkill(a)
-        b.wait(timeout=300)
+        b.wait(timeout=HANG_S)
     finally:
         for proc in (a, b):
             if proc is not None and proc.poll() is None:

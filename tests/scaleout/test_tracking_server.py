@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from reliability_support import CRASH_SPEC, load_trials, run_cli, sigkill, spec_with, start_cli, wait_for, write_yaml
+from _support.waiting import HANG_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.scaleout]
 
@@ -94,7 +95,7 @@ def test_the_server_killed_mid_study_then_the_next_search_back_fills(tmp_path: P
         wait_for(lambda: len(_runs(mlflow_server.uri, "outage")[1]) >= 1, proc)
         mlflow_server.kill()
         gate.touch()
-        proc.wait(timeout=400)
+        proc.wait(timeout=HANG_S)
     finally:
         gate.touch()
         if proc.poll() is None:
