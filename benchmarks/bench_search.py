@@ -363,8 +363,12 @@ class Run:
     stopped_front: int = 0  # stops of a setting on the whole table's front (a loss the rule made)
     repeats: int = 0  # trials started on a setting an earlier trial had already run to the end
     repeat_epochs: int = 0  # the trial-epochs those repeats spent (none when they are answered or skipped)
-    skipped: int = 0  # trials left untrained: repeats answered or skipped (counted in trials)
     trained: list[str] = field(default_factory=list)  # the settings of the trials that trained, in start order
+
+    @property
+    def skipped(self) -> int:
+        """Trials left untrained: repeats answered or skipped (counted in ``trials``)."""
+        return self.trials - len(self.trained)
 
     def at(self, budget: float) -> float:
         """The hypervolume once ``budget`` trial-epochs were spent (a step function)."""
@@ -382,7 +386,7 @@ class Run:
 #: (what a study does today), "answer" it from its twin (told the twin's values), or "skip" it
 #: (told PRUNED untrained, and the sampler asked again)
 REPEAT_MODES = ("train", "answer", "skip")
-_DONE_TO_REPEATS = {"answer": "answered", "skip": "skipped"}
+_REPEATS_DONE = {"answer": "answered", "skip": "skipped"}
 #: with repeats answered or skipped, how many repeats in a row the sampler may ask before the arm
 #: stops starting trials (it keeps proposing settings it has finished: the space is worn out for it)
 MAX_REPEATS_IN_A_ROW = 200
@@ -438,7 +442,6 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
 
     finished: dict[str, tuple[float, float]] = {}  # setting -> its values, once a trial ran it to the end
     repeat_of: dict[int, bool] = {}
-    training: dict[str, int] = {}  # setting -> how many trials train it now
     paid = 0  # trials that train (all of them unless repeats are answered or skipped)
 
     def start(now: float) -> None:
@@ -455,15 +458,13 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
             run.repeats += repeat_of[number]
             if repeats == "answer" and key in finished:
                 searcher.complete(number, finished[key])
-                run.skipped += 1
                 continue
-            if repeats == "skip" and (key in finished or training.get(key)):
+            in_training = any(table._key(other.params) == key for other, _ in running.values())
+            if repeats == "skip" and (key in finished or in_training):
                 searcher.skip(number)
-                run.skipped += 1
                 continue
             paid += 1
             run.trained.append(key)
-            training[key] = training.get(key, 0) + 1
             running[number] = (point, [])
             heapq.heappush(clock, (now + point.epoch_s, number, 1))
             return
@@ -495,7 +496,6 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
             heapq.heappush(clock, (now + point.epoch_s, number, epoch + 1))
             continue
         del running[number]
-        training[table._key(point.params)] -= 1
         run.spent.append(float(spent))
         run.hypervolume.append(hv)
         start(now)
@@ -755,7 +755,7 @@ def _repeats_section(result: dict[str, Any]) -> list[str]:
                   "|:---|:---|---:|---:|---:|---:|---:|---:|"]
         for row in what_if:
             epochs = "—" if row["min_epochs"] is None else str(row["min_epochs"])
-            lines.append(f"| {row['method']} | {_DONE_TO_REPEATS[row['repeats']]} | "
+            lines.append(f"| {row['method']} | {_REPEATS_DONE[row['repeats']]} | "
                          f"{epochs} | {_fmt(row['trials'], 0)} | {_fmt(row['trained'], 0)} | "
                          f"{_fmt(row['hypervolume_at_goal'], 3)} | {_fmt(row['hypervolume_final'], 3)} | "
                          f"{_share(row['share_to_reach_tpe_final'])} |")
@@ -922,10 +922,10 @@ def main(argv: list[str] | None = None) -> int:
             what_if.append({"repeats": mode, "method": method,
                             "min_epochs": min_epochs if method in EARLY_STOPPING else None,
                             "trials": spread([r.trials for r in per_seed]),
-                            "trained": spread([r.trials - r.skipped for r in per_seed]),
+                            "trained": spread([len(r.trained) for r in per_seed]),
                             "repeats_asked": spread([r.repeats for r in per_seed]),
                             **_outcome(per_seed, budget, target)})
-            print(f"{method}, repeats {_DONE_TO_REPEATS[mode]}, min_epochs {min_epochs}: median "
+            print(f"{method}, repeats {_REPEATS_DONE[mode]}, min_epochs {min_epochs}: median "
                   f"hypervolume at {SHARE_GOAL:.0%} {what_if[-1]['hypervolume_at_goal']['median']:.4f}, final "
                   f"{what_if[-1]['hypervolume_final']['median']:.4f}", file=sys.stderr, flush=True)
     raw = json.loads(args.table.read_text())
