@@ -70,6 +70,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from svite_search.search.spec import SearchSettings
+
 REPO = Path(__file__).resolve().parents[1]
 TABLE = Path(__file__).resolve().parent / "data" / "search_table.json"
 OUT_DIR = REPO / "reports" / "benchmarks" / "search"
@@ -383,13 +385,14 @@ class Run:
 
 
 #: what an arm does with a repeat (a setting an earlier trial ran to the end): "train" it again
-#: (what a study does today), "answer" it from its twin (told the twin's values), or "skip" it
-#: (told PRUNED untrained, and the sampler asked again)
+#: (a study's default), "answer" it from its twin (told the twin's values), or "skip" it (told
+#: PRUNED untrained, and the sampler asked again: ``search.repeats: skip``)
 REPEAT_MODES = ("train", "answer", "skip")
 _REPEATS_DONE = {"answer": "answered", "skip": "skipped"}
 #: with repeats answered or skipped, how many repeats in a row the sampler may ask before the arm
-#: stops starting trials (it keeps proposing settings it has finished: the space is worn out for it)
-MAX_REPEATS_IN_A_ROW = 200
+#: stops starting trials (it keeps proposing settings it has finished: the space is worn out for
+#: it): the product's default ``search.max_repeats_in_a_row``
+MAX_REPEATS_IN_A_ROW = SearchSettings().max_repeats_in_a_row
 
 
 def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int, min_epochs: int,
@@ -745,7 +748,9 @@ def _repeats_section(result: dict[str, Any]) -> list[str]:
         lines += ["", "What if a repeat did not train? Two ways, the same seeds and budget, for the arms below; a repeat "
                   "spends no trial-epochs and is not one of a full-length arm's trials:", "",
                   "- *answered*: told its twin's values at once (a duplicate finished trial for the sampler);",
-                  "- *skipped*: told PRUNED untrained, and the sampler asked again; a setting another trial is "
+                  "- *skipped*: what `search.repeats: skip` does: told PRUNED untrained, and the sampler asked "
+                  f"again (the arm ends after {MAX_REPEATS_IN_A_ROW} in a row, the default `max_repeats_in_a_row`); "
+                  "a setting another trial is "
                   "training at the moment is skipped too. Optuna's TPE puts a multi-objective study's pruned trials "
                   "in its worse group, so a skip also steers it away from settings it has spent. A setting stopped "
                   "at a rung and asked for again still trains (it may land on an unjudged slot).", "",

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from ..search.study import trial_attrs
+from ..search.study import REPEAT_ATTR, trial_attrs
 
 #: The harness's default objectives.
 DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("top1", "maximize"), ("gmacs", "minimize"))
@@ -130,6 +130,14 @@ def trials_frame(trials: Iterable[Any], objectives: Sequence[Objective], default
     tail = ["duration_s", "datetime_start", "datetime_complete", "error"]
     middle = [c for c in frame.columns if c not in leading and c not in params and c not in tail]
     return frame[leading + middle + params + tail].sort_values("number").reset_index(drop=True)
+
+
+def repeat_mask(frame: pd.DataFrame) -> pd.Series:
+    """The rows that are repeats recorded untrained (``search.repeats: skip``): PRUNED with a
+    ``repeat_of``. They never trained, so the reports list them apart from trials stopped at a rung."""
+    if frame.empty or REPEAT_ATTR not in frame.columns:
+        return pd.Series(False, index=frame.index, dtype=bool)
+    return (frame["state"] == "PRUNED") & frame[REPEAT_ATTR].notna()
 
 
 def settings_text(row: Mapping[str, Any], skip: Iterable[str] = ("method",)) -> str:

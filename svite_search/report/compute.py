@@ -9,7 +9,8 @@ settings asked for. Its hours are its run time in the storage (start to end), el
 spends fewer trial-epochs for the same front, so the report plots the hypervolume against
 trial-epochs, not only against the trial number.
 
-``compute_history`` orders the finished trials (complete, stopped, failed) by the time they
+``compute_history`` orders the finished trials (complete, stopped, failed; not the repeats
+skipped untrained, which spent nothing) by the time they
 ended: after each, the trial-epochs and trial-hours spent so far by finished trials, and the
 hypervolume of the completed ones on both scales (:mod:`.pareto`).
 """
@@ -22,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ._frame import Objective
+from ._frame import Objective, repeat_mask
 from .pareto import Bounds, fixed_bounds, hypervolume_history
 
 #: States whose trials have ended (their compute is spent).
@@ -89,14 +90,17 @@ def compute_spent(frame: pd.DataFrame, spec: Mapping[str, Any] | None = None) ->
     """Trial-epochs and trial-hours, in all and by how trials ended.
 
     ``{"trial_epochs", "trial_hours", "by_state": {state: {"trials", "trial_epochs",
-    "trial_hours"}}}``; states: COMPLETE, PRUNED (stopped early), FAIL, RUNNING (spent so far).
+    "trial_hours"}}}``; states: COMPLETE, PRUNED (stopped early), REPEAT (a repeat skipped
+    untrained: nothing spent), FAIL, RUNNING (spent so far).
     """
     if frame.empty:
         return {"trial_epochs": 0.0, "trial_hours": 0.0, "by_state": {}}
     framed = with_compute(frame, spec)
+    repeats = repeat_mask(framed)
+    framed.loc[repeats, ["epochs_run", "hours_run"]] = 0.0
     by_state = {}
-    for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING"):
-        part = framed[framed["state"] == state]
+    for state in ("COMPLETE", "PRUNED", "REPEAT", "FAIL", "RUNNING"):
+        part = framed[repeats] if state == "REPEAT" else framed[(framed["state"] == state) & ~repeats]
         if len(part):
             by_state[state] = {"trials": int(len(part)), "trial_epochs": float(part["epochs_run"].sum()),
                                "trial_hours": float(part["hours_run"].sum())}
@@ -115,7 +119,7 @@ def compute_history(frame: pd.DataFrame, objectives: Sequence[Objective], spec: 
     """
     if frame.empty or "state" not in frame:
         return pd.DataFrame(columns=COLUMNS)
-    framed = with_compute(frame[frame["state"].isin(FINISHED)], spec)
+    framed = with_compute(frame[frame["state"].isin(FINISHED) & ~repeat_mask(frame)], spec)  # a skipped repeat spent nothing
     if framed.empty:
         return pd.DataFrame(columns=COLUMNS)
     ends = pd.to_datetime(framed.get("datetime_complete"), errors="coerce") if "datetime_complete" in framed \

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .._study_dir import INNER_DIRS, STUDY_FILE
 from ..search.study import trial_attrs
-from ._frame import objectives_of, settings_text, trials_frame
+from ._frame import objectives_of, repeat_mask, settings_text, trials_frame
 from ._study import load_study_dir
 from .pareto import pareto_mask
 
@@ -52,7 +52,8 @@ def study_status(study_dir: str | Path, now: _dt.datetime | None = None) -> dict
     """The state of the study in ``study_dir`` as one JSON-ready dict.
 
     Keys: ``study``, ``study_dir``, ``state`` (running | complete | stopped | failed | empty),
-    ``n_trials`` (the target), ``counts`` (per state, and ``finished`` = complete + pruned),
+    ``n_trials`` (the target), ``counts`` (per state; ``repeats``: of the pruned, the repeats
+    skipped untrained; ``finished`` = complete + pruned - repeats, what counts towards ``n_trials``),
     ``running`` (per running trial: number, variant, settings, epoch, epochs, top1, elapsed_s,
     ``driver_gone``), ``eta_s`` (seconds to ``n_trials``, ``None`` until one trial finished or
     one epoch ran), ``trial_time_s`` (trial time spent so far), ``front`` (the Pareto front:
@@ -65,7 +66,8 @@ def study_status(study_dir: str | Path, now: _dt.datetime | None = None) -> dict
     frame = trials_frame(trials, objectives, default_method=method)
     now = now or _dt.datetime.now()
     counts = {s.lower(): int((frame["state"] == s).sum()) if len(frame) else 0 for s in STATES}
-    counts["finished"] = counts["complete"] + counts["pruned"]
+    counts["repeats"] = int(repeat_mask(frame).sum()) if len(frame) else 0  # of the pruned: skipped untrained
+    counts["finished"] = counts["complete"] + counts["pruned"] - counts["repeats"]
     target = _number(_get(spec, "search.n_trials"))
     n_trials = int(target) if target else None
     default_epochs = _number(_get(spec, "train.epochs"))
@@ -156,7 +158,8 @@ def format_status(info: Mapping[str, Any]) -> str:
     target = f"/{info['n_trials']}" if info["n_trials"] else ""
     lines = [
         f"study {info['study']}  ({info['study_dir']})  {info['state']}",
-        f"trials {c['finished']}{target} finished: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed; "
+        f"trials {c['finished']}{target} finished: {c['complete']} complete, {c['pruned'] - c.get('repeats', 0)} pruned, "
+        + (f"{c['repeats']} repeats skipped, " if c.get("repeats") else "") + f"{c['fail']} failed; "
         f"{c['running']} running, {c['waiting']} waiting",
     ]
     if info["state"] == "running":

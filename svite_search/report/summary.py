@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from .._redact import mask_credentials
-from ._frame import VARIANTS, Objective, settings_text
+from ._frame import VARIANTS, Objective, repeat_mask, settings_text
 from .plots import axis_label, dense_baseline, macs_unit, plot_axes
 
 #: Compute budgets of the "best within a budget" table, as shares of the dense model's MACs.
@@ -133,7 +133,11 @@ def settings_section(name: str, spec: Mapping[str, Any], objectives: Sequence[Ob
 
 def outcome_section(frame: pd.DataFrame) -> list[str]:
     counts = frame["state"].value_counts().to_dict() if len(frame) else {}
+    repeats = int(repeat_mask(frame).sum()) if len(frame) else 0
+    counts["PRUNED"] = counts.get("PRUNED", 0) - repeats
     parts = [f"{counts.get(s, 0)} {s.lower()}" for s in ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING") if counts.get(s)]
+    if repeats:
+        parts.append(f"{repeats} repeats skipped untrained (search.repeats: skip)")
     total = pd.to_numeric(frame.get("duration_s"), errors="coerce").sum() if len(frame) else 0.0
     lines = ["## Trials", "", f"{len(frame)} trials: {', '.join(parts) or 'none'}; "
              f"{total / 60:.1f} min of trial time in all (trials.csv has every trial)."]
@@ -260,7 +264,8 @@ def compute_section(spent: Mapping[str, Any] | None) -> list[str]:
     """Trial-epochs and trial-hours spent, complete against stopped early (and failed)."""
     if not spent or not spent.get("by_state"):
         return []
-    names = {"COMPLETE": "complete", "PRUNED": "stopped early (pruned)", "FAIL": "failed", "RUNNING": "still running"}
+    names = {"COMPLETE": "complete", "PRUNED": "stopped early (pruned)", "REPEAT": "repeats skipped untrained",
+             "FAIL": "failed", "RUNNING": "still running"}
     total_epochs, total_hours = float(spent["trial_epochs"]), float(spent["trial_hours"])
     rows = []
     for state, part in spent["by_state"].items():

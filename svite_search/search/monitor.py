@@ -126,7 +126,8 @@ class SearchMonitor:
             return
         c = self._counts
         self._counts = Counts(complete=c.complete + (state == COMPLETE), pruned=c.pruned + (state == PRUNED),
-                              failed=c.failed + (state == FAIL), running=max(0, c.running - 1), waiting=c.waiting)
+                              failed=c.failed + (state == FAIL), running=max(0, c.running - 1), waiting=c.waiting,
+                              repeats=c.repeats)
 
     @property
     def pareto_size(self) -> int:

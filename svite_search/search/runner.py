@@ -21,7 +21,7 @@ from .hooks import NullTracker, ReportWriter, StudyTracker, TrackerFactory
 from .monitor import SearchMonitor, summary_table
 from .spec import StudySpec
 from .stop import SearchInterrupted, StudyStopped, as_stopped
-from .study import (DRIVER_ATTR, Heartbeat, StudyHandle, driver_gone, driver_id, pareto_front, prepare_study,
+from .study import (DRIVER_ATTR, Heartbeat, SpentSpace, StudyHandle, driver_gone, driver_id, pareto_front, prepare_study,
                     study_counts)
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,13 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
     Without them the study runs untracked and writes no report.
 
     Returns the ``search --json`` object: ``study``, ``study_dir``, ``trials_complete``,
-    ``trials_failed``, ``trials_pruned``, ``pareto`` (``{number, params, values}``),
+    ``trials_failed``, ``trials_pruned`` (stopped early), ``trials_repeated`` (repeats skipped
+    untrained, ``search.repeats: skip``), ``pareto`` (``{number, params, values}``),
     ``report_dir``, plus ``objectives``, ``n_trials``, ``executor``, ``resumed``,
     ``recovered`` (interrupted trials failed and queued again) and ``wall_s``; ``stopped`` says
-    why when the study stopped short of ``n_trials`` (``search.max_failures``).
+    why when the study stopped short of ``n_trials`` (``search.max_failures``), and ``spent``
+    why the run ended before it because the sampler asked only for settings trained already
+    (``search.max_repeats_in_a_row``: an end, not a failure).
 
     Raises :class:`.stop.SearchInterrupted` (a signal) or :class:`.stop.InfrastructureStop` (a
     full disk, a read-only path) after failing and requeueing the trials they stopped and ending
@@ -123,7 +126,9 @@ def run_search(spec: StudySpec, study_dir: str | Path, *, force: bool = False, l
     reconcile_tracking(tracker, handle)  # trials that finished while the tracking server was away
     tracker.end(pareto, report_dir)
     summary = _summary(spec, handle, tracker, before, pareto, report_dir, start)
-    if short and summary["trials_complete"] + summary["trials_pruned"] < spec.n_trials:
+    if isinstance(short, SpentSpace):
+        summary["spent"] = str(short)  # an end, not a failure: the sampler asks only for trained settings
+    elif short and summary["trials_complete"] + summary["trials_pruned"] < spec.n_trials:
         summary["stopped"] = short
     return summary
 
@@ -140,7 +145,8 @@ def _summary(spec: StudySpec, handle: StudyHandle, tracker: Any, before: Any, pa
         "executor": spec.executor.kind,
         "trials_complete": counts.complete,
         "trials_failed": counts.failed,
-        "trials_pruned": counts.pruned,
+        "trials_pruned": counts.pruned - counts.repeats,
+        "trials_repeated": counts.repeats,  # skipped untrained (search.repeats: skip), not in trials_pruned
         # the recovered trials were failed before ``before`` was counted: they are not in it twice
         "trials_run_now": counts.complete + counts.failed + counts.pruned
         - (before.complete + before.failed + before.pruned),
@@ -164,11 +170,15 @@ def format_summary(summary: dict[str, Any], spec: StudySpec, study_dir: Path) ->
         table,
         "",
         f"study      {summary['study']}: {summary['trials_complete']} complete, {summary['trials_failed']} failed, "
-        f"{summary['trials_pruned']} pruned ({summary['executor']} executor, {summary['wall_s']:.0f} s)",
+        f"{summary['trials_pruned']} pruned"
+        + (f", {summary['trials_repeated']} repeats skipped" if summary.get("trials_repeated") else "")
+        + f" ({summary['executor']} executor, {summary['wall_s']:.0f} s)",
         f"pareto     {len(summary['pareto'])} trial(s): "
         + ", ".join(f"#{p['number']}" for p in summary["pareto"]),
         f"study dir  {summary['study_dir']}",
     ]
+    if summary.get("spent"):
+        lines.append(f"ended      {summary['spent']}")
     if summary.get("report_dir"):
         lines.append(f"report     {summary['report_dir']}")
     if summary.get("tracking_uri"):

@@ -9,6 +9,7 @@ the mirror up to date from what the study directory and the storage hold:
   epoch of its ``result.json``, its final metrics and status), nested under the study's run;
 * a finished trial whose run is still open (RUNNING) is closed with its final state.
 
+A repeat skipped untrained (``search.repeats: skip``) gets no run: nothing trained.
 It never creates a second run for a trial number (the tracker finds a study's runs by their
 tags), so running it again changes nothing.
 
@@ -28,7 +29,7 @@ import yaml
 from optuna.trial import TrialState
 
 from .._study_dir import RUN_CONFIG, RUN_RESULT, trial_dir
-from ..search.study import trial_attrs
+from ..search.study import is_skipped_repeat, trial_attrs
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ def backfill_study(tracker: Any, study: Any, study_dir: str | Path,
     study_dir = Path(study_dir)
     written: list[int] = []
     for trial in study.get_trials(deepcopy=False, states=FINISHED):
-        if logged_elsewhere is not None and logged_elsewhere(trial):
-            continue
+        if is_skipped_repeat(trial) or (logged_elsewhere is not None and logged_elsewhere(trial)):
+            continue  # a skipped repeat never trained: it has no run to mirror
         run_id = tracker.trial_runs.get(trial.number)
         if run_id is not None:
             try:

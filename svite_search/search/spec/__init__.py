@@ -27,13 +27,13 @@ from ..._mapping import set_dotted as set_key
 from ._conditions import S2VITE_ONLY, SVITE_ONLY, TOKEN_SWITCHES, applies, grid_points, initial_queue, ordered, tokens_on
 from ._distributions import parse_distribution
 from ._load import load_spec, spec_from_dict
-from ._types import (DEFAULT_N_TRIALS, DEFAULT_OBJECTIVES, EARLY_STOPPING, EPOCH_METRICS, EXECUTORS, MAX_GRID_POINTS,
+from ._types import (DEFAULT_N_TRIALS, DEFAULT_OBJECTIVES, EARLY_STOPPING, EPOCH_METRICS, EXECUTORS, MAX_GRID_POINTS, REPEATS,
                      MAX_TRIALS, METRICS, REPLACED_KEYS, RUN_SCALARS, RUN_SECTIONS, RUNG_PROGRESS_METRICS,
                      RUNG_STRUCTURE_METRICS, SAMPLERS, STUDY_KEYS, Constraint, Distribution, EarlyStoppingSettings,
                      ExecutorSettings, LatencySettings, Objective, SearchSettings, StudySpec, TrackingSettings)
 
 __all__ = [
-    "DEFAULT_N_TRIALS", "DEFAULT_OBJECTIVES", "EARLY_STOPPING", "EPOCH_METRICS", "EXECUTORS", "MAX_GRID_POINTS",
+    "DEFAULT_N_TRIALS", "DEFAULT_OBJECTIVES", "EARLY_STOPPING", "EPOCH_METRICS", "EXECUTORS", "MAX_GRID_POINTS", "REPEATS",
     "MAX_TRIALS", "METRICS", "REPLACED_KEYS", "RUNG_PROGRESS_METRICS", "RUNG_STRUCTURE_METRICS", "RUN_SCALARS",
     "RUN_SECTIONS", "S2VITE_ONLY", "SAMPLERS", "STUDY_KEYS", "SVITE_ONLY", "TOKEN_SWITCHES", "Constraint",
     "Distribution", "EarlyStoppingSettings", "ExecutorSettings", "LatencySettings", "Objective", "SearchSettings",

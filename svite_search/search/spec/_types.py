@@ -24,6 +24,8 @@ STUDY_KEYS = ("name", "objectives", "constraints", "search", "executor", "tracki
 SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random", "grid")
 EXECUTORS = ("local", "ray")
 EARLY_STOPPING = ("none", "asha", "pareto")
+#: what a trial asked for a setting the study has trained already does (``search.repeats``)
+REPEATS = ("train", "skip")
 #: Keys of earlier releases, each with the setting that replaced it.
 REPLACED_KEYS = {
     ("search", "pruner"): "search.early_stopping.kind",
@@ -189,6 +191,12 @@ class SearchSettings:
     storage: str | None = setting(None, help="database URL of the Optuna storage (default: sqlite in the study dir)")
     early_stopping: EarlyStoppingSettings = setting(default_factory=EarlyStoppingSettings)
     max_failures: int | None = setting(None, ge=1, le=MAX_TRIALS, help="stop after this many failed trials in one run (default n_trials)")
+    repeats: str = setting("train", choices=REPEATS, help="a trial the sampler asks for a setting the study has "
+                           "trained to the end, or is training now: train (it trains again) or skip (recorded "
+                           "PRUNED untrained with repeat_of, not counted towards n_trials, and the sampler is "
+                           "asked again)")
+    max_repeats_in_a_row: int = setting(100, ge=1, le=MAX_TRIALS, help="repeats: skip: the run stops after this "
+                                        "many skipped repeats in a row (the sampler asks only for spent settings)")
     latency: LatencySettings = setting(default_factory=LatencySettings)
 
 
@@ -258,12 +266,14 @@ class StudySpec:
     @property
     def spec_hash(self) -> str:
         """Identifies the study a spec defines: everything but how and how long it runs
-        (``search.n_trials``, ``search.max_failures``, ``search.storage``, ``executor``,
-        ``tracking``), which may change between resumptions."""
+        (``search.n_trials``, ``search.max_failures``, ``search.storage``, ``search.repeats``,
+        ``search.max_repeats_in_a_row``, ``executor``, ``tracking``), which may change between
+        resumptions: a skipped repeat is marked on the trial itself, so counting does not read
+        the setting."""
         identity = copy.deepcopy(self.raw)
         for key in ("executor", "tracking"):
             identity.pop(key, None)
-        for key in ("n_trials", "max_failures", "storage"):
+        for key in ("n_trials", "max_failures", "storage", "repeats", "max_repeats_in_a_row"):
             identity.get("search", {}).pop(key, None)
         text = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

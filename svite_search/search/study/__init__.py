@@ -3,12 +3,13 @@
 The study directory's layout is :mod:`svite_search._study_dir`'s (its one owner). The package is
 laid out by role: :mod:`._storage` (which storage, opened how), :mod:`._samplers` (sampler and
 pruner), :mod:`._claims` (the next trial, under a lock), :mod:`._directory` (create or resume a study), :mod:`._recovery` (interrupted trials,
-reruns, surplus claims), :mod:`._heartbeat`, :mod:`._drivers` (who runs a trial), :mod:`._optuna_private` (the two Optuna
+reruns, surplus claims), :mod:`._heartbeat`, :mod:`._drivers` (who runs a trial), :mod:`._repeats` (settings asked for again), :mod:`._optuna_private` (the two Optuna
 internals it needs, behind a version check) and
 :mod:`._results` (outcomes, counts, the Pareto front).
 
 Resume rules. Running the same command again continues the study until ``n_trials`` trials
-have finished (COMPLETE or PRUNED; failed trials do not count and are replaced). A trial left
+have finished (COMPLETE or PRUNED; failed trials and repeats skipped untrained do not count, and
+failed ones are replaced). A trial left
 RUNNING by a driver that died (killed, crashed, machine lost) is marked FAIL with the reason
 and its parameters are queued again: on this host when its driver process is gone, elsewhere
 when its heartbeat is older than the grace period; either way with the reason ``interrupted``,
@@ -37,6 +38,7 @@ from ._heartbeat import Heartbeat, heartbeats_on, record_beat
 from ._optuna_private import TESTED_OPTUNA
 from ._recovery import (claim_is_surplus, give_back, live_running, queue_again, recover_interrupted, requeue,
                         retries_first, trial_id_of)
+from ._repeats import REPEAT_ATTR, SpentSpace, is_skipped_repeat, skip_repeat, spent_reason, twin_of
 from ._results import (RESULT_ATTR, Counts, is_feasible, pareto_front, record_outcome, set_result_attrs,
                        study_counts, trial_attrs)
 from ._samplers import TrialSeededSampler, make_pruner, make_sampler, sampler_factory, trial_seed
@@ -44,11 +46,12 @@ from ._storage import SCHEMA_ATTEMPTS, STORAGE_ENV, load_study, open_storage, st
 
 __all__ = [
     "CLAIM_WAIT_S", "ClaimLock", "Counts", "DB_FILE", "DRIVER_ATTR", "GRACE_S", "Heartbeat", "HEARTBEAT_S",
-    "INTERRUPTED", "REASON_ATTR", "RESULT_ATTR", "RETRY_ATTR", "SCHEMA_ATTEMPTS", "SOURCE_ATTR", "SPEC_FILE",
-    "STORAGE_ENV", "STUDY_FILE", "StudyHandle", "TESTED_OPTUNA", "TrialSeededSampler", "ask_claimed",
+    "INTERRUPTED", "REASON_ATTR", "REPEAT_ATTR", "RESULT_ATTR", "RETRY_ATTR", "SCHEMA_ATTEMPTS", "SOURCE_ATTR", "SPEC_FILE",
+    "STORAGE_ENV", "STUDY_FILE", "SpentSpace", "StudyHandle", "TESTED_OPTUNA", "TrialSeededSampler", "ask_claimed",
     "claim_is_surplus", "claim_trial", "driver_gone", "driver_id", "give_back", "heartbeats_on",
-    "is_feasible", "live_running", "load_study", "make_pruner", "make_sampler", "open_storage",
+    "is_feasible", "is_skipped_repeat", "live_running", "load_study", "make_pruner", "make_sampler", "open_storage",
     "pareto_front", "prepare_study", "queue_again", "record_beat", "record_outcome", "recover_interrupted",
-    "requeue", "retries_first", "sampler_factory", "set_result_attrs", "spec_of", "storage_url",
-    "study_counts", "trial_attrs", "trial_id_of", "trial_seed",
+    "requeue", "retries_first", "sampler_factory", "set_result_attrs", "skip_repeat", "spec_of", "spent_reason",
+    "storage_url",
+    "study_counts", "trial_attrs", "trial_id_of", "trial_seed", "twin_of",
 ]

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ._drivers import DRIVER_ATTR, GRACE_S, INTERRUPTED, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR, driver_gone
 from ._optuna_private import replace_waiting_trial_pop, stale_trial_ids
+from ._repeats import is_skipped_repeat
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def claim_is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
     mine = next((t for t in trials if t.number == number), None)
     if mine is None:
         return False
-    finished = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    finished = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_skipped_repeat(t))
     start = mine.datetime_start or datetime.max
 
     def ahead(other: FrozenTrial) -> bool:

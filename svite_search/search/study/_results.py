@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from ..objective import COMPLETE, PRUNED, TrialOutcome
 from ..spec import StudySpec
 from ._drivers import REASON_ATTR
+from ._repeats import is_skipped_repeat
 
 
 #: the user attribute holding a finished trial's result metrics, as one JSON object
@@ -69,11 +70,13 @@ class Counts:
     failed: int
     running: int
     waiting: int
+    #: of the pruned, repeats recorded untrained (``search.repeats: skip``; :mod:`._repeats`)
+    repeats: int = 0
 
     @property
     def finished(self) -> int:
-        """Trials that count towards ``n_trials``."""
-        return self.complete + self.pruned
+        """Trials that count towards ``n_trials``: complete and pruned, skipped repeats not."""
+        return self.complete + self.pruned - self.repeats
 
 
 def study_counts(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None) -> Counts:
@@ -87,6 +90,7 @@ def study_counts(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | N
         failed=states.count(TrialState.FAIL),
         running=states.count(TrialState.RUNNING),
         waiting=states.count(TrialState.WAITING),
+        repeats=sum(1 for t in trials if is_skipped_repeat(t)),
     )
 
 
