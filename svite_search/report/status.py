@@ -66,7 +66,7 @@ def study_status(study_dir: str | Path, now: _dt.datetime | None = None) -> dict
     frame = trials_frame(trials, objectives, default_method=method)
     now = now or _dt.datetime.now()
     counts = {s.lower(): int((frame["state"] == s).sum()) if len(frame) else 0 for s in STATES}
-    counts["repeats"] = int(repeat_mask(frame).sum()) if len(frame) else 0  # of the pruned: skipped untrained
+    counts["repeats"] = int(repeat_mask(frame).sum())  # of the pruned: skipped untrained
     counts["finished"] = counts["complete"] + counts["pruned"] - counts["repeats"]
     target = _number(_get(spec, "search.n_trials"))
     n_trials = int(target) if target else None

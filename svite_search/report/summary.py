@@ -133,7 +133,7 @@ def settings_section(name: str, spec: Mapping[str, Any], objectives: Sequence[Ob
 
 def outcome_section(frame: pd.DataFrame) -> list[str]:
     counts = frame["state"].value_counts().to_dict() if len(frame) else {}
-    repeats = int(repeat_mask(frame).sum()) if len(frame) else 0
+    repeats = int(repeat_mask(frame).sum())
     counts["PRUNED"] = counts.get("PRUNED", 0) - repeats
     parts = [f"{counts.get(s, 0)} {s.lower()}" for s in ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING") if counts.get(s)]
     if repeats:

@@ -22,6 +22,7 @@ from .study import (
     ClaimLock,
     INTERRUPTED,
     RETRY_ATTR,
+    RepeatGuard,
     StudyHandle,
     ask_claimed,
     driver_id,
@@ -29,10 +30,7 @@ from .study import (
     queue_again,
     record_outcome,
     recover_interrupted,
-    skip_repeat,
-    spent_reason,
     study_counts,
-    twin_of,
 )
 
 log = logging.getLogger(__name__)
@@ -61,13 +59,6 @@ def _running_elsewhere(study: optuna.Study, trials: list[optuna.trial.FrozenTria
     return sum(1 for t in live_running(study, trials) if t.user_attrs.get(DRIVER_ATTR) != me)
 
 
-def _twin(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], trial: optuna.Trial) -> int | None:
-    """The trial that trained ``trial``'s setting to the end or trains it now (``search.repeats``),
-    from the study as read before ``trial`` was asked."""
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    return twin_of(trial.params, trial.number, complete, live_running(study, trials))
-
-
 def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
     """Run trials until the study (all its drivers together) has ``n_trials`` finished trials,
     ``max_failures`` failed in this run, ``max_repeats_in_a_row`` repeats were skipped in a row
@@ -80,7 +71,7 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
     engine = RungEngine.for_study(spec, handle.storage) if spec.search.early_stopping.kind != "none" else None
     storage, claims = handle.storage, ClaimLock(handle.url, study.study_name)
     study_id = storage.get_study_id_from_name(study.study_name)
-    failures = repeats_in_a_row = 0
+    failures, repeats = 0, RepeatGuard(spec.search)
     while True:
         wait_for_others = False
         with claims.held():  # the count that decides and the ask, as one step among the study's drivers
@@ -113,18 +104,10 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
         params: dict[str, Any] = {}
         try:
             params = suggest_params(trial, spec)
-            if spec.search.repeats == "skip":
-                twin = _twin(study, trials, trial)
-                if twin is not None:
-                    skip_repeat(study, trial, twin)
-                    repeats_in_a_row += 1
-                    log.info("trial %d: a repeat of trial %d, skipped untrained", trial.number, twin)
-                    if repeats_in_a_row >= spec.search.max_repeats_in_a_row:
-                        reason = spent_reason(repeats_in_a_row)
-                        log.warning("stopping: %s", reason)
-                        return reason
-                    continue
-                repeats_in_a_row = 0
+            if repeats.skipped(study, trial, trials):  # the study as read before the ask
+                if repeats.spent is not None:
+                    return repeats.spent
+                continue
             monitor.started(trial.number, params, trial_id)
             reporter = _rung_reporter(engine, trial, trial_id, params) if engine is not None else None
 

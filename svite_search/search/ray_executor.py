@@ -74,12 +74,9 @@ from .study import (
     claim_trial,
     queue_again,
     record_outcome,
-    live_running,
+    RepeatGuard,
     retries_first,
-    skip_repeat,
-    spent_reason,
     study_counts,
-    twin_of,
 )
 
 log = logging.getLogger(__name__)
@@ -134,8 +131,7 @@ class StudySearcher(Searcher):
         self._study_id = self.storage.get_study_id_from_name(self.study.study_name)
         self._claim_lock = ClaimLock(handle.url, self.study.study_name)
         self._failures = 0
-        self._repeats_in_a_row = 0  # search.repeats: skip
-        self._spent: str | None = None  # why the run stopped on repeats (search.max_repeats_in_a_row)
+        self._repeats = RepeatGuard(spec.search)
         #: ``"PATH: cause"`` once a trial hit an infrastructure error: the search stops
         self.stop_reason: str | None = None
         self._claims: dict[str, _Claim] = {}  # Tune trial id -> the study trial it runs
@@ -172,19 +168,10 @@ class StudySearcher(Searcher):
             storage_id = self._storage_id(trial.number)
             claim = self._claims[trial_id] = _Claim(trial, storage_id)  # a stop from here on requeues it
             claim.params = suggest_params(trial, self.spec)
-            if self.spec.search.repeats != "skip":
+            if not self._repeats.skipped(study, trial):
                 break
-            twin = self._twin(trial)
-            if twin is None:
-                self._repeats_in_a_row = 0
-                break
-            del self._claims[trial_id]
-            skip_repeat(study, trial, twin)
-            self._repeats_in_a_row += 1
-            log.info("trial %d: a repeat of trial %d, skipped untrained", trial.number, twin)
-            if self._repeats_in_a_row >= self.spec.search.max_repeats_in_a_row:
-                self._spent = spent_reason(self._repeats_in_a_row)
-                log.warning("stopping: %s", self._spent)
+            del self._claims[trial_id]  # recorded: nothing left to requeue
+            if self._repeats.spent is not None:
                 return Searcher.FINISHED
         info = trial_info(trial.number, claim.params, trial.user_attrs.get(RETRY_ATTR))
         return {**claim.params, TRIAL_KEY: info}  # the parameters at the top too: Tune's tables show them
@@ -253,8 +240,8 @@ class StudySearcher(Searcher):
 
     def short_reason(self) -> str | None:
         """Why the search ended before ``n_trials`` (None when it did not)."""
-        if self._spent is not None:
-            return self._spent
+        if self._repeats.spent is not None:
+            return self._repeats.spent
         if self._failures >= self.spec.max_failures:
             return f"{self._failures} trials failed in this run (search.max_failures {self.spec.max_failures})"
         return None
@@ -264,18 +251,12 @@ class StudySearcher(Searcher):
         ``max_failures``, it skipped ``max_repeats_in_a_row`` repeats in a row, a grid has no
         point left, or the machine failed."""
         spec = self.spec
-        if self.stop_reason is not None or self._spent is not None or self._failures >= spec.max_failures:
+        if self.stop_reason is not None or self._repeats.spent is not None or self._failures >= spec.max_failures:
             return True
         counts = study_counts(self.study)
         if counts.finished >= spec.n_trials:
             return True
         return spec.search.sampler == "grid" and counts.waiting <= 0
-
-    def _twin(self, trial: optuna.Trial) -> int | None:
-        """The trial that trained ``trial``'s setting to the end or trains it now, in any driver."""
-        trials = self.study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        return twin_of(trial.params, trial.number, complete, live_running(self.study, trials))
 
     def _storage_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
+
+from optuna.trial import TrialState
 
 HEARTBEAT_S, GRACE_S = 30, 120
 #: user attributes the harness writes on trials
 DRIVER_ATTR, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR = "driver", "fail_reason", "retry_of", "source"
+#: the user attribute of a repeat recorded untrained (``search.repeats: skip``, :mod:`._repeats`):
+#: the number of the trial that holds its setting
+REPEAT_ATTR = "repeat_of"
 INTERRUPTED = "interrupted: its search process ended before the trial did (rerun queued)"
 
 
@@ -34,3 +40,8 @@ def driver_gone(driver: str | None) -> bool:
     if host != socket.gethostname() or not pid.isdigit():
         return False  # another machine's driver: only its heartbeat can tell
     return int(pid) != os.getpid() and not _pid_alive(int(pid))
+
+
+def is_skipped_repeat(trial: Any) -> bool:
+    """Whether a (frozen) trial is a repeat recorded untrained (PRUNED with :data:`REPEAT_ATTR`)."""
+    return trial.state == TrialState.PRUNED and REPEAT_ATTR in trial.user_attrs

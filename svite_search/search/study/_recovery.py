@@ -14,9 +14,9 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ._drivers import DRIVER_ATTR, GRACE_S, INTERRUPTED, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR, driver_gone
+from ._drivers import (DRIVER_ATTR, GRACE_S, INTERRUPTED, REASON_ATTR, RETRY_ATTR, SOURCE_ATTR, driver_gone,
+                       is_skipped_repeat)
 from ._optuna_private import replace_waiting_trial_pop, stale_trial_ids
-from ._repeats import is_skipped_repeat
 
 log = logging.getLogger(__name__)
 

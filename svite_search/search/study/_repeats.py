@@ -16,33 +16,18 @@ may have been the machine's).
 """
 from __future__ import annotations
 
-from typing import Any
+import logging
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-#: the user attribute of a skipped repeat: the number of the trial that trained its setting
-REPEAT_ATTR = "repeat_of"
+from ..spec import SearchSettings
+from ._drivers import REPEAT_ATTR, is_skipped_repeat
+from ._recovery import live_running
 
+log = logging.getLogger(__name__)
 
-def is_skipped_repeat(trial: Any) -> bool:
-    """Whether a (frozen) trial is a repeat recorded untrained (PRUNED with :data:`REPEAT_ATTR`)."""
-    return trial.state == TrialState.PRUNED and REPEAT_ATTR in trial.user_attrs
-
-
-def twin_of(params: dict[str, Any], number: int, complete: list[FrozenTrial], running: list[FrozenTrial]) -> int | None:
-    """The trial that trained ``params`` to the end (``complete``) or is training them now
-    (``running``: the live running trials), other than trial ``number``; the earliest such trial,
-    None when there is none. Parameters compare exactly, as Optuna stores them."""
-    twins = [t.number for t in (*complete, *running) if t.number != number and t.params == params]
-    return min(twins) if twins else None
-
-
-def skip_repeat(study: optuna.Study, trial: optuna.Trial, twin: int) -> None:
-    """Record ``trial`` as a repeat of trial ``twin``: PRUNED untrained, with the reason."""
-    trial.set_user_attr(REPEAT_ATTR, int(twin))
-    trial.set_user_attr("pruned_reason", f"repeat of trial {twin}: its setting was trained already (search.repeats: skip)")
-    study.tell(trial, state=TrialState.PRUNED)
+__all__ = ["REPEAT_ATTR", "RepeatGuard", "SpentSpace", "is_skipped_repeat", "twin_of"]
 
 
 class SpentSpace(str):
@@ -50,7 +35,46 @@ class SpentSpace(str):
     not a failure: as a grid without points left, the search exits 0 and says so."""
 
 
-def spent_reason(in_a_row: int) -> SpentSpace:
-    """Why a run ended on repeats (``search.max_repeats_in_a_row``)."""
-    return SpentSpace(f"the sampler asked for {in_a_row} settings in a row that were trained already "
-            "(search.max_repeats_in_a_row): the space looks spent")
+def twin_of(study: optuna.Study, trial: optuna.Trial, trials: list[FrozenTrial] | None = None) -> int | None:
+    """The trial that trained ``trial``'s setting to the end (COMPLETE) or trains it now (a live
+    running trial, any driver's), other than ``trial``; the earliest such trial, None when there is
+    none. ``trials``: the study as just read (read here when not given). Parameters compare
+    exactly, as Optuna stores them."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    holders = [t for t in trials if t.state == TrialState.COMPLETE] + live_running(study, trials)
+    twins = [t.number for t in holders if t.number != trial.number and t.params == trial.params]
+    return min(twins) if twins else None
+
+
+class RepeatGuard:
+    """One run's ``search.repeats``: under ``skip``, :meth:`skipped` records a repeat PRUNED
+    untrained and counts the skips in a row; :attr:`spent` says why the run ends once they reach
+    ``max_repeats_in_a_row``. Under ``train`` it skips nothing. Both executors ask it the same."""
+
+    def __init__(self, settings: SearchSettings) -> None:
+        self.enabled = settings.repeats == "skip"
+        self.limit = int(settings.max_repeats_in_a_row)
+        self.in_a_row = 0
+        self.spent: SpentSpace | None = None
+
+    def skipped(self, study: optuna.Study, trial: optuna.Trial, trials: list[FrozenTrial] | None = None) -> bool:
+        """Whether ``trial`` (its parameters suggested) was a repeat, now recorded PRUNED with
+        :data:`REPEAT_ATTR` and the reason; the caller asks for another trial unless :attr:`spent`."""
+        if not self.enabled:
+            return False
+        twin = twin_of(study, trial, trials)
+        if twin is None:
+            self.in_a_row = 0
+            return False
+        trial.set_user_attr(REPEAT_ATTR, int(twin))
+        trial.set_user_attr("pruned_reason", f"repeat of trial {twin}: its setting was trained already "
+                            "(search.repeats: skip)")
+        study.tell(trial, state=TrialState.PRUNED)
+        self.in_a_row += 1
+        log.info("trial %d: a repeat of trial %d, skipped untrained", trial.number, twin)
+        if self.in_a_row >= self.limit:
+            self.spent = SpentSpace(f"the sampler asked for {self.in_a_row} settings in a row that were trained "
+                                    "already (search.max_repeats_in_a_row): the space looks spent")
+            log.warning("stopping: %s", self.spent)
+        return True

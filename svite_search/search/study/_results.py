@@ -10,8 +10,7 @@ from optuna.trial import TrialState
 
 from ..objective import COMPLETE, PRUNED, TrialOutcome
 from ..spec import StudySpec
-from ._drivers import REASON_ATTR
-from ._repeats import is_skipped_repeat
+from ._drivers import REASON_ATTR, is_skipped_repeat
 
 
 #: the user attribute holding a finished trial's result metrics, as one JSON object
