@@ -51,11 +51,14 @@ def planned_epochs(spec: Mapping[str, Any] | None, row: Mapping[str, Any]) -> fl
 
 
 def trial_epochs(row: Mapping[str, Any], spec: Mapping[str, Any] | None = None) -> float:
-    """Epochs one trial (a report-frame row) trained; 0 when nothing says (it never ran one)."""
+    """Epochs one trial (a report-frame row) trained; 0 when nothing says (it never ran one). A
+    trial that resumed a checkpoint (a promotion, a rerun) counts only the epochs after it
+    (``resumed_at``): the epochs before were spent, and counted, by the trial it continues."""
+    resumed = _number(row.get("resumed_at")) or 0.0
     for key in ("epochs", "epoch"):
         value = _number(row.get(key))
         if value is not None:
-            return value
+            return max(0.0, value - resumed)
     history = row.get("top1_history")
     if isinstance(history, str):
         try:

@@ -2,7 +2,9 @@
 
 With ``search.early_stopping`` the driver judges a trial after each epoch that is one of its
 rungs (:mod:`.early_stopping.engine`, records in the study storage); a stop ends the trial as
-PRUNED with the rung and the rule's verdict as its reason.
+PRUNED with the rung and the rule's verdict as its reason. With ``promote: true`` the driver
+first queues the next waiting trial that now ranks in its rung's top (:mod:`.early_stopping.promotion`),
+under the claim lock, so the ask takes it.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import optuna
 
 from .early_stopping.engine import RungEngine
+from .early_stopping.promotion import queue_promotion
 from .objective import FAIL, TrialOutcome, run_trial
 from .monitor import SearchMonitor
 from .space import suggest_params
@@ -93,7 +96,8 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
                     reason = f"{failures} trials failed in this run (search.max_failures {spec.max_failures})"
                     log.warning("stopping: %s", reason)
                     return reason
-                if spec.search.sampler == "grid" and counts.waiting == 0:
+                promoted = engine is not None and queue_promotion(study, engine, trials) is not None
+                if spec.search.sampler == "grid" and counts.waiting == 0 and not promoted:
                     return None
                 trial = ask_claimed(study, storage, spec.n_trials)
         if trial is None:

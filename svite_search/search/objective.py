@@ -175,6 +175,8 @@ def run_trial(
     trainer: Any = None
 
     def report(metrics: dict[str, Any]) -> None:
+        if not epochs and int(metrics.get("epoch", 0)) > 1:  # the first epoch after a resumed checkpoint
+            attrs["resumed_at"] = int(metrics["epoch"]) - 1
         if int(metrics.get("epoch", 0)) in rungs and trainer is not None:
             metrics = {**metrics, **rung_structure(trainer)}  # what early stopping judges besides accuracy
         epochs.append(dict(metrics))

@@ -51,6 +51,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from . import ray_session
+from .early_stopping.promotion import next_promotion, queue_promotion
 from .monitor import SearchMonitor
 from .objective import FAIL, TrialOutcome
 from .ray_session import RAY_DIR
@@ -162,7 +163,7 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED
         study, n_trials = self.study, self.spec.n_trials
         while True:
-            trial = claim_trial(study, self.storage, n_trials, self._claim_lock)
+            trial = claim_trial(study, self.storage, n_trials, self._claim_lock, before_ask=self._queue_promotion)
             if trial is None:
                 return None  # enough trials run, here or in another driver
             storage_id = self._storage_id(trial.number)
@@ -256,7 +257,18 @@ class StudySearcher(Searcher):
         counts = study_counts(self.study)
         if counts.finished >= spec.n_trials:
             return True
-        return spec.search.sampler == "grid" and counts.waiting <= 0
+        return spec.search.sampler == "grid" and counts.waiting <= 0 and self._next_promotion() is None
+
+    def _next_promotion(self) -> Any:
+        """The waiting trial that would resume now (``promote: true``), None otherwise."""
+        if self.early_stopping is None or not self.spec.search.early_stopping.promote:
+            return None
+        return next_promotion(self.early_stopping.engine, self.study.get_trials(deepcopy=False))
+
+    def _queue_promotion(self) -> None:
+        """Under the claim lock, before the ask: queue the next promotion, which the ask takes."""
+        if self.early_stopping is not None and self.spec.search.early_stopping.promote:
+            queue_promotion(self.study, self.early_stopping.engine)
 
     def _storage_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)

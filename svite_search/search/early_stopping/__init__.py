@@ -11,12 +11,14 @@ from .rules import (
     crowding_distances,
     dominates,
     nondominated_fronts,
+    promotions,
     quota,
+    rung_order,
     rung_epochs,
     rung_verdict,
     runs_unjudged,
     should_continue,
 )
 
-__all__ = ["KINDS", "crowding_distances", "dominates", "nondominated_fronts", "quota", "rung_epochs", "rung_verdict",
-           "runs_unjudged", "should_continue"]
+__all__ = ["KINDS", "crowding_distances", "dominates", "nondominated_fronts", "promotions", "quota", "rung_epochs",
+           "rung_order", "rung_verdict", "runs_unjudged", "should_continue"]

@@ -221,11 +221,14 @@ class RungEngine:
                 recorded = [list(rec["values"]) for _, rec in sorted(at_rung.values(), key=lambda nr: nr[0])]
                 if every is None:
                     every = self.study_full_run_every(trials)
+                promote = bool(self.settings.promote)
                 go_on, reason = rung_verdict(self.settings.kind, lineage, values, recorded, self.directions,
-                                             self.settings.reduction_factor, every)
+                                             self.settings.reduction_factor, every, promote=promote)
                 record = {"epoch": rung, "reported_epoch": int(epoch), "values": values, "metrics": self.metrics,
                           "go_on": go_on, "reason": reason, "against": against, "lineage": lineage,
                           "full_run_every": every}
+                if promote:
+                    record.update(promote=True, waits=not go_on)
             self.storage.set_trial_user_attr(trial_id, rung_key(rung), record)
             judged[rung_key(rung)] = record
             if not record["go_on"]:
@@ -250,12 +253,13 @@ def replay(spec: StudySpec, trials: Iterable[Any]) -> list[dict[str, Any]]:
     out = []
     for trial in trials:
         for key, record in sorted(trial.user_attrs.items()):
-            if not key.startswith("rung_") or not isinstance(record, dict) or "adopted_from" in record:
-                continue
+            if (not key.startswith("rung_") or not isinstance(record, dict) or "adopted_from" in record
+                    or "promoted_from" in record):
+                continue  # an earlier attempt's decision, or a promotion (see :mod:`.promotion`)
             recorded = [list(by_number[n].user_attrs[key]["values"]) for n in record["against"]]
             go_on, reason = rung_verdict(settings.kind, int(record.get("lineage", trial.number)), record["values"],
                                          recorded, directions, settings.reduction_factor,
-                                         int(record.get("full_run_every", 0)))
+                                         int(record.get("full_run_every", 0)), promote=bool(record.get("promote")))
             out.append({"number": trial.number, "epoch": record["epoch"], "recorded": (record["go_on"], record["reason"]),
                         "replayed": (go_on, reason)})
     return out

@@ -54,6 +54,17 @@ setting of the final front lost to one noisy rung is lost for good. The unjudged
 lose it, and they give the sampler complete results where the rung would have given none. Their
 rung values are recorded like any other, so later arrivals are judged against them too.
 
+The promotion form (``promote: true``; :func:`promotions`). Above, a stop is final: the trial
+is judged once, against whoever reached the rung before it, and a setting that arrived early
+among strong rivals is lost even if the rung later fills with weaker ones. In the promotion
+form of ASHA (Li et al. 2020, Algorithm 2) a trial that does not rank in the top ``n // η`` of
+its rung on arrival waits there (its checkpoint kept), and whenever a trial slot frees, the
+best waiting trial that now ranks in the top ``n // η`` of its rung (the highest rung first)
+resumes from its checkpoint before the sampler is asked for a new setting. No rung promotes
+anyone before it holds ``η`` trials: the first arrivals wait instead of passing unjudged. On
+recorded learning curves, where half of the final front is dominated at the first rung, this
+keeps the settings a final stop would lose (see the search benchmark).
+
 Everything here is plain Python on plain numbers (no Optuna, no Ray), so the same decision is
 made by the local executor, the Ray scheduler and an offline replay of recorded learning curves,
 and is reproducible from the rung records alone. Non-finite values rank last.
@@ -128,13 +139,14 @@ def unjudged_reason(full_run_every: int) -> str:
 
 
 def rung_verdict(kind: str, lineage: int, candidate: Sequence[float], recorded: Sequence[Sequence[float]],
-                 directions: Sequence[str], reduction_factor: int, full_run_every: int) -> tuple[bool, str]:
+                 directions: Sequence[str], reduction_factor: int, full_run_every: int,
+                 promote: bool = False) -> tuple[bool, str]:
     """The verdict at a rung for the trial whose first attempt is number ``lineage``: it goes on
     unjudged when :func:`runs_unjudged` picks it, else :func:`should_continue` decides. The one
     decision the rung engine, its replay and an offline replay of learning curves all make."""
     if kind != "none" and runs_unjudged(lineage, full_run_every):
         return True, unjudged_reason(full_run_every)
-    return should_continue(kind, candidate, recorded, directions, reduction_factor)
+    return should_continue(kind, candidate, recorded, directions, reduction_factor, promote=promote)
 
 
 def quota(n: int, reduction_factor: int) -> int:
@@ -233,6 +245,8 @@ def should_continue(
     recorded: Sequence[Sequence[float]],
     directions: Sequence[str],
     reduction_factor: int,
+    *,
+    promote: bool = False,
 ) -> tuple[bool, str]:
     """Whether a trial that has just reached a rung goes on, and why (the rule's verdict).
 
@@ -241,6 +255,11 @@ def should_continue(
     it (the candidate not among them), ``directions`` ``"maximize"``/``"minimize"`` per
     objective. ``asha`` looks at the first objective only; ``pareto`` at all of them (see the
     module docstring); ``none`` always goes on. The decision depends on these values alone.
+
+    ``promote``: the promotion form (see the module docstring): no warm-up, and the top
+    ``n // η`` of :func:`rung_order` go on (none while the rung holds fewer than ``η`` trials; a
+    tie goes to the trial that arrived first, as when :func:`promotions` picks); a trial that
+    does not waits at the rung, where :func:`promotions` may pick it later.
     """
     _check(kind, candidate, recorded, directions, reduction_factor)
     eta = int(reduction_factor)
@@ -248,29 +267,67 @@ def should_continue(
         return True, "none: no early stopping"
     if not math.isfinite(_oriented(candidate[:1], directions[:1])[0]):
         return False, f"{kind}: the first objective is {candidate[0]!r}, not a finite number"
-    needed = WARMUP * eta
+    needed = 0 if promote else WARMUP * eta
     n = len(recorded) + 1
-    keep = quota(n, eta)
+    keep = n // eta if promote else quota(n, eta)
+    if len(recorded) < needed:
+        return True, f"{kind}: {_trials(len(recorded))} recorded at this rung, it ranks none before {needed}"
+    ahead, where = _place(kind, candidate, recorded, directions)
+    if promote:  # the order promotions pick in: a tie goes to the trial that arrived first
+        ahead = rung_order(kind, [*recorded, candidate], directions).index(n - 1)
+    verdict = ahead < keep
+    if kind == "asha":
+        text = f"asha: ranks {ahead + 1} of {n} by the first objective; the top {keep} (1/{eta}) go on"
+    else:
+        text = (f"pareto: {where}, place {ahead + 1} of {n} by front and crowding distance; the top "
+                f"{keep} (1/{eta}) go on")
+    if promote and not verdict:
+        text += "; it waits at the rung, to resume if it ranks among them later"
+    return verdict, text
+
+
+def _place(kind: str, candidate: Sequence[float], recorded: Sequence[Sequence[float]],
+           directions: Sequence[str]) -> tuple[int, str]:
+    """How many of ``recorded`` come before ``candidate`` in the rung's order (a tie goes to the
+    candidate: the recorded trials are not competing for its place, they were judged already),
+    and, for ``pareto``, where it lies."""
     if kind == "asha":
         mine = _oriented(candidate[:1], directions[:1])[0]
-        better = sum(1 for r in recorded if _oriented(r[:1], directions[:1])[0] > mine)
-        if len(recorded) < needed:
-            return True, f"asha: {_trials(len(recorded))} recorded at this rung, it ranks none before {needed}"
-        verdict = better < keep
-        return verdict, (f"asha: ranks {better + 1} of {n} by the first objective; the top {keep} "
-                         f"(1/{eta}) go on")
-    # pareto: the candidate's place in the rung's order (front, then crowding distance)
-    if len(recorded) < needed:
-        return True, (f"pareto: {_trials(len(recorded))} recorded at this rung, it ranks none before "
-                      f"{needed}")
+        return sum(1 for r in recorded if _oriented(r[:1], directions[:1])[0] > mine), ""
     points = [*recorded, candidate]
+    n = len(points)
     fronts = nondominated_fronts(points, directions)
     level = next(k for k, members in enumerate(fronts) if n - 1 in members)
     front = fronts[level]
     crowd = dict(zip(front, crowding_distances([points[i] for i in front], directions)))
     before = sum(len(members) for members in fronts[:level])
-    ahead = before + sum(1 for i in front if crowd[i] > crowd[n - 1])  # a tie goes to the candidate
-    verdict = ahead < keep
+    ahead = before + sum(1 for i in front if crowd[i] > crowd[n - 1])
     where = "non-dominated" if level == 0 else f"front {level + 1} ({_trials(before)} on the fronts before it)"
-    return verdict, (f"pareto: {where}, place {ahead + 1} of {n} by front and crowding distance; the top "
-                     f"{keep} (1/{eta}) go on")
+    return ahead, where
+
+
+def rung_order(kind: str, points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices of a rung's ``points``, best first: ``asha`` by the first objective, ``pareto`` by
+    front and then crowding distance (the order :func:`should_continue` places a candidate in);
+    ties go to the earlier point (the trial that reached the rung first)."""
+    if kind == "asha":
+        return sorted(range(len(points)), key=lambda i: (-_oriented(points[i][:1], directions[:1])[0], i))
+    order: list[int] = []
+    for front in nondominated_fronts(points, directions):
+        crowd = crowding_distances([points[i] for i in front], directions)
+        order += [i for _, i in sorted(zip(crowd, front), key=lambda ci: (-ci[0], ci[1]))]
+    return order
+
+
+def promotions(kind: str, points: Sequence[Sequence[float]], waiting: Sequence[bool], directions: Sequence[str],
+               reduction_factor: int) -> list[int]:
+    """The promotion form's pick at one rung: of the rung's ``points`` (every trial recorded
+    there, in the order they arrived), the indices of those ``waiting`` at the rung that now rank
+    in its top ``n // η`` (:func:`rung_order`), best first. A trial that went on, or was promoted
+    already, keeps its place in the top and is not picked again."""
+    if len(points) != len(waiting):
+        raise ValueError(f"{len(points)} points and {len(waiting)} waiting flags")
+    if kind == "none" or not points:
+        return []
+    top = rung_order(kind, points, directions)[: len(points) // int(reduction_factor)]
+    return [i for i in top if waiting[i]]

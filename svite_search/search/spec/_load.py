@@ -27,7 +27,12 @@ def _check_early_stopping(settings: EarlyStoppingSettings, objectives: tuple[Obj
         raise ConfigError("search.early_stopping.full_run_every", "1 runs every trial unjudged: set kind: none, "
                           "or 0 to judge every trial")
     if settings.kind == "none":
+        if settings.promote:
+            raise ConfigError("search.early_stopping.promote", "needs kind asha or pareto (kind none judges no rung)")
         return
+    if settings.promote and (base.get("train") or {}).get("checkpoint") is False:
+        raise ConfigError("train.checkpoint", "search.early_stopping.promote resumes a waiting trial from its "
+                          "checkpoint: set train.checkpoint true")
     if not any(o.metric in RUNG_PROGRESS_METRICS for o in objectives):
         raise ConfigError("search.early_stopping.kind", f"{settings.kind} needs an objective known after every "
                           f"epoch ({', '.join(RUNG_PROGRESS_METRICS)})")
@@ -68,7 +73,7 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
     for (section, key), new in REPLACED_KEYS.items():
         if isinstance(data.get(section), dict) and key in data[section]:
             raise ConfigError(f"{section}.{key}", f"replaced by {new} (search.early_stopping: "
-                              "{kind: none | asha | pareto, min_epochs, reduction_factor, full_run_every}, for both executors)")
+                              "{kind: none | asha | pareto, min_epochs, reduction_factor, full_run_every, promote}, for both executors)")
     search = from_dict(SearchSettings, data.get("search"), "search")
     executor = from_dict(ExecutorSettings, data.get("executor"), "executor")
     tracking = from_dict(TrackingSettings, data.get("tracking"), "tracking")

@@ -176,6 +176,10 @@ class EarlyStoppingSettings:
     full_run_every: int = setting(4, ge=0, le=MAX_TRIALS, help="every k-th trial runs to the end unjudged (its rung "
                                   "values still recorded): a noisy early top-1 cannot lose a setting for good; "
                                   "0: judge every trial")
+    promote: bool = setting(False, help="ASHA's promotion form: a trial outside its rung's top 1/reduction_factor "
+                            "waits there (PRUNED, checkpoint kept) and resumes from its checkpoint as a new trial "
+                            "(promoted_from) once it ranks in the top; the sampler is asked for a new setting only "
+                            "when no waiting trial does. Needs train.checkpoint")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from ._heartbeat import Heartbeat, heartbeats_on, record_beat
 from ._optuna_private import TESTED_OPTUNA
 from ._recovery import (claim_is_surplus, give_back, live_running, queue_again, recover_interrupted, requeue,
                         retries_first, trial_id_of)
-from ._repeats import REPEAT_ATTR, RepeatGuard, SpentSpace, is_skipped_repeat, twin_of
+from ._repeats import REPEAT_ATTR, RepeatGuard, SpentSpace, is_skipped_repeat, is_waiting_at_rung, twin_of
 from ._results import (RESULT_ATTR, Counts, is_feasible, pareto_front, record_outcome, set_result_attrs,
                        study_counts, trial_attrs)
 from ._samplers import TrialSeededSampler, make_pruner, make_sampler, sampler_factory, trial_seed
@@ -49,7 +49,7 @@ __all__ = [
     "INTERRUPTED", "REASON_ATTR", "REPEAT_ATTR", "RESULT_ATTR", "RETRY_ATTR", "SCHEMA_ATTEMPTS", "SOURCE_ATTR", "SPEC_FILE",
     "STORAGE_ENV", "STUDY_FILE", "SpentSpace", "StudyHandle", "TESTED_OPTUNA", "TrialSeededSampler", "ask_claimed",
     "claim_is_surplus", "claim_trial", "driver_gone", "driver_id", "give_back", "heartbeats_on",
-    "is_feasible", "is_skipped_repeat", "live_running", "load_study", "make_pruner", "make_sampler", "open_storage",
+    "is_feasible", "is_skipped_repeat", "is_waiting_at_rung", "live_running", "load_study", "make_pruner", "make_sampler", "open_storage",
     "pareto_front", "prepare_study", "queue_again", "record_beat", "record_outcome", "recover_interrupted",
     "RepeatGuard", "requeue", "retries_first", "sampler_factory", "set_result_attrs", "spec_of", "storage_url",
     "study_counts", "trial_attrs", "trial_id_of", "trial_seed", "twin_of",

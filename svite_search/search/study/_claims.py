@@ -194,16 +194,20 @@ def _places_taken(study: optuna.Study, n_trials: int) -> bool:
 
 
 def claim_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int,
-                lock: ClaimLock) -> optuna.Trial | None:
+                lock: ClaimLock, before_ask: Callable[[], Any] | None = None) -> optuna.Trial | None:
     """The next trial this driver runs, signed with its driver id, or None when the finished
     trials and the trials live drivers run already make ``n_trials`` (wait: another starts
     only if one of them fails). Counting and asking happen under ``lock``; a driver that counts
-    for other reasons too (the local executor) holds the lock itself and calls :func:`ask_claimed`."""
+    for other reasons too (the local executor) holds the lock itself and calls :func:`ask_claimed`.
+    ``before_ask`` runs under the lock once a place is free, just before the ask (early
+    stopping queues a promotion there, which the ask then takes)."""
     if _places_taken(study, n_trials):
         return None  # no place looks free: no need to lock (Tune asks again and again while it waits)
     with lock.held():
         if _places_taken(study, n_trials):  # counted again under the lock: the count that decides
             return None
+        if before_ask is not None:
+            before_ask()
         return ask_claimed(study, storage, n_trials)
 
 

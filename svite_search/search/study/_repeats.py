@@ -12,7 +12,8 @@ A skipped repeat carries :data:`REPEAT_ATTR` (the twin's number), so everything 
 trials tells it from a trial stopped at a rung (:func:`is_skipped_repeat`): it does not count
 towards ``n_trials``, spends no trial-epochs, and has no MLflow run. A setting stopped at a rung
 or failed is not a twin: asked again, it trains (it may land on an unjudged slot, or its failure
-may have been the machine's).
+may have been the machine's); one waiting at a rung under ``search.early_stopping.promote`` is a
+twin (it goes on by promotion, from its checkpoint).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from ._recovery import live_running
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REPEAT_ATTR", "RepeatGuard", "SpentSpace", "is_skipped_repeat", "twin_of"]
+__all__ = ["REPEAT_ATTR", "RepeatGuard", "SpentSpace", "is_skipped_repeat", "is_waiting_at_rung", "twin_of"]
 
 
 class SpentSpace(str):
@@ -42,9 +43,18 @@ def twin_of(study: optuna.Study, trial: optuna.Trial, trials: list[FrozenTrial] 
     exactly, as Optuna stores them."""
     if trials is None:
         trials = study.get_trials(deepcopy=False)
-    holders = [t for t in trials if t.state == TrialState.COMPLETE] + live_running(study, trials)
+    holders = ([t for t in trials if t.state == TrialState.COMPLETE or is_waiting_at_rung(t)]
+               + live_running(study, trials))
     twins = [t.number for t in holders if t.number != trial.number and t.params == trial.params]
     return min(twins) if twins else None
+
+
+def is_waiting_at_rung(trial: FrozenTrial) -> bool:
+    """A trial stopped by ``search.early_stopping.promote``, waiting at a rung to resume from
+    its checkpoint (a rung record marked ``waits``): its setting is not spent, but promotion, not
+    a new trial from scratch, is how it goes on, so under ``skip`` it is a twin too."""
+    return trial.state == TrialState.PRUNED and any(
+        isinstance(v, dict) and v.get("waits") for k, v in trial.user_attrs.items() if k.startswith("rung_"))
 
 
 class RepeatGuard:

@@ -1,0 +1,124 @@
+"""Promotion (``search.early_stopping.promote: true``): which waiting trial resumes next.
+
+Under the promotion form of ASHA (:mod:`.rules`) a trial outside its rung's top ``n // η``
+stops there as PRUNED, its rung record marked ``waits``, and its checkpoint stays in its run
+directory. Before a driver asks the sampler for a new setting it calls :func:`queue_promotion`
+(under the study's claim lock, so two drivers never promote the same trial): the best waiting
+trial that now ranks in the top ``n // η`` of its rung, the highest rung first, is queued again
+as a new trial with
+
+* ``retry_of`` and ``promoted_from``: the waiting trial's number, so the new trial continues
+  from that trial's checkpoint (as a rerun after a crash does) and is the same trial at the
+  rungs (its lineage);
+* the rung record that promotes it (``go_on`` true, ``promoted_from``), so the rung engine
+  lets it past that rung and judges it at the next one against the trials recorded there.
+
+The queued trial is taken before any other queued point (reruns come first), so the driver's
+next ask returns it. Everything is read from the study storage: a driver that crashed after
+queueing a promotion leaves it queued (WAITING) for the next run, and a waiting trial whose
+promotion is queued, running or done is not picked again.
+
+A promotion is a trial of its own: it counts towards ``n_trials`` and has its own MLflow run;
+the report counts only the epochs it trained itself (``resumed_at``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Sequence
+
+from optuna.trial import FrozenTrial, TrialState
+
+from ..study import RETRY_ATTR, SOURCE_ATTR, is_skipped_repeat
+from .engine import RungEngine, rung_key
+from .rules import promotions, rung_order
+
+log = logging.getLogger(__name__)
+
+#: the user attribute of a promoted trial: the number of the waiting trial it continues
+PROMOTED_ATTR = "promoted_from"
+PROMOTION_SOURCE = "promotion"
+
+
+@dataclasses.dataclass(frozen=True)
+class Promotion:
+    """The waiting trial ``number`` (of ``lineage``) resumes past ``rung``, where it now has
+    ``place`` (from 0) of the ``recorded`` trials, inside the top ``keep``."""
+
+    number: int
+    lineage: int
+    rung: int
+    values: list[float]
+    place: int
+    recorded: int
+    keep: int
+
+    @property
+    def reason(self) -> str:
+        return (f"promoted at rung {self.rung}: now place {self.place + 1} of {self.recorded}, in the top "
+                f"{self.keep}")
+
+
+def _waits_at(trial: FrozenTrial, rung: int) -> bool:
+    """Whether ``trial`` stopped at ``rung`` to wait there (PRUNED, its record marked ``waits``)."""
+    record = trial.user_attrs.get(rung_key(rung))
+    return trial.state == TrialState.PRUNED and isinstance(record, dict) and bool(record.get("waits"))
+
+
+def _latest_attempts(engine: RungEngine, trials: Sequence[FrozenTrial]) -> dict[int, FrozenTrial]:
+    """Each lineage's latest attempt (its highest trial number), skipped repeats left out."""
+    by_number = {t.number: t for t in trials}
+    latest: dict[int, FrozenTrial] = {}
+    for trial in trials:
+        if is_skipped_repeat(trial):
+            continue
+        lineage = engine.lineage_of(trial.number, by_number)
+        if lineage not in latest or trial.number > latest[lineage].number:
+            latest[lineage] = trial
+    return latest
+
+
+def next_promotion(engine: RungEngine, trials: Sequence[FrozenTrial]) -> Promotion | None:
+    """The waiting trial to resume now (see the module docstring), None when no waiting trial
+    ranks in its rung's top ``n // η``."""
+    settings = engine.settings
+    if settings.kind == "none" or not settings.promote:
+        return None
+    trials = list(trials)
+    latest = _latest_attempts(engine, trials)
+    rungs = sorted({int(record["epoch"]) for t in trials for key, record in t.user_attrs.items()
+                    if key.startswith("rung_") and isinstance(record, dict) and "epoch" in record}, reverse=True)
+    for rung in rungs:
+        at_rung = engine.records(rung, trials)  # lineage -> (number, record)
+        lineages = sorted(at_rung)  # the order the lineages began: ties go to the earlier
+        points = [list(at_rung[lin][1]["values"]) for lin in lineages]
+        waiting = [lin in latest and _waits_at(latest[lin], rung) for lin in lineages]
+        picks = promotions(settings.kind, points, waiting, engine.directions, settings.reduction_factor)
+        if picks:
+            pick = picks[0]
+            place = rung_order(settings.kind, points, engine.directions).index(pick)
+            lineage = lineages[pick]
+            return Promotion(number=latest[lineage].number, lineage=lineage, rung=rung, values=points[pick],
+                             place=place, recorded=len(points), keep=len(points) // int(settings.reduction_factor))
+    return None
+
+
+def queue_promotion(study: Any, engine: RungEngine, trials: Sequence[FrozenTrial] | None = None) -> Promotion | None:
+    """Queue the next promotion (:func:`next_promotion`) as a trial that reruns the waiting one
+    from its checkpoint; returns it, or None. Call it under the study's claim lock, just before
+    asking for a trial: the ask then takes it (reruns come first)."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    trials = list(trials)
+    promotion = next_promotion(engine, trials)
+    if promotion is None:
+        return None
+    waiting = next(t for t in trials if t.number == promotion.number)
+    earlier = waiting.user_attrs[rung_key(promotion.rung)]
+    record = {**earlier, "go_on": True, "waits": False, "reason": promotion.reason,
+              "promoted_from": promotion.number}
+    params = {**(waiting.system_attrs.get("fixed_params") or {}), **waiting.params}
+    study.enqueue_trial(params, user_attrs={RETRY_ATTR: promotion.number, SOURCE_ATTR: PROMOTION_SOURCE,
+                                            PROMOTED_ATTR: promotion.number, rung_key(promotion.rung): record})
+    log.info("trial %d resumes from its checkpoint: %s", promotion.number, promotion.reason)
+    return promotion
