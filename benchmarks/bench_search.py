@@ -236,6 +236,8 @@ class OptunaMethod:
         self.table = table
         self.study = optuna.create_study(directions=list(DIRECTIONS), sampler=sampler)
         self.trials: dict[int, Any] = {}
+        self.stopped: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}  # number -> params, distributions
+        self.resumed: set[int] = set()  # stopped trials promoted since (their replay number is kept)
 
     def ask(self, number: int) -> dict[str, Any]:
         levels = self.table.levels
@@ -252,6 +254,9 @@ class OptunaMethod:
         return params
 
     def complete(self, number: int, values: tuple[float, float]) -> None:
+        if number in self.resumed:
+            self._add(number, self.optuna.trial.TrialState.COMPLETE, values)
+            return
         self.study.tell(self.trials.pop(number), list(values))
 
     def skip(self, number: int) -> None:
@@ -261,10 +266,24 @@ class OptunaMethod:
         self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
 
     def prune(self, number: int, epoch: int, values: tuple[float, float]) -> None:
+        if number in self.resumed:  # a promotion stopped again: a trial of its own, as the study records it
+            self._add(number, self.optuna.trial.TrialState.PRUNED, None)
+            return
         trial = self.trials.pop(number)
         trial.set_user_attr("epoch", epoch)
         trial.set_user_attr("top1", values[0])
+        self.stopped[number] = (dict(trial.params), dict(trial.distributions))
         self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
+
+    def resume(self, number: int) -> None:
+        """Trial ``number``, stopped waiting at a rung, is promoted (``promote: true``): the
+        study records it as a new trial on the same setting, told when it ends."""
+        self.resumed.add(number)
+
+    def _add(self, number: int, state: Any, values: tuple[float, float] | None) -> None:
+        params, distributions = self.stopped[number]
+        self.study.add_trial(self.optuna.trial.create_trial(
+            params=params, distributions=distributions, state=state, values=list(values) if values else None))
 
 
 class RuleStopper:
@@ -273,22 +292,44 @@ class RuleStopper:
     goes on unjudged, as in the engine); every arrival is recorded."""
 
     def __init__(self, rules: Any, kind: str, min_epochs: int, reduction_factor: int, max_epochs: int,
-                 full_run_every: int = 0) -> None:
+                 full_run_every: int = 0, promote: bool = False) -> None:
         self.rules, self.kind, self.rf, self.full_run_every = rules, kind, reduction_factor, int(full_run_every)
+        self.promote = bool(promote)
         self.rungs = set(int(r) for r in rules.rung_epochs(min_epochs, reduction_factor, max_epochs))
         self.recorded: dict[int, list[list[float]]] = {r: [] for r in self.rungs}
+        self.numbers: dict[int, list[int]] = {r: [] for r in self.rungs}  # who each recorded vector is
+        self.waiting: dict[int, int] = {}  # trial number -> the rung it waits at (promote)
         self.reasons: list[str] = []
 
     def go_on(self, number: int, epoch: int, vector: list[float]) -> bool:
         if epoch not in self.rungs:
             return True
-        # the engine's own decision (the replay has no reruns: a trial's number is its lineage)
+        # the engine's own decision (a trial's replay number is its lineage: a promotion keeps it)
+        kwargs = {"promote": True} if self.promote else {}
         go, reason = self.rules.rung_verdict(self.kind, number, vector, list(self.recorded[epoch]), list(DIRECTIONS),
-                                             self.rf, self.full_run_every)
+                                             self.rf, self.full_run_every, **kwargs)
         self.recorded[epoch].append(list(vector))
+        self.numbers[epoch].append(number)
         if not go:
             self.reasons.append(reason)
+            if self.promote:
+                self.waiting[number] = epoch
         return bool(go)
+
+    def next_promotion(self) -> tuple[int, int] | None:
+        """``promote``: the waiting trial to resume and its rung (the engine's pick: the highest
+        rung first, the best waiting trial in its top ``n // η``), None when there is none."""
+        if not self.promote:
+            return None
+        for rung in sorted(self.rungs, reverse=True):
+            numbers = self.numbers[rung]
+            waiting = [self.waiting.get(n) == rung for n in numbers]
+            picks = self.rules.promotions(self.kind, self.recorded[rung], waiting, list(DIRECTIONS), self.rf)
+            if picks:
+                number = numbers[picks[0]]
+                del self.waiting[number]
+                return number, rung
+        return None
 
 
 class MoashaMethod:
@@ -397,7 +438,7 @@ MAX_REPEATS_IN_A_ROW = SearchSettings().max_repeats_in_a_row
 
 def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int, min_epochs: int,
              reduction_factor: int, population: int, rules: Any, repeats: str = "train",
-             full_run_every: int = 0) -> Run:
+             full_run_every: int = 0, promote: bool = False) -> Run:
     """Replay one search: ``workers`` trials at once on the simulated clock, until ``budget``
     trial-epochs are spent. A full-length arm runs ``budget / epochs`` trials, each to the end
     (its last workers fall idle, as a study of that many trials does); an early-stopping arm
@@ -418,7 +459,13 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
       trains again (the trial may land on an unjudged slot, as in the engine).
 
     ``full_run_every`` is the project's arms' ``search.early_stopping.full_run_every`` (trial
-    numbers are the replay's own, from 0, as a study's are)."""
+    numbers are the replay's own, from 0, as a study's are).
+
+    ``promote`` is ``search.early_stopping.promote``: a trial the rule does not let on waits at
+    its rung (told PRUNED), and before the sampler is asked, the engine's pick of a waiting trial
+    now in its rung's top resumes from the rung (a new trial on the same setting for the
+    sampler; only the epochs after the rung are spent). Under ``repeats="skip"`` a waiting
+    setting is skipped too, as the product does."""
     n_trials = budget  # an upper bound on the trials any arm can start
     full_length = budget // table.epochs if method not in EARLY_STOPPING else None
     if repeats not in REPEAT_MODES:
@@ -432,7 +479,7 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
         sampler = make_sampler({"asha": "tpe", "pareto": "tpe"}.get(method, method), seed,
                                n_trials if method in EARLY_STOPPING else budget // table.epochs, population)
         searcher = OptunaMethod(table, sampler)
-        stopper = (RuleStopper(rules, method, min_epochs, reduction_factor, table.epochs, full_run_every)
+        stopper = (RuleStopper(rules, method, min_epochs, reduction_factor, table.epochs, full_run_every, promote)
                    if method in EARLY_STOPPING else None)
     run = Run(method, seed)
     front: list[tuple[float, float]] = []
@@ -447,8 +494,29 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
     repeat_of: dict[int, bool] = {}
     paid = 0  # trials that train (all of them unless repeats are answered or skipped)
 
+    waiting_points: dict[int, tuple[Point, list[float]]] = {}  # promote: trials waiting at a rung
+
+    sampler_spent = False  # promote: the sampler asked only for spent settings; promotions only
+    idle = 0  # promote: workers with nothing to run, offered each promotion that appears
+
+    def promote_one(now: float) -> bool:
+        pick = stopper.next_promotion() if isinstance(stopper, RuleStopper) else None
+        if pick is None:
+            return False
+        number, rung = pick
+        searcher.resume(number)
+        running[number] = waiting_points.pop(number)
+        run.trained.append(table._key(running[number][0].params))
+        heapq.heappush(clock, (now + running[number][0].epoch_s, number, rung + 1))
+        return True
+
     def start(now: float) -> None:
-        nonlocal next_number, paid
+        nonlocal next_number, paid, sampler_spent, idle
+        if promote_one(now):
+            return
+        if sampler_spent:
+            idle += 1
+            return
         for _ in range(MAX_REPEATS_IN_A_ROW):
             if full_length is not None and paid >= full_length:
                 return
@@ -462,7 +530,8 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
             if repeats == "answer" and key in finished:
                 searcher.complete(number, finished[key])
                 continue
-            in_training = any(table._key(other.params) == key for other, _ in running.values())
+            in_training = any(table._key(other.params) == key
+                              for other, _ in [*running.values(), *waiting_points.values()])
             if repeats == "skip" and (key in finished or in_training):
                 searcher.skip(number)
                 continue
@@ -471,6 +540,9 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
             running[number] = (point, [])
             heapq.heappush(clock, (now + point.epoch_s, number, 1))
             return
+        if promote:  # the search waits for promotions instead of ending (as the Ray executor does)
+            sampler_spent = True
+            idle += 1
 
     for _ in range(workers):
         start(0.0)
@@ -495,6 +567,8 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
             run.stopped += 1
             run.stopped_at[epoch] = run.stopped_at.get(epoch, 0) + 1
             run.stopped_front += table._key(point.params) in table_front
+            if isinstance(stopper, RuleStopper) and stopper.waiting.get(number) == epoch:
+                waiting_points[number] = running[number]
         else:
             heapq.heappush(clock, (now + point.epoch_s, number, epoch + 1))
             continue
@@ -502,6 +576,8 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
         run.spent.append(float(spent))
         run.hypervolume.append(hv)
         start(now)
+        while idle and promote_one(now):
+            idle -= 1
     return run
 
 

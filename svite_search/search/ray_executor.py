@@ -162,6 +162,8 @@ class StudySearcher(Searcher):
         if self._enough():
             return Searcher.FINISHED
         study, n_trials = self.study, self.spec.n_trials
+        if self._repeats.spent is not None and self._next_promotion() is None:
+            return None  # the sampler is spent: only a promotion may start, once a running trial makes one
         while True:
             trial = claim_trial(study, self.storage, n_trials, self._claim_lock, before_ask=self._queue_promotion)
             if trial is None:
@@ -173,7 +175,7 @@ class StudySearcher(Searcher):
                 break
             del self._claims[trial_id]  # recorded: nothing left to requeue
             if self._repeats.spent is not None:
-                return Searcher.FINISHED
+                return Searcher.FINISHED if self._enough() else None
         info = trial_info(trial.number, claim.params, trial.user_attrs.get(RETRY_ATTR))
         return {**claim.params, TRIAL_KEY: info}  # the parameters at the top too: Tune's tables show them
 
@@ -250,13 +252,16 @@ class StudySearcher(Searcher):
     def _enough(self) -> bool:
         """The study (every driver's trials in the shared storage) has its trials, this run hit
         ``max_failures``, it skipped ``max_repeats_in_a_row`` repeats in a row, a grid has no
-        point left, or the machine failed."""
+        point left, or the machine failed. Under ``promote`` a spent sampler ends the search only
+        once no trial runs: a running trial may still make a waiting one rank in its rung's top."""
         spec = self.spec
-        if self.stop_reason is not None or self._repeats.spent is not None or self._failures >= spec.max_failures:
+        if self.stop_reason is not None or self._failures >= spec.max_failures:
             return True
         counts = study_counts(self.study)
         if counts.finished >= spec.n_trials:
             return True
+        if self._repeats.spent is not None:
+            return not (spec.search.early_stopping.promote and (self._claims or self._next_promotion() is not None))
         return spec.search.sampler == "grid" and counts.waiting <= 0 and self._next_promotion() is None
 
     def _next_promotion(self) -> Any:

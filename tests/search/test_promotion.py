@@ -120,6 +120,7 @@ def test_a_waiting_trial_is_promoted_once_it_ranks_in_the_top_and_resumes_past_i
     resumed = study.ask()  # the queued promotion comes first
     assert resumed.user_attrs[PROMOTED_ATTR] == first.number and resumed.user_attrs["retry_of"] == first.number
     assert resumed.suggest_float("sparsity.density", 0.2, 0.9) == first.params["sparsity.density"]
+    assert twin_of(study, resumed) is None  # it continues the waiting trial: not a repeat of it
     assert queue_promotion(study, engine) is None  # running now: not picked again
     # it reports epoch 2 first (resumed from the rung-1 checkpoint): past rung 1, judged at rung 2
     verdict = engine.judge(resumed.number, resumed._trial_id, 2, {}, {"top1": 35.0, "gmacs": 1.0}, [35.0])

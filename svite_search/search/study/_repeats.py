@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..spec import SearchSettings
-from ._drivers import REPEAT_ATTR, is_skipped_repeat
+from ._drivers import REPEAT_ATTR, RETRY_ATTR, is_skipped_repeat
 from ._recovery import live_running
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,21 @@ def twin_of(study: optuna.Study, trial: optuna.Trial, trials: list[FrozenTrial] 
         trials = study.get_trials(deepcopy=False)
     holders = ([t for t in trials if t.state == TrialState.COMPLETE or is_waiting_at_rung(t)]
                + live_running(study, trials))
-    twins = [t.number for t in holders if t.number != trial.number and t.params == trial.params]
+    own = _earlier_attempts(trial, trials)  # a rerun or a promotion continues these: not twins
+    twins = [t.number for t in holders if t.number != trial.number and t.number not in own and t.params == trial.params]
     return min(twins) if twins else None
+
+
+def _earlier_attempts(trial: optuna.Trial | FrozenTrial, trials: list[FrozenTrial]) -> set[int]:
+    """The trials ``trial`` continues (following ``retry_of``: reruns and promotions)."""
+    by_number = {t.number: t for t in trials}
+    seen: set[int] = set()
+    previous = trial.user_attrs.get(RETRY_ATTR)
+    while previous is not None and int(previous) not in seen:
+        seen.add(int(previous))
+        earlier = by_number.get(int(previous))
+        previous = earlier.user_attrs.get(RETRY_ATTR) if earlier is not None else None
+    return seen
 
 
 def is_waiting_at_rung(trial: FrozenTrial) -> bool:
