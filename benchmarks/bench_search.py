@@ -781,6 +781,7 @@ def readme(result: dict[str, Any]) -> str:
                   "and MACs) by another setting, so that a rule stopping every dominated arrival can lose them: "
                   + ", ".join(f"epoch {k}: {v}" for k, v in dominated.items()) + "."]
     lines += _repeats_section(result)
+    lines += _promote_section(result)
     rows = result.get("sensitivity")
     if rows:
         lines += ["", "## Sensitivity of `pareto` to its rung settings", "",
@@ -840,6 +841,30 @@ def _repeats_section(result: dict[str, Any]) -> list[str]:
                          f"{epochs} | {_fmt(row['trials'], 0)} | {_fmt(row['trained'], 0)} | "
                          f"{_fmt(row['hypervolume_at_goal'], 3)} | {_fmt(row['hypervolume_final'], 3)} | "
                          f"{_share(row['share_to_reach_tpe_final'])} |")
+    return lines
+
+
+def _promote_section(result: dict[str, Any]) -> list[str]:
+    """The promotion form (``promote: true``) beside the stopping form, repeats skipped."""
+    rows = result.get("promote_what_if")
+    if not rows:
+        return []
+    target = result["summary"]["goals"].get("tpe_final_hypervolume")
+    lines = ["", "## Promotion instead of a final stop", "",
+             "`search.early_stopping.promote: true` (ASHA's promotion form): a trial outside its rung's top "
+             "`n // reduction_factor` waits there, and before the sampler is asked, the best waiting trial that "
+             "now ranks in the top of its rung (the highest rung first) resumes from its checkpoint; only the "
+             "epochs after the rung are spent. Both forms below with `search.repeats: skip` (a waiting setting "
+             "is skipped too), the same seeds and budget; a run whose sampler is spent waits for promotions "
+             "while trials run, and ends when none can come. Medians over seeds, quartiles in brackets; the last "
+             f"column uses the goal's target ({target:.4f}).", "",
+             f"| form | min_epochs | reduction_factor | full_run_every | trained | hypervolume at {SHARE_GOAL:.0%} of "
+             "the budget | at the whole budget | share of the budget to reach the target |",
+             "|:---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {'promote' if row['promote'] else 'stop'} | {row['min_epochs']} | {row['reduction_factor']} | "
+                     f"{row['full_run_every']} | {_fmt(row['trained'], 0)} | {_fmt(row['hypervolume_at_goal'], 3)} | "
+                     f"{_fmt(row['hypervolume_final'], 3)} | {_share(row['share_to_reach_tpe_final'])} |")
     return lines
 
 
@@ -1009,6 +1034,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method}, repeats {_REPEATS_DONE[mode]}, min_epochs {min_epochs}: median "
                   f"hypervolume at {SHARE_GOAL:.0%} {what_if[-1]['hypervolume_at_goal']['median']:.4f}, final "
                   f"{what_if[-1]['hypervolume_final']['median']:.4f}", file=sys.stderr, flush=True)
+    promote_what_if: list[dict[str, Any]] = []
+    if target is not None and rules is not None and "pareto" in runs and hasattr(rules, "promotions"):
+        # (min_epochs, reduction_factor, full_run_every, promote): the default rungs and the first
+        # rung at epoch 1 in both forms, and one rung only (reduction_factor 5 at epoch 1)
+        every = args.full_run_every
+        for min_epochs, eta, unjudged, promote in [
+                (args.min_epochs, args.reduction_factor, every, False), (args.min_epochs, args.reduction_factor, every, True),
+                (1, args.reduction_factor, every, False), (1, args.reduction_factor, every, True),
+                (1, 5, every, False), (1, 5, every, True), (1, 5, 0, True)]:
+            per_seed = [simulate(table, "pareto", seed, workers=args.workers, budget=budget, min_epochs=min_epochs,
+                                 reduction_factor=eta, population=args.population, rules=rules, repeats="skip",
+                                 full_run_every=unjudged, promote=promote)
+                        for seed in range(args.seeds)]
+            promote_what_if.append({"promote": promote, "min_epochs": min_epochs, "reduction_factor": eta,
+                                    "full_run_every": unjudged, "trained": spread([len(r.trained) for r in per_seed]),
+                                    **_outcome(per_seed, budget, target)})
+            print(f"pareto, repeats skipped, {'promote' if promote else 'stop'}, min_epochs {min_epochs}, reduction_factor "
+                  f"{eta}, full_run_every {unjudged}: median hypervolume at {SHARE_GOAL:.0%} "
+                  f"{promote_what_if[-1]['hypervolume_at_goal']['median']:.4f}", file=sys.stderr, flush=True)
     raw = json.loads(args.table.read_text())
     result = {
         "benchmark": "search", "tiny": bool(args.tiny), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1022,6 +1066,7 @@ def main(argv: list[str] | None = None) -> int:
         "front_dominated_at_rung": table.front_dominated_at(rungs) if rungs else {},
         "sensitivity": sensitivity,
         "repeats_what_if": what_if,
+        "promote_what_if": promote_what_if,
         "runs": {m: [{"seed": r.seed, "spent": r.spent, "hypervolume": [round(h, 6) for h in r.hypervolume],
                       "trials": r.trials, "complete": r.complete, "stopped": r.stopped, "repeats": r.repeats,
                       "repeat_epochs": r.repeat_epochs} for r in rs]
