@@ -27,9 +27,9 @@ import dataclasses
 import logging
 from typing import Any, Sequence
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from ..study import RETRY_ATTR, SOURCE_ATTR, is_skipped_repeat
+from ..study import RETRY_ATTR, SOURCE_ATTR, is_skipped_repeat, is_waiting_at_rung
 from .engine import RungEngine, rung_key
 from .rules import promotions, rung_order
 
@@ -59,12 +59,6 @@ class Promotion:
                 f"{self.keep}")
 
 
-def _waits_at(trial: FrozenTrial, rung: int) -> bool:
-    """Whether ``trial`` stopped at ``rung`` to wait there (PRUNED, its record marked ``waits``)."""
-    record = trial.user_attrs.get(rung_key(rung))
-    return trial.state == TrialState.PRUNED and isinstance(record, dict) and bool(record.get("waits"))
-
-
 def _latest_attempts(engine: RungEngine, trials: Sequence[FrozenTrial]) -> dict[int, FrozenTrial]:
     """Each lineage's latest attempt (its highest trial number), skipped repeats left out."""
     by_number = {t.number: t for t in trials}
@@ -92,7 +86,7 @@ def next_promotion(engine: RungEngine, trials: Sequence[FrozenTrial]) -> Promoti
         at_rung = engine.records(rung, trials)  # lineage -> (number, record)
         lineages = sorted(at_rung)  # the order the lineages began: ties go to the earlier
         points = [list(at_rung[lin][1]["values"]) for lin in lineages]
-        waiting = [lin in latest and _waits_at(latest[lin], rung) for lin in lineages]
+        waiting = [lin in latest and is_waiting_at_rung(latest[lin], rung) for lin in lineages]
         picks = promotions(settings.kind, points, waiting, engine.directions, settings.reduction_factor)
         if picks:
             pick = picks[0]

@@ -62,12 +62,14 @@ def _earlier_attempts(trial: optuna.Trial | FrozenTrial, trials: list[FrozenTria
     return seen
 
 
-def is_waiting_at_rung(trial: FrozenTrial) -> bool:
-    """A trial stopped by ``search.early_stopping.promote``, waiting at a rung to resume from
-    its checkpoint (a rung record marked ``waits``): its setting is not spent, but promotion, not
-    a new trial from scratch, is how it goes on, so under ``skip`` it is a twin too."""
+def is_waiting_at_rung(trial: FrozenTrial, rung: int | None = None) -> bool:
+    """A trial stopped by ``search.early_stopping.promote``, waiting at a rung (``rung``, or any)
+    to resume from its checkpoint (PRUNED, its rung record marked ``waits``): its setting is not
+    spent, but promotion, not a new trial from scratch, is how it goes on, so under ``skip`` it
+    is a twin too."""
+    keys = [f"rung_{int(rung)}"] if rung is not None else [k for k in trial.user_attrs if k.startswith("rung_")]
     return trial.state == TrialState.PRUNED and any(
-        isinstance(v, dict) and v.get("waits") for k, v in trial.user_attrs.items() if k.startswith("rung_"))
+        isinstance(trial.user_attrs.get(k), dict) and trial.user_attrs[k].get("waits") for k in keys)
 
 
 class RepeatGuard:
