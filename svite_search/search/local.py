@@ -96,7 +96,10 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
                     reason = f"{failures} trials failed in this run (search.max_failures {spec.max_failures})"
                     log.warning("stopping: %s", reason)
                     return reason
-                promoted = engine is not None and queue_promotion(study, engine, trials) is not None
+                spent = repeats.spent is not None  # promote only: the search goes on by promotions alone
+                promoted = engine is not None and queue_promotion(study, engine, trials, past_quota=spent) is not None
+                if spent and not promoted:
+                    return repeats.spent
                 if spec.search.sampler == "grid" and counts.waiting == 0 and not promoted:
                     return None
                 trial = ask_claimed(study, storage, spec.n_trials)
@@ -109,9 +112,9 @@ def run_local(handle: StudyHandle, monitor: SearchMonitor) -> str | None:
         try:
             params = suggest_params(trial, spec)
             if repeats.skipped(study, trial, trials):  # the study as read before the ask
-                if repeats.spent is not None:
+                if repeats.spent is not None and not spec.search.early_stopping.promote:
                     return repeats.spent
-                continue
+                continue  # (promote: the waiting trials go on past their quota, see queue_promotion)
             monitor.started(trial.number, params, trial_id)
             reporter = _rung_reporter(engine, trial, trial_id, params) if engine is not None else None
 

@@ -163,7 +163,7 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED
         study, n_trials = self.study, self.spec.n_trials
         if self._repeats.spent is not None and self._next_promotion() is None:
-            return None  # the sampler is spent: only a promotion may start, once a running trial makes one
+            return None  # the sampler is spent and no trial waits: only a running trial's stop can make one
         while True:
             trial = claim_trial(study, self.storage, n_trials, self._claim_lock, before_ask=self._queue_promotion)
             if trial is None:
@@ -253,7 +253,8 @@ class StudySearcher(Searcher):
         """The study (every driver's trials in the shared storage) has its trials, this run hit
         ``max_failures``, it skipped ``max_repeats_in_a_row`` repeats in a row, a grid has no
         point left, or the machine failed. Under ``promote`` a spent sampler ends the search only
-        once no trial runs: a running trial may still make a waiting one rank in its rung's top."""
+        once no trial runs and none waits: the waiting trials go on past their rungs' quota, and a
+        running trial may still stop at a rung and wait."""
         spec = self.spec
         if self.stop_reason is not None or self._failures >= spec.max_failures:
             return True
@@ -265,15 +266,17 @@ class StudySearcher(Searcher):
         return spec.search.sampler == "grid" and counts.waiting <= 0 and self._next_promotion() is None
 
     def _next_promotion(self) -> Any:
-        """The waiting trial that would resume now (``promote: true``), None otherwise."""
+        """The waiting trial that would resume now (``promote: true``; past its rung's quota once
+        the sampler is spent), None otherwise."""
         if self.early_stopping is None or not self.spec.search.early_stopping.promote:
             return None
-        return next_promotion(self.early_stopping.engine, self.study.get_trials(deepcopy=False))
+        return next_promotion(self.early_stopping.engine, self.study.get_trials(deepcopy=False),
+                              past_quota=self._repeats.spent is not None)
 
     def _queue_promotion(self) -> None:
         """Under the claim lock, before the ask: queue the next promotion, which the ask takes."""
         if self.early_stopping is not None and self.spec.search.early_stopping.promote:
-            queue_promotion(self.study, self.early_stopping.engine)
+            queue_promotion(self.study, self.early_stopping.engine, past_quota=self._repeats.spent is not None)
 
     def _storage_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)

@@ -52,6 +52,9 @@ def test_promotions_pick_the_waiting_trials_in_a_brute_force_top_n_over_eta() ->
         assert promotions("pareto", points, waiting, MAXMIN, eta) == [i for i in order[: n // eta] if waiting[i]]
         by_top1 = sorted(range(n), key=lambda i: (-points[i][0], i))
         assert promotions("asha", points, waiting, MAXMIN, eta) == [i for i in by_top1[: n // eta] if waiting[i]]
+        # past the quota (the sampler is spent): every waiting trial, best first
+        assert promotions("pareto", points, waiting, MAXMIN, eta, past_quota=True) == [i for i in order if waiting[i]]
+        assert promotions("asha", points, waiting, MAXMIN, eta, past_quota=True) == [i for i in by_top1 if waiting[i]]
 
 
 def test_the_promotion_verdict_is_a_place_in_the_top_n_over_eta_with_no_warm_up() -> None:
@@ -155,6 +158,27 @@ def test_the_highest_rung_promotes_first(tmp_path: Path) -> None:
     assert promotion is not None and promotion.rung == 1
 
 
+def test_once_the_sampler_is_spent_the_best_waiting_trial_goes_on_past_the_quota(tmp_path: Path) -> None:
+    spec = _spec(eta=2, epochs=9)
+    study, storage, engine = _study(tmp_path, spec)
+    best, _ = _arrive(study, engine, 50.0, 1.0)  # waits (alone at the rung)
+    _arrive(study, engine, 10.0, 3.0)  # dominated: 2nd of 2, waits; the top 1 is the first: promoted
+    promotion = queue_promotion(study, engine)
+    assert promotion is not None and promotion.number == best.number
+    study.tell(study.ask(), state=TrialState.FAIL)  # (the promotion's run: it failed; its lineage left the rung)
+    middle, _ = _arrive(study, engine, 30.0, 2.0)  # 2nd of 3: outside the top 1, waits
+    worst = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("rung_1", {}).get("values") == [10.0, 3.0]][0]
+    trials = study.get_trials(deepcopy=False)
+    assert next_promotion(engine, trials) is None  # nobody waiting ranks in the top 1 of 3
+    promotion = next_promotion(engine, trials, past_quota=True)
+    assert promotion is not None and promotion.number == middle.number and promotion.place == 1
+    assert promotion.reason == ("promoted at rung 1: place 2 of 3, past the top 1: the sampler is spent, the best "
+                                "waiting trial goes on")
+    assert queue_promotion(study, engine, past_quota=True).number == middle.number
+    assert queue_promotion(study, engine, past_quota=True).number == worst.number  # then the next best
+    assert queue_promotion(study, engine, past_quota=True) is None  # nobody waits any more
+
+
 def test_a_setting_waiting_at_a_rung_is_a_twin_for_repeats_skip(tmp_path: Path) -> None:
     spec = _spec(repeats="skip")
     study, storage, engine = _study(tmp_path, spec)
@@ -236,6 +260,36 @@ def test_local_study_promotes_a_waiting_trial_from_its_checkpoint(tmp_path: Path
     assert summary["trials_failed"] == 0
     promoted = _check_promotions(spec, tmp_path / "study")
     assert promoted and any(t.state == TrialState.COMPLETE for t in promoted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_spent_sampler_promotes_every_waiting_trial_before_the_study_ends(request: pytest.FixtureRequest,
+                                                                           tmp_path: Path, tiny_spec: Any,
+                                                                           executor: str) -> None:
+    """Three settings, skipped when asked again: the sampler is soon spent, and the trials
+    waiting at the rung go on past its quota (each from its checkpoint) instead of the study
+    ending with them waiting."""
+    from svite_search.harness import run_search
+
+    if executor == "ray":
+        request.getfixturevalue("ray_session")
+    spec = spec_from_dict(tiny_spec(
+        method="svite", tokens=None, train=TRAIN, sparsity={"density": {"choices": [0.2, 0.5, 0.9]}},
+        search={"sampler": "random", "n_trials": 12, "seed": 3, "repeats": "skip", "max_repeats_in_a_row": 4,
+                "early_stopping": PROMOTE},
+        executor={"kind": executor, **({"max_concurrent": 2} if executor == "ray" else {})},
+    ))
+    summary = run_search(spec, tmp_path / "study", live=False)
+    assert summary["trials_failed"] == 0
+    promoted = _check_promotions(spec, tmp_path / "study")
+    trials = load_study(tmp_path / "study").trials
+    continued = {t.user_attrs[PROMOTED_ATTR] for t in promoted}
+    waiting = [t.number for t in trials if t.user_attrs.get("rung_1", {}).get("waits")]
+    assert waiting and set(waiting) <= continued  # every trial that waited went on
+    assert any("past the top" in t.user_attrs["rung_1"]["reason"] for t in promoted)
+    settings = {t.params["sparsity.density"] for t in trials if t.state == TrialState.COMPLETE}
+    assert settings == {0.2, 0.5, 0.9}  # each setting trained to the end, once
 
 
 @pytest.mark.slow

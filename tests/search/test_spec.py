@@ -252,3 +252,54 @@ def test_each_trial_draws_from_a_seed_of_its_own(sampler: str, tiny_spec: Any) -
     assert first == again  # a resumed study (a new sampler) draws what the first one did
     assert len({str(sorted(p.items())) for p in first}) == 3  # every trial its own draw
     assert draws(skip=1)[0] != first[0]  # trial 1 does not repeat trial 0's values
+
+
+def _gmacs(params: dict[str, Any]) -> float:
+    """The analytic MACs count of a quickstart setting (``vit_digits``), as the flops command has it."""
+    from svite_search.report.macs import macs_for
+
+    method = params.get("method", "dense")
+    keep = params.get("tokens.keep_ratio", 1.0)
+    return macs_for("vit_digits", density=params["sparsity.density"] if method == "svite" else None,
+                    head_density=params.get("sparsity.head_density") if method == "s2vite" else None,
+                    mlp_density=params.get("sparsity.mlp_density") if method == "s2vite" else None,
+                    keep_ratio=keep if keep < 1.0 else None).gmacs
+
+
+def test_enqueue_cheapest_runs_each_methods_fewest_macs_setting_first() -> None:
+    """``search.enqueue_cheapest`` on the quickstart space: after the spec's own sets, one set
+    per method, and none of 300 settings sampled from the space has fewer MACs than its
+    method's (by the analytic count, not the rule that chose them)."""
+    from svite_search.search import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "studies" / "quickstart.yaml",
+                     ["search.enqueue_cheapest=true"])
+    queue = initial_queue(spec)
+    assert queue[: len(spec.enqueue)] == [dict(p) for p in spec.enqueue]
+    cheapest = {p["method"]: p for p in queue[len(spec.enqueue):]}
+    assert sorted(cheapest) == ["dense", "s2vite", "svite"]
+    assert cheapest["svite"] == {"method": "svite", "sparsity.density": 0.2, "tokens.keep_ratio": 0.5}
+    floor = {method: _gmacs(p) for method, p in cheapest.items()}
+    study = optuna.create_study(directions=spec.directions, sampler=optuna.samplers.RandomSampler(seed=0))
+    sampled = []
+    for _ in range(300):
+        trial = study.ask()
+        params = suggest_params(trial, spec)
+        sampled.append(_gmacs(params))
+        assert sampled[-1] >= floor[params["method"]] - 1e-12, params
+        study.tell(trial, [0.0, 0.0])
+    assert min(sampled) > min(floor.values())  # the cheapest of the space is one of them
+    assert not [p for p in initial_queue(load_spec(Path(__file__).resolve().parents[2] / "studies" / "quickstart.yaml"))
+                if p in cheapest.values()]  # off by default
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"search": {"sampler": "grid", "enqueue_cheapest": True}}, "search.enqueue_cheapest"),
+    ({"method": "dense", "sparsity": None, "tokens": None, "train": {"epochs": 2, "lr": {"low": 1e-4, "high": 1e-2}},
+      "search": {"enqueue_cheapest": True}}, "search.enqueue_cheapest"),
+])
+def test_enqueue_cheapest_needs_a_sampler_and_a_value_that_shrinks_the_model(change: dict, field: str,
+                                                                            tiny_spec: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        spec_from_dict(tiny_spec(**change))
+    assert info.value.field == field

@@ -18,6 +18,12 @@ next ask returns it. Everything is read from the study storage: a driver that cr
 queueing a promotion leaves it queued (WAITING) for the next run, and a waiting trial whose
 promotion is queued, running or done is not picked again.
 
+Once the sampler is spent (under ``search.repeats: skip`` it asked ``max_repeats_in_a_row``
+settings in a row that were trained already), no new trial can come to fill a rung, so its
+quota stops growing. The drivers then promote past the quota (``past_quota``): the best waiting
+trial, the highest rung first, goes on wherever it ranks, until the study has ``n_trials`` or
+no trial waits. The budget goes to the best candidates left instead of going unspent.
+
 A promotion is a trial of its own: it counts towards ``n_trials`` and has its own MLflow run;
 the report counts only the epochs it trained itself (``resumed_at``).
 """
@@ -43,7 +49,8 @@ PROMOTION_SOURCE = "promotion"
 @dataclasses.dataclass(frozen=True)
 class Promotion:
     """The waiting trial ``number`` (of ``lineage``) resumes past ``rung``, where it now has
-    ``place`` (from 0) of the ``recorded`` trials, inside the top ``keep``."""
+    ``place`` (from 0) of the ``recorded`` trials, inside the top ``keep`` (or past it:
+    ``past_quota``, the sampler being spent)."""
 
     number: int
     lineage: int
@@ -52,9 +59,13 @@ class Promotion:
     place: int
     recorded: int
     keep: int
+    past_quota: bool = False
 
     @property
     def reason(self) -> str:
+        if self.past_quota and self.place >= self.keep:
+            return (f"promoted at rung {self.rung}: place {self.place + 1} of {self.recorded}, past the top "
+                    f"{self.keep}: the sampler is spent, the best waiting trial goes on")
         return (f"promoted at rung {self.rung}: now place {self.place + 1} of {self.recorded}, in the top "
                 f"{self.keep}")
 
@@ -72,9 +83,10 @@ def _latest_attempts(engine: RungEngine, trials: Sequence[FrozenTrial]) -> dict[
     return latest
 
 
-def next_promotion(engine: RungEngine, trials: Sequence[FrozenTrial]) -> Promotion | None:
+def next_promotion(engine: RungEngine, trials: Sequence[FrozenTrial], *, past_quota: bool = False) -> Promotion | None:
     """The waiting trial to resume now (see the module docstring), None when no waiting trial
-    ranks in its rung's top ``n // η``."""
+    ranks in its rung's top ``n // η``. ``past_quota`` (the sampler is spent): when none does,
+    the best waiting trial wherever it ranks, the highest rung first; None when no trial waits."""
     settings = engine.settings
     if settings.kind == "none" or not settings.promote:
         return None
@@ -82,29 +94,33 @@ def next_promotion(engine: RungEngine, trials: Sequence[FrozenTrial]) -> Promoti
     latest = _latest_attempts(engine, trials)
     rungs = sorted({int(record["epoch"]) for t in trials for key, record in t.user_attrs.items()
                     if key.startswith("rung_") and isinstance(record, dict) and "epoch" in record}, reverse=True)
-    for rung in rungs:
-        at_rung = engine.records(rung, trials)  # lineage -> (number, record)
-        lineages = sorted(at_rung)  # the order the lineages began: ties go to the earlier
-        points = [list(at_rung[lin][1]["values"]) for lin in lineages]
-        waiting = [lin in latest and is_waiting_at_rung(latest[lin], rung) for lin in lineages]
-        picks = promotions(settings.kind, points, waiting, engine.directions, settings.reduction_factor)
-        if picks:
-            pick = picks[0]
-            place = rung_order(settings.kind, points, engine.directions).index(pick)
-            lineage = lineages[pick]
-            return Promotion(number=latest[lineage].number, lineage=lineage, rung=rung, values=points[pick],
-                             place=place, recorded=len(points), keep=len(points) // int(settings.reduction_factor))
+    for past in (False, True) if past_quota else (False,):
+        for rung in rungs:
+            at_rung = engine.records(rung, trials)  # lineage -> (number, record)
+            lineages = sorted(at_rung)  # the order the lineages began: ties go to the earlier
+            points = [list(at_rung[lin][1]["values"]) for lin in lineages]
+            waiting = [lin in latest and is_waiting_at_rung(latest[lin], rung) for lin in lineages]
+            picks = promotions(settings.kind, points, waiting, engine.directions, settings.reduction_factor,
+                               past_quota=past)
+            if picks:
+                pick = picks[0]
+                place = rung_order(settings.kind, points, engine.directions).index(pick)
+                lineage = lineages[pick]
+                return Promotion(number=latest[lineage].number, lineage=lineage, rung=rung, values=points[pick],
+                                 place=place, recorded=len(points),
+                                 keep=len(points) // int(settings.reduction_factor), past_quota=past)
     return None
 
 
-def queue_promotion(study: Any, engine: RungEngine, trials: Sequence[FrozenTrial] | None = None) -> Promotion | None:
-    """Queue the next promotion (:func:`next_promotion`) as a trial that reruns the waiting one
-    from its checkpoint; returns it, or None. Call it under the study's claim lock, just before
-    asking for a trial: the ask then takes it (reruns come first)."""
+def queue_promotion(study: Any, engine: RungEngine, trials: Sequence[FrozenTrial] | None = None, *,
+                    past_quota: bool = False) -> Promotion | None:
+    """Queue the next promotion (:func:`next_promotion`, ``past_quota`` as there) as a trial that
+    reruns the waiting one from its checkpoint; returns it, or None. Call it under the study's
+    claim lock, just before asking for a trial: the ask then takes it (reruns come first)."""
     if trials is None:
         trials = study.get_trials(deepcopy=False)
     trials = list(trials)
-    promotion = next_promotion(engine, trials)
+    promotion = next_promotion(engine, trials, past_quota=past_quota)
     if promotion is None:
         return None
     waiting = next(t for t in trials if t.number == promotion.number)

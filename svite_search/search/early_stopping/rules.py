@@ -320,14 +320,20 @@ def rung_order(kind: str, points: Sequence[Sequence[float]], directions: Sequenc
 
 
 def promotions(kind: str, points: Sequence[Sequence[float]], waiting: Sequence[bool], directions: Sequence[str],
-               reduction_factor: int) -> list[int]:
+               reduction_factor: int, *, past_quota: bool = False) -> list[int]:
     """The promotion form's pick at one rung: of the rung's ``points`` (every trial recorded
     there, in the order they arrived), the indices of those ``waiting`` at the rung that now rank
     in its top ``n // η`` (:func:`rung_order`), best first. A trial that went on, or was promoted
-    already, keeps its place in the top and is not picked again."""
+    already, keeps its place in the top and is not picked again.
+
+    ``past_quota``: every waiting trial, best first, wherever it ranks. A search whose sampler
+    is spent (it asks only for settings trained already) has no new trial to fill a rung with,
+    so the quota can no longer grow; the waiting trials are then the only candidates left, and
+    the best of them go on rather than leave the budget unspent."""
     if len(points) != len(waiting):
         raise ValueError(f"{len(points)} points and {len(waiting)} waiting flags")
     if kind == "none" or not points:
         return []
-    top = rung_order(kind, points, directions)[: len(points) // int(reduction_factor)]
+    order = rung_order(kind, points, directions)
+    top = order if past_quota else order[: len(points) // int(reduction_factor)]
     return [i for i in top if waiting[i]]

@@ -92,12 +92,46 @@ def grid_points(spec: StudySpec, limit: int | None = None) -> list[dict[str, Any
     return points
 
 
+#: the searched values that shrink a run's compute as they go down (fewer weights, heads, neurons
+#: or tokens kept): MACs fall monotonically with each, the other values leave them unchanged
+SHRINKING = ("sparsity.density", "sparsity.head_density", "sparsity.mlp_density") + TOKEN_SWITCHES
+
+
+def cheapest_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """``search.enqueue_cheapest``: for each method the space holds, its cheapest setting, every
+    :data:`SHRINKING` value it searches at the low end of its range (other values are left to the
+    sampler). MACs fall with each of them, so each set has the fewest MACs its method can have,
+    and one of them the fewest of the whole space, exactly, without counting any: nothing can
+    dominate that one on MACs, and what it reaches in accuracy bounds the study's front at its
+    cheap end, the part of the front a search led by accuracy finds last."""
+    dists = {d.key: d for d in spec.distributions}
+    method = dists.get("method")
+    methods = [{"method": m} for m in method.choices] if method is not None else [{}]
+    points = []
+    for point in methods:
+        for key in SHRINKING:
+            dist = dists.get(key)
+            if dist is not None and applies(spec, key, point):
+                point = {**point, key: _lowest(dist)}
+        if point:
+            points.append(point)
+    return points
+
+
+def _lowest(dist: Distribution) -> Any:
+    if dist.kind == "categorical":
+        return min((c for c in dist.choices if c is not None), default=None)
+    return int(dist.low) if dist.kind == "int" else float(dist.low)
+
+
 def initial_queue(spec: StudySpec, limit: int | None = None) -> list[dict[str, Any]]:
-    """The parameter sets a new study runs first: ``search.enqueue``, then (sampler ``grid``)
-    every grid point, each distinct set once."""
+    """The parameter sets a new study runs first: ``search.enqueue``, then the cheapest setting
+    of each method (``search.enqueue_cheapest``), then (sampler ``grid``) every grid point, each
+    distinct set once."""
     queue: list[dict[str, Any]] = []
     seen: set[str] = set()
-    points = list(spec.enqueue) + (grid_points(spec, limit) if spec.search.sampler == "grid" else [])
+    points = (list(spec.enqueue) + (cheapest_points(spec) if spec.search.enqueue_cheapest else [])
+              + (grid_points(spec, limit) if spec.search.sampler == "grid" else []))
     for point in points:
         key = json.dumps(point, sort_keys=True, default=str)
         if key not in seen:

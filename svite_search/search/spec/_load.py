@@ -9,7 +9,7 @@ from typing import Any
 
 from ...config import apply_overrides, from_dict, read_yaml
 from ...errors import ConfigError
-from ._conditions import applies, initial_queue
+from ._conditions import SHRINKING, applies, initial_queue
 from ._distributions import _split
 from ._objectives import _parse_constraints, _parse_objectives
 from ._points import _parse_enqueue
@@ -81,6 +81,11 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
     constraints = _parse_constraints(data.get("constraints"))
     enqueue = _parse_enqueue(search.enqueue, base, dists)
     points = _parse_enqueue(search.points, base, dists, "search.points")
+    if search.enqueue_cheapest and search.sampler == "grid":
+        raise ConfigError("search.enqueue_cheapest", "sampler grid runs every point already")
+    if search.enqueue_cheapest and not any(d.key in SHRINKING for d in dists):
+        raise ConfigError("search.enqueue_cheapest", f"searches none of {', '.join(SHRINKING)}: no setting is cheaper "
+                          "than another")
     if points and search.sampler != "grid":
         raise ConfigError("search.points", "only with sampler grid (other samplers take search.enqueue)")
 

@@ -190,6 +190,10 @@ class SearchSettings:
     n_startup_trials: int | None = setting(None, ge=0, le=MAX_TRIALS, help="tpe/gp: random trials before the model")
     population_size: int | None = setting(None, ge=2, le=MAX_TRIALS, help="nsga2/nsga3: default min(50, n_trials)")
     enqueue: list = setting(default_factory=list, help="parameter sets to run first")
+    enqueue_cheapest: bool = setting(False, help="run first, after search.enqueue, the cheapest setting of each "
+                                     "method: every density and token keep ratio it searches at its low end (the "
+                                     "fewest MACs, known before training; the cheapest setting is always on the "
+                                     "accuracy-MACs front); the values that do not change MACs are sampled")
     points: list = setting(default_factory=list, help="grid: exactly these parameter sets (e.g. a paper's runs) "
                           "instead of every combination of the searched values")
     storage: str | None = setting(None, help="database URL of the Optuna storage (default: sqlite in the study dir)")
