@@ -76,8 +76,20 @@ REPO = Path(__file__).resolve().parents[1]
 TABLE = Path(__file__).resolve().parent / "data" / "search_table.json"
 OUT_DIR = REPO / "reports" / "benchmarks" / "search"
 SPEC = REPO / "studies" / "quickstart.yaml"
-METHODS = ("tpe", "random", "nsga2", "asha", "pareto", "moasha", "moasha_ranks")
-EARLY_STOPPING = {"asha", "pareto", "moasha", "moasha_ranks"}
+METHODS = ("tpe", "random", "nsga2", "asha", "pareto", "pareto_promote", "moasha", "moasha_ranks")
+EARLY_STOPPING = {"asha", "pareto", "pareto_promote", "moasha", "moasha_ranks"}
+#: ``pareto_promote``: ``pareto`` with the settings the README recommends for a space of choices
+#: (the quickstart's grid is one): the promotion form, one rung at epoch 1 whose top tenth goes
+#: on at once, no unjudged trials, repeats skipped (so the sampler is spent once every setting
+#: has had its epoch, and the waiting trials go on in the rung's order), and each method's
+#: cheapest setting first (``search.enqueue_cheapest``)
+PROMOTE_ARM = "pareto_promote"
+PROMOTE_SETTINGS: dict[str, Any] = {"min_epochs": 1, "reduction_factor": 10, "full_run_every": 0, "promote": True,
+                                    "repeats": "skip"}
+#: the rule each early-stopping arm of the project's runs
+ARM_KIND = {"asha": "asha", "pareto": "pareto", PROMOTE_ARM: "pareto"}
+#: the arms judged against the goals: the product's defaults, and the recommended settings
+GOAL_ARMS = ("pareto", PROMOTE_ARM)
 PEERS = ("moasha", "moasha_ranks")
 DIRECTIONS = ("maximize", "minimize")
 #: the goals: pareto's share of TPE's trial-epochs to reach TPE's final hypervolume
@@ -213,6 +225,15 @@ def product_min_epochs() -> int:
     return trial_min_epochs(load_spec(SPEC, ["search.early_stopping.kind=pareto"]), {})
 
 
+def product_cheapest() -> list[dict[str, Any]]:
+    """The sets ``search.enqueue_cheapest: true`` runs first in the quickstart spec (each
+    method's cheapest setting), without the spec's own ``search.enqueue``: the arms here start
+    from the sampler alone."""
+    from svite_search.search.spec import cheapest_points, load_spec
+
+    return cheapest_points(load_spec(SPEC, ["search.enqueue_cheapest=true"]))
+
+
 def make_sampler(kind: str, seed: int, n_trials: int, population: int) -> Any:
     """The project's own sampler for ``search.sampler: kind`` (as a search builds it)."""
     from svite_search.search.spec import load_spec
@@ -228,13 +249,15 @@ class OptunaMethod:
     """An Optuna sampler asking for configurations over the table's grid (define-by-run: the
     densities a method does not use are not sampled), told each trial's end."""
 
-    def __init__(self, table: Table, sampler: Any) -> None:
+    def __init__(self, table: Table, sampler: Any, enqueue: Sequence[dict[str, Any]] = ()) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         self.optuna = optuna
         self.table = table
         self.study = optuna.create_study(directions=list(DIRECTIONS), sampler=sampler)
+        for params in enqueue:  # run first, as a study runs search.enqueue (and enqueue_cheapest)
+            self.study.enqueue_trial({k: table.snap(k, v) if k != "method" else v for k, v in params.items()})
         self.trials: dict[int, Any] = {}
         self.stopped: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}  # number -> params, distributions
         self.resumed: set[int] = set()  # stopped trials promoted since (their replay number is kept)
@@ -316,19 +339,23 @@ class RuleStopper:
                 self.waiting[number] = epoch
         return bool(go)
 
-    def next_promotion(self) -> tuple[int, int] | None:
+    def next_promotion(self, past_quota: bool = False) -> tuple[int, int] | None:
         """``promote``: the waiting trial to resume and its rung (the engine's pick: the highest
-        rung first, the best waiting trial in its top ``n // η``), None when there is none."""
+        rung first, the best waiting trial in its top ``n // η``; with ``past_quota``, the sampler
+        being spent, the best waiting trial wherever it ranks when none is in a top), None when
+        there is none."""
         if not self.promote:
             return None
-        for rung in sorted(self.rungs, reverse=True):
-            numbers = self.numbers[rung]
-            waiting = [self.waiting.get(n) == rung for n in numbers]
-            picks = self.rules.promotions(self.kind, self.recorded[rung], waiting, list(DIRECTIONS), self.rf)
-            if picks:
-                number = numbers[picks[0]]
-                del self.waiting[number]
-                return number, rung
+        for past in (False, True) if past_quota else (False,):
+            for rung in sorted(self.rungs, reverse=True):
+                numbers = self.numbers[rung]
+                waiting = [self.waiting.get(n) == rung for n in numbers]
+                picks = self.rules.promotions(self.kind, self.recorded[rung], waiting, list(DIRECTIONS), self.rf,
+                                              past_quota=past)
+                if picks:
+                    number = numbers[picks[0]]
+                    del self.waiting[number]
+                    return number, rung
         return None
 
 
@@ -438,7 +465,7 @@ MAX_REPEATS_IN_A_ROW = SearchSettings().max_repeats_in_a_row
 
 def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int, min_epochs: int,
              reduction_factor: int, population: int, rules: Any, repeats: str = "train",
-             full_run_every: int = 0, promote: bool = False) -> Run:
+             full_run_every: int = 0, promote: bool = False, enqueue: Sequence[dict[str, Any]] = ()) -> Run:
     """Replay one search: ``workers`` trials at once on the simulated clock, until ``budget``
     trial-epochs are spent. A full-length arm runs ``budget / epochs`` trials, each to the end
     (its last workers fall idle, as a study of that many trials does); an early-stopping arm
@@ -465,7 +492,11 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
     its rung (told PRUNED), and before the sampler is asked, the engine's pick of a waiting trial
     now in its rung's top resumes from the rung (a new trial on the same setting for the
     sampler; only the epochs after the rung are spent). Under ``repeats="skip"`` a waiting
-    setting is skipped too, as the product does."""
+    setting is skipped too, as the product does; once the sampler is spent, the best waiting
+    trial goes on past its rung's quota, as in the product.
+
+    ``enqueue``: settings the sampler's study runs first (``search.enqueue``, and
+    ``search.enqueue_cheapest``'s sets), snapped to the table's levels."""
     n_trials = budget  # an upper bound on the trials any arm can start
     full_length = budget // table.epochs if method not in EARLY_STOPPING else None
     if repeats not in REPEAT_MODES:
@@ -476,10 +507,10 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
         searcher: Any = MoashaMethod(table, seed, min_epochs, reduction_factor, ranks=method == "moasha_ranks")
         stopper: Any = searcher
     else:
-        sampler = make_sampler({"asha": "tpe", "pareto": "tpe"}.get(method, method), seed,
+        sampler = make_sampler("tpe" if method in ARM_KIND else method, seed,
                                n_trials if method in EARLY_STOPPING else budget // table.epochs, population)
-        searcher = OptunaMethod(table, sampler)
-        stopper = (RuleStopper(rules, method, min_epochs, reduction_factor, table.epochs, full_run_every, promote)
+        searcher = OptunaMethod(table, sampler, enqueue)
+        stopper = (RuleStopper(rules, ARM_KIND[method], min_epochs, reduction_factor, table.epochs, full_run_every, promote)
                    if method in EARLY_STOPPING else None)
     run = Run(method, seed)
     front: list[tuple[float, float]] = []
@@ -500,7 +531,7 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
     idle = 0  # promote: workers with nothing to run, offered each promotion that appears
 
     def promote_one(now: float) -> bool:
-        pick = stopper.next_promotion() if isinstance(stopper, RuleStopper) else None
+        pick = stopper.next_promotion(past_quota=sampler_spent) if isinstance(stopper, RuleStopper) else None
         if pick is None:
             return False
         number, rung = pick
@@ -540,9 +571,10 @@ def simulate(table: Table, method: str, seed: int, *, workers: int, budget: int,
             running[number] = (point, [])
             heapq.heappush(clock, (now + point.epoch_s, number, 1))
             return
-        if promote:  # the search waits for promotions instead of ending (as the Ray executor does)
+        if promote:  # the waiting trials go on past their quota, then the search waits (as the product does)
             sampler_spent = True
-            idle += 1
+            if not promote_one(now):
+                idle += 1
 
     for _ in range(workers):
         start(0.0)
@@ -628,17 +660,17 @@ def summarise(runs: dict[str, list[Run]], budget: int, table: Table) -> dict[str
         for method in runs:
             needed = [r.epochs_to_reach(target) / budget for r in runs[method]]
             arms[method]["share_of_tpe_epochs_to_reach_tpe_final"] = spread(needed)
-        if "pareto" in runs:
-            share = arms["pareto"]["share_of_tpe_epochs_to_reach_tpe_final"]["median"]
-            goals["pareto_share"] = {"value": share, "goal": SHARE_GOAL, "met": bool(share <= SHARE_GOAL)}
-    for peer in PEERS:
-        if "pareto" in runs and peer in runs:
+        for arm in (a for a in GOAL_ARMS if a in runs):
+            share = arms[arm]["share_of_tpe_epochs_to_reach_tpe_final"]["median"]
+            goals[f"{arm}_share"] = {"value": share, "goal": SHARE_GOAL, "met": bool(share <= SHARE_GOAL)}
+    for arm in (a for a in GOAL_ARMS if a in runs):
+        for peer in (p for p in PEERS if p in runs):
             rows = {}
             for share in CHECKPOINTS:
-                p = arms["pareto"]["hypervolume_at"][f"{share:g}"]["median"]
+                p = arms[arm]["hypervolume_at"][f"{share:g}"]["median"]
                 m = arms[peer]["hypervolume_at"][f"{share:g}"]["median"]
-                rows[f"{share:g}"] = {"pareto": p, peer: m, "met": bool(p >= m - 1e-12)}
-            goals[f"pareto_vs_{peer}"] = {"at": rows, "met": all(r["met"] for r in rows.values())}
+                rows[f"{share:g}"] = {arm: p, peer: m, "met": bool(p >= m - 1e-12)}
+            goals[f"{arm}_vs_{peer}"] = {"at": rows, "met": all(r["met"] for r in rows.values())}
     return {"arms": arms, "goals": goals, "table_front_hypervolume": table.front_hypervolume(),
             "table_front_settings": len(table.front_keys())}
 
@@ -658,6 +690,7 @@ def plot(runs: dict[str, list[Run]], budget: int, path: Path, title: str) -> Pat
     import matplotlib.pyplot as plt
 
     colours = {"tpe": "#1f77b4", "random": "#7f7f7f", "nsga2": "#9467bd", "asha": "#ff7f0e", "pareto": "#2ca02c",
+               PROMOTE_ARM: "#17becf",
                "moasha": "#d62728", "moasha_ranks": "#8c564b"}
     grid = np.linspace(0, budget, 201)
     fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=150)
@@ -700,6 +733,13 @@ def _share(s: dict[str, float]) -> str:
     return f"{one(s['median'])} [{one(s['q1'])}, {one(s['q3'])}]"
 
 
+def _promote_settings_text() -> str:
+    settings = PROMOTE_SETTINGS
+    return (f"`min_epochs: {settings['min_epochs']}`, `reduction_factor: {settings['reduction_factor']}`, "
+            f"`full_run_every: {settings['full_run_every']}`, `promote: true`, `search.repeats: {settings['repeats']}`, "
+            "`search.enqueue_cheapest: true`")
+
+
 def readme(result: dict[str, Any]) -> str:
     cfg, summary = result["config"], result["summary"]
     arms, goals = summary["arms"], summary["goals"]
@@ -726,30 +766,41 @@ def readme(result: dict[str, Any]) -> str:
              "and no MACs), over the trials run to the end. The whole table's front has hypervolume "
              f"{summary['table_front_hypervolume']:.4f}: no method can pass it.", ""]
     lines += ["## Goals", ""]
-    share = goals.get("pareto_share")
-    if share:
-        lines.append(f"- `pareto` reaches full-length TPE's final hypervolume ({goals['tpe_final_hypervolume']:.4f}, "
-                     f"median over seeds) with at most {SHARE_GOAL:.0%} of TPE's trial-epochs: "
-                     f"median {_share(arms['pareto']['share_of_tpe_epochs_to_reach_tpe_final'])} "
-                     f"(quartiles in brackets): **{'met' if share['met'] else 'not met'}**.")
-    if share and not share["met"]:
-        at_goal = arms["pareto"]["hypervolume_at"][f"{SHARE_GOAL:g}"]["median"]
-        final = arms["pareto"]["hypervolume_at"]["1"]["median"]
-        target = goals["tpe_final_hypervolume"]
-        lines.append(f"- by how much: at {SHARE_GOAL:.0%} of the budget `pareto`'s median hypervolume is {at_goal:.4f}, "
+    described = {"pareto": "with the product's defaults (the rungs above, `promote: false`, repeats trained)",
+                 PROMOTE_ARM: f"as `{PROMOTE_ARM}`, with the settings the README recommends for a space of choices "
+                              f"({_promote_settings_text()})"}
+    target = goals.get("tpe_final_hypervolume")
+    for arm in GOAL_ARMS:
+        share = goals.get(f"{arm}_share")
+        if not share:
+            continue
+        lines.append(f"- `pareto` {described[arm]} reaches full-length TPE's final hypervolume ({target:.4f}, median "
+                     f"over seeds) with at most {SHARE_GOAL:.0%} of TPE's trial-epochs: median "
+                     f"{_share(arms[arm]['share_of_tpe_epochs_to_reach_tpe_final'])} (quartiles in brackets): "
+                     f"**{'met' if share['met'] else 'not met'}**.")
+        at_goal = arms[arm]["hypervolume_at"][f"{SHARE_GOAL:g}"]["median"]
+        final = arms[arm]["hypervolume_at"]["1"]["median"]
+        lines.append(f"  At {SHARE_GOAL:.0%} of the budget its median hypervolume is {at_goal:.4f}, "
                      f"{100 * at_goal / target:.1f} % of TPE's final {target:.4f} (TPE's own at {SHARE_GOAL:.0%}: "
                      f"{arms['tpe']['hypervolume_at'][f'{SHARE_GOAL:g}']['median']:.4f}); with the whole budget it "
                      f"reaches {final:.4f} ({100 * final / target:.1f} %).")
+    tpe_cheapest = result.get("tpe_cheapest")  # (its share key as _outcome names it)
+    if tpe_cheapest:
+        lines.append(f"- For comparison, full-length TPE starting from the same cheapest settings "
+                     f"(`search.enqueue_cheapest`), repeats skipped: {_fmt(tpe_cheapest['hypervolume_at_goal'], 3)} at "
+                     f"{SHARE_GOAL:.0%} of the budget, {_share(tpe_cheapest['share_to_reach_tpe_final'])} of it to reach "
+                     f"{target:.4f}.")
     names = {"moasha": "MOASHA's (as Syne Tune ships it)", "moasha_ranks": "MOASHA's (with per-trial ranks)"}
-    for peer in PEERS:
-        versus = goals.get(f"pareto_vs_{peer}")
-        if versus:
-            missed = [k for k, r in versus["at"].items() if not r["met"]]
-            lines.append(f"- at equal budgets `pareto`'s median hypervolume is at least {names[peer]}: "
-                         f"**{'met' if versus['met'] else 'not met'}**"
-                         + (f" (behind at {', '.join(f'{float(k):.0%}' for k in missed)} of the budget)" if missed else
-                            f" (at each of {', '.join(f'{float(k):.0%}' for k in versus['at'])} of the budget)") + ".")
-    if not share and not any(f"pareto_vs_{peer}" in goals for peer in PEERS):
+    for arm in GOAL_ARMS:
+        for peer in PEERS:
+            versus = goals.get(f"{arm}_vs_{peer}")
+            if versus:
+                missed = [k for k, r in versus["at"].items() if not r["met"]]
+                lines.append(f"- at equal budgets `{arm}`'s median hypervolume is at least {names[peer]}: "
+                             f"**{'met' if versus['met'] else 'not met'}**"
+                             + (f" (behind at {', '.join(f'{float(k):.0%}' for k in missed)} of the budget)" if missed else
+                                f" (at each of {', '.join(f'{float(k):.0%}' for k in versus['at'])} of the budget)") + ".")
+    if not any(f"{arm}_share" in goals or f"{arm}_vs_{peer}" in goals for arm in GOAL_ARMS for peer in PEERS):
         lines.append("- not judged: the early-stopping arms did not run (see the notes).")
     lines += ["", "## Hypervolume at a share of the budget", "",
               "Median over seeds, quartiles in brackets.", ""]
@@ -855,8 +906,11 @@ def _promote_section(result: dict[str, Any]) -> list[str]:
              "`n // reduction_factor` waits there, and before the sampler is asked, the best waiting trial that "
              "now ranks in the top of its rung (the highest rung first) resumes from its checkpoint; only the "
              "epochs after the rung are spent. Both forms below with `search.repeats: skip` (a waiting setting "
-             "is skipped too), the same seeds and budget; a run whose sampler is spent waits for promotions "
-             "while trials run, and ends when none can come. Medians over seeds, quartiles in brackets; the last "
+             "is skipped too), the same seeds and budget. Once the sampler is spent (it asks only for settings "
+             "trained, training or waiting), no new trial can fill a rung, and the waiting trials go on past their "
+             "rung's quota, best first, until the budget is spent or none waits. None of these rows starts from "
+             f"the cheapest settings; `{PROMOTE_ARM}` above is the last row's settings with "
+             "`search.enqueue_cheapest: true`. Medians over seeds, quartiles in brackets; the last "
              f"column uses the goal's target ({target:.4f}).", "",
              f"| form | min_epochs | reduction_factor | full_run_every | trained | hypervolume at {SHARE_GOAL:.0%} of "
              "the budget | at the whole budget | share of the budget to reach the target |",
@@ -963,8 +1017,8 @@ def main(argv: list[str] | None = None) -> int:
                      "after its train.warmup_epochs); MOASHA gets the same as its grace_period.")
     rules = load_rules()
     if rules is None:
-        skipped = [m for m in methods if m in ("asha", "pareto")]
-        methods = [m for m in methods if m not in ("asha", "pareto")]
+        skipped = [m for m in methods if m in ARM_KIND]
+        methods = [m for m in methods if m not in ARM_KIND]
         if skipped:
             notes.append(f"{', '.join(skipped)} not run: this checkout has no svite_search.search.early_stopping.rules.")
     if any(m in PEERS for m in methods):
@@ -992,10 +1046,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for method in methods:
         runs[method] = []
+        arm: dict[str, Any] = {"min_epochs": args.min_epochs, "reduction_factor": args.reduction_factor,
+                               "full_run_every": args.full_run_every}
+        if method == PROMOTE_ARM:
+            arm = {**PROMOTE_SETTINGS, "enqueue": product_cheapest()}
         for seed in range(args.seeds):
             runs[method].append(simulate(table, method, seed, workers=args.workers, budget=budget,
-                                         min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
-                                         population=args.population, rules=rules, full_run_every=args.full_run_every))
+                                         population=args.population, rules=rules, **arm))
         print(f"{method}: median final hypervolume "
               f"{statistics.median(r.at(budget) for r in runs[method]):.4f}", file=sys.stderr, flush=True)
     sensitivity = []
@@ -1042,7 +1099,8 @@ def main(argv: list[str] | None = None) -> int:
         for min_epochs, eta, unjudged, promote in [
                 (args.min_epochs, args.reduction_factor, every, False), (args.min_epochs, args.reduction_factor, every, True),
                 (1, args.reduction_factor, every, False), (1, args.reduction_factor, every, True),
-                (1, 5, every, False), (1, 5, every, True), (1, 5, 0, True)]:
+                (1, 5, every, False), (1, 5, every, True), (1, 5, 0, True),
+                (1, PROMOTE_SETTINGS["reduction_factor"], 0, True)]:
             per_seed = [simulate(table, "pareto", seed, workers=args.workers, budget=budget, min_epochs=min_epochs,
                                  reduction_factor=eta, population=args.population, rules=rules, repeats="skip",
                                  full_run_every=unjudged, promote=promote)
@@ -1053,8 +1111,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pareto, repeats skipped, {'promote' if promote else 'stop'}, min_epochs {min_epochs}, reduction_factor "
                   f"{eta}, full_run_every {unjudged}: median hypervolume at {SHARE_GOAL:.0%} "
                   f"{promote_what_if[-1]['hypervolume_at_goal']['median']:.4f}", file=sys.stderr, flush=True)
+    tpe_cheapest: dict[str, Any] | None = None
+    if target is not None and PROMOTE_ARM in runs:
+        per_seed = [simulate(table, "tpe", seed, workers=args.workers, budget=budget, min_epochs=args.min_epochs,
+                             reduction_factor=args.reduction_factor, population=args.population, rules=rules,
+                             repeats="skip", enqueue=product_cheapest())
+                    for seed in range(args.seeds)]
+        tpe_cheapest = _outcome(per_seed, budget, target)
+        print(f"tpe, cheapest first, repeats skipped: median hypervolume at {SHARE_GOAL:.0%} "
+              f"{tpe_cheapest['hypervolume_at_goal']['median']:.4f}", file=sys.stderr, flush=True)
     raw = json.loads(args.table.read_text())
     result = {
+        "tpe_cheapest": tpe_cheapest,
         "benchmark": "search", "tiny": bool(args.tiny), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(), "replay_s": round(time.perf_counter() - started, 1),
         "config": {"epochs": table.epochs, "points": len(table.points), "seeds": args.seeds, "workers": args.workers,

@@ -22,7 +22,7 @@ def test_replay_every_method_tiny(modules, tmp_path: Path) -> None:
     result = json.loads((out / "results.json").read_text())
     expected = {"tpe", "random", "nsga2", "moasha", "moasha_ranks"}
     if bench.load_rules() is not None:
-        expected |= {"asha", "pareto"}
+        expected |= {"asha", "pareto", "pareto_promote"}
     assert set(result["runs"]) == expected
     budget = result["config"]["budget"]
     for method, runs in result["runs"].items():
@@ -37,6 +37,20 @@ def test_replay_every_method_tiny(modules, tmp_path: Path) -> None:
     text = (out / "README.md").read_text()
     assert "## Goals" in text and "![hypervolume against trial-epochs](hypervolume.png)" in text
     assert (out / "hypervolume.png").stat().st_size > 0
+
+
+def test_the_recommended_arm_starts_cheapest_and_once_spent_promotes_every_waiting_trial(modules) -> None:
+    """``pareto_promote``: each method's cheapest setting trains first; with budget to spare, a
+    spent sampler leaves no trial waiting: every setting of the table runs to the end, once."""
+    bench, _ = modules
+    table, rules = bench.Table(bench.TABLE), bench.load_rules()
+    if rules is None:
+        pytest.skip("no rule module")
+    cheapest = bench.product_cheapest()
+    run = bench.simulate(table, bench.PROMOTE_ARM, 0, workers=4, budget=2 * len(table.points) * table.epochs,
+                         population=10, rules=rules, enqueue=cheapest, **bench.PROMOTE_SETTINGS)
+    assert run.trained[: len(cheapest)] == [table._key(table.lookup(p).params) for p in cheapest]
+    assert run.complete == len(table.points) and run.hypervolume[-1] == pytest.approx(table.front_hypervolume())
 
 
 def test_table_covers_the_grid(modules) -> None:

@@ -24,7 +24,7 @@ The package is laid out by role: :mod:`._types` (the parts of a spec), :mod:`._d
 grid), :mod:`._validate` (every sampled run is runnable) and :mod:`._load` (the whole spec).
 """
 from ..._mapping import set_dotted as set_key
-from ._conditions import S2VITE_ONLY, SVITE_ONLY, TOKEN_SWITCHES, applies, grid_points, initial_queue, ordered, tokens_on
+from ._conditions import S2VITE_ONLY, SVITE_ONLY, TOKEN_SWITCHES, applies, cheapest_points, grid_points, initial_queue, ordered, tokens_on
 from ._distributions import parse_distribution
 from ._load import load_spec, spec_from_dict
 from ._types import (DEFAULT_N_TRIALS, DEFAULT_OBJECTIVES, EARLY_STOPPING, EPOCH_METRICS, EXECUTORS, MAX_GRID_POINTS, REPEATS,
@@ -37,6 +37,6 @@ __all__ = [
     "MAX_TRIALS", "METRICS", "REPLACED_KEYS", "RUNG_PROGRESS_METRICS", "RUNG_STRUCTURE_METRICS", "RUN_SCALARS",
     "RUN_SECTIONS", "S2VITE_ONLY", "SAMPLERS", "STUDY_KEYS", "SVITE_ONLY", "TOKEN_SWITCHES", "Constraint",
     "Distribution", "EarlyStoppingSettings", "ExecutorSettings", "LatencySettings", "Objective", "SearchSettings",
-    "StudySpec", "TrackingSettings", "applies", "grid_points", "initial_queue", "load_spec", "ordered",
+    "StudySpec", "TrackingSettings", "applies", "cheapest_points", "grid_points", "initial_queue", "load_spec", "ordered",
     "parse_distribution", "set_key", "spec_from_dict", "tokens_on",
 ]
