@@ -18,7 +18,11 @@ worth) and the same workers:
 * ``random`` and ``nsga2`` (NSGA-II, population ``--population``), every trial to the end;
 * ``asha``: TPE, with asynchronous successive halving on top-1 (``search.early_stopping.kind:
   asha``);
-* ``pareto``: TPE, with the Pareto promotion rule (``kind: pareto``) on top-1 and MACs;
+* ``pareto``: TPE, with the Pareto promotion rule (``kind: pareto``) on top-1 and MACs, at the
+  product's defaults;
+* ``pareto_promote``: the same rule with the settings the README recommends for a space of
+  choices (:data:`PROMOTE_SETTINGS`: the promotion form, one rung at epoch 1, repeats skipped,
+  each method's cheapest setting first);
 * ``moasha``: Syne Tune's MOASHA scheduler (random configurations, non-dominated sorting with
   an epsilon-net at each rung), driven through its scheduler API (``suggest``,
   ``on_trial_add``, ``on_trial_result``) on the same table, with the same ``min_epochs`` (its
@@ -43,7 +47,7 @@ dense model's to none), over the trials that ran to the end, after every finishe
 
 Goals: ``pareto`` reaches full-length TPE's final hypervolume (median over seeds) with at most
 40 % of TPE's trial-epochs (median over seeds), and at equal budgets its median hypervolume is
-at least MOASHA's.
+at least MOASHA's. Both are judged for ``pareto`` and for ``pareto_promote``.
 
 Usage (``make bench-search``)::
 
