@@ -4,7 +4,8 @@ With ``search.early_stopping`` the driver judges a trial after each epoch that i
 rungs (:mod:`.early_stopping.engine`, records in the study storage); a stop ends the trial as
 PRUNED with the rung and the rule's verdict as its reason. With ``promote: true`` the driver
 first queues the next waiting trial that now ranks in its rung's top (:mod:`.early_stopping.promotion`),
-under the claim lock, so the ask takes it.
+under the claim lock, so the ask takes it; once the sampler is spent (``search.repeats: skip``),
+the best waiting trial goes on past its rung's top instead, until none waits.
 """
 from __future__ import annotations
 

@@ -179,7 +179,8 @@ class EarlyStoppingSettings:
     promote: bool = setting(False, help="ASHA's promotion form: a trial outside its rung's top 1/reduction_factor "
                             "waits there (PRUNED, checkpoint kept) and resumes from its checkpoint as a new trial "
                             "(promoted_from) once it ranks in the top; the sampler is asked for a new setting only "
-                            "when no waiting trial does. Needs train.checkpoint")
+                            "when no waiting trial does; once the sampler is spent (search.repeats: skip), the waiting "
+                            "trials go on past the top, best first. Needs train.checkpoint")
 
 
 @dataclass(frozen=True)
