@@ -295,6 +295,8 @@ def test_enqueue_cheapest_runs_each_methods_fewest_macs_setting_first() -> None:
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"search": {"sampler": "grid", "enqueue_cheapest": True}}, "search.enqueue_cheapest"),
+    ({"model": {"name": {"choices": ["vit_digits", "deit_tiny_patch16_224"]}}, "search": {"enqueue_cheapest": True}},
+     "search.enqueue_cheapest"),
     ({"method": "dense", "sparsity": None, "tokens": None, "train": {"epochs": 2, "lr": {"low": 1e-4, "high": 1e-2}},
       "search": {"enqueue_cheapest": True}}, "search.enqueue_cheapest"),
 ])

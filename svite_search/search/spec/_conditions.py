@@ -100,7 +100,8 @@ SHRINKING = ("sparsity.density", "sparsity.head_density", "sparsity.mlp_density"
 def cheapest_points(spec: StudySpec) -> list[dict[str, Any]]:
     """``search.enqueue_cheapest``: for each method the space holds, its cheapest setting, every
     :data:`SHRINKING` value it searches at the low end of its range (other values are left to the
-    sampler). MACs fall with each of them, so each set has the fewest MACs its method can have,
+    sampler; the spec's parser refuses the setting when the model or its input is searched). MACs
+    fall with each of them, so each set has the fewest MACs its method can have,
     and one of them the fewest of the whole space, exactly, without counting any: nothing can
     dominate that one on MACs, and what it reaches in accuracy bounds the study's front at its
     cheap end, the part of the front a search led by accuracy finds last."""

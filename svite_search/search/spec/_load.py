@@ -83,6 +83,10 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
     points = _parse_enqueue(search.points, base, dists, "search.points")
     if search.enqueue_cheapest and search.sampler == "grid":
         raise ConfigError("search.enqueue_cheapest", "sampler grid runs every point already")
+    shaping = next((d.key for d in dists if d.key.startswith(("model.", "data."))), None)
+    if search.enqueue_cheapest and shaping is not None:
+        raise ConfigError("search.enqueue_cheapest", f"{shaping} is searched: the cheapest setting depends on the "
+                          "model and its input; enqueue it with search.enqueue")
     if search.enqueue_cheapest and not any(d.key in SHRINKING for d in dists):
         raise ConfigError("search.enqueue_cheapest", f"searches none of {', '.join(SHRINKING)}: no setting is cheaper "
                           "than another")
