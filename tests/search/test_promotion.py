@@ -269,14 +269,17 @@ def test_a_spent_sampler_promotes_every_waiting_trial_before_the_study_ends(requ
                                                                            executor: str) -> None:
     """Three settings, skipped when asked again: the sampler is soon spent, and the trials
     waiting at the rung go on past its quota (each from its checkpoint) instead of the study
-    ending with them waiting."""
+    ending with them waiting. Whatever order the trials reach the rung in (Ray runs two at
+    once), at least one waits (the first arrival always does) and two of the three lineages
+    are outside the rung's top 1 at the end, so a promotion past the quota must come; 30
+    repeats in a row before the third setting is asked has odds of (2/3)**30."""
     from svite_search.harness import run_search
 
     if executor == "ray":
         request.getfixturevalue("ray_session")
     spec = spec_from_dict(tiny_spec(
         method="svite", tokens=None, train=TRAIN, sparsity={"density": {"choices": [0.2, 0.5, 0.9]}},
-        search={"sampler": "random", "n_trials": 12, "seed": 3, "repeats": "skip", "max_repeats_in_a_row": 4,
+        search={"sampler": "random", "n_trials": 12, "seed": 3, "repeats": "skip", "max_repeats_in_a_row": 30,
                 "early_stopping": PROMOTE},
         executor={"kind": executor, **({"max_concurrent": 2} if executor == "ray" else {})},
     ))
@@ -290,18 +293,3 @@ def test_a_spent_sampler_promotes_every_waiting_trial_before_the_study_ends(requ
     assert any("past the top" in t.user_attrs["rung_1"]["reason"] for t in promoted)
     settings = {t.params["sparsity.density"] for t in trials if t.state == TrialState.COMPLETE}
     assert settings == {0.2, 0.5, 0.9}  # each setting trained to the end, once
-
-
-@pytest.mark.slow
-def test_ray_study_promotes_a_waiting_trial_from_its_checkpoint(ray_session: None, tmp_path: Path,
-                                                                tiny_spec: Any) -> None:
-    from svite_search.harness import run_search
-
-    spec = spec_from_dict(tiny_spec(
-        method="svite", tokens=None, train=TRAIN, sparsity={"density": {"low": 0.2, "high": 0.9}},
-        search={"sampler": "random", "n_trials": 8, "seed": 3, "early_stopping": PROMOTE},
-        executor={"kind": "ray", "max_concurrent": 2},
-    ))
-    summary = run_search(spec, tmp_path / "study", live=False)
-    assert summary["trials_failed"] == 0
-    assert _check_promotions(spec, tmp_path / "study")
