@@ -350,17 +350,15 @@ class RuleStopper:
         there is none."""
         if not self.promote:
             return None
-        for past in (False, True) if past_quota else (False,):
-            for rung in sorted(self.rungs, reverse=True):
-                numbers = self.numbers[rung]
-                waiting = [self.waiting.get(n) == rung for n in numbers]
-                picks = self.rules.promotions(self.kind, self.recorded[rung], waiting, list(DIRECTIONS), self.rf,
-                                              past_quota=past)
-                if picks:
-                    number = numbers[picks[0]]
-                    del self.waiting[number]
-                    return number, rung
-        return None
+        rungs = [(rung, self.recorded[rung], [self.waiting.get(n) == rung for n in self.numbers[rung]])
+                 for rung in sorted(self.rungs, reverse=True)]
+        pick = self.rules.pick_promotion(self.kind, rungs, list(DIRECTIONS), self.rf, past_quota=past_quota)
+        if pick is None:
+            return None
+        rung, index, _ = pick
+        number = self.numbers[rung][index]
+        del self.waiting[number]
+        return number, rung
 
 
 class MoashaMethod:
@@ -1117,9 +1115,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{promote_what_if[-1]['hypervolume_at_goal']['median']:.4f}", file=sys.stderr, flush=True)
     tpe_cheapest: dict[str, Any] | None = None
     if target is not None and PROMOTE_ARM in runs:
+        cheapest = product_cheapest()
         per_seed = [simulate(table, "tpe", seed, workers=args.workers, budget=budget, min_epochs=args.min_epochs,
                              reduction_factor=args.reduction_factor, population=args.population, rules=rules,
-                             repeats="skip", enqueue=product_cheapest())
+                             repeats="skip", enqueue=cheapest)
                     for seed in range(args.seeds)]
         tpe_cheapest = _outcome(per_seed, budget, target)
         print(f"tpe, cheapest first, repeats skipped: median hypervolume at {SHARE_GOAL:.0%} "

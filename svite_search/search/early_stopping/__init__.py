@@ -11,6 +11,7 @@ from .rules import (
     crowding_distances,
     dominates,
     nondominated_fronts,
+    pick_promotion,
     promotions,
     quota,
     rung_order,
@@ -20,5 +21,5 @@ from .rules import (
     should_continue,
 )
 
-__all__ = ["KINDS", "crowding_distances", "dominates", "nondominated_fronts", "promotions", "quota", "rung_epochs",
+__all__ = ["KINDS", "crowding_distances", "dominates", "nondominated_fronts", "pick_promotion", "promotions", "quota", "rung_epochs",
            "rung_order", "rung_verdict", "runs_unjudged", "should_continue"]

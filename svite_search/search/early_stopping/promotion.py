@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial
 
 from ..study import RETRY_ATTR, SOURCE_ATTR, is_skipped_repeat, is_waiting_at_rung
 from .engine import RungEngine, rung_key
-from .rules import promotions, rung_order
+from .rules import pick_promotion, rung_order
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Promotion:
 
     @property
     def reason(self) -> str:
-        if self.past_quota and self.place >= self.keep:
+        if self.past_quota:
             return (f"promoted at rung {self.rung}: place {self.place + 1} of {self.recorded}, past the top "
                     f"{self.keep}: the sampler is spent, the best waiting trial goes on")
         return (f"promoted at rung {self.rung}: now place {self.place + 1} of {self.recorded}, in the top "
@@ -94,22 +94,23 @@ def next_promotion(engine: RungEngine, trials: Sequence[FrozenTrial], *, past_qu
     latest = _latest_attempts(engine, trials)
     rungs = sorted({int(record["epoch"]) for t in trials for key, record in t.user_attrs.items()
                     if key.startswith("rung_") and isinstance(record, dict) and "epoch" in record}, reverse=True)
-    for past in (False, True) if past_quota else (False,):
-        for rung in rungs:
-            at_rung = engine.records(rung, trials)  # lineage -> (number, record)
-            lineages = sorted(at_rung)  # the order the lineages began: ties go to the earlier
-            points = [list(at_rung[lin][1]["values"]) for lin in lineages]
-            waiting = [lin in latest and is_waiting_at_rung(latest[lin], rung) for lin in lineages]
-            picks = promotions(settings.kind, points, waiting, engine.directions, settings.reduction_factor,
-                               past_quota=past)
-            if picks:
-                pick = picks[0]
-                place = rung_order(settings.kind, points, engine.directions).index(pick)
-                lineage = lineages[pick]
-                return Promotion(number=latest[lineage].number, lineage=lineage, rung=rung, values=points[pick],
-                                 place=place, recorded=len(points),
-                                 keep=len(points) // int(settings.reduction_factor), past_quota=past)
-    return None
+    by_rung = []  # (epoch, lineages, points, waiting), the highest rung first
+    for rung in rungs:
+        at_rung = engine.records(rung, trials)  # lineage -> (number, record)
+        lineages = sorted(at_rung)  # the order the lineages began: ties go to the earlier
+        points = [list(at_rung[lin][1]["values"]) for lin in lineages]
+        by_rung.append((rung, lineages, points,
+                        [lin in latest and is_waiting_at_rung(latest[lin], rung) for lin in lineages]))
+    pick = pick_promotion(settings.kind, [(rung, points, waiting) for rung, _, points, waiting in by_rung],
+                          engine.directions, settings.reduction_factor, past_quota=past_quota)
+    if pick is None:
+        return None
+    rung, index, past = pick
+    _, lineages, points, _ = next(entry for entry in by_rung if entry[0] == rung)
+    lineage = lineages[index]
+    return Promotion(number=latest[lineage].number, lineage=lineage, rung=rung, values=points[index],
+                     place=rung_order(settings.kind, points, engine.directions).index(index), recorded=len(points),
+                     keep=len(points) // int(settings.reduction_factor), past_quota=past)
 
 
 def queue_promotion(study: Any, engine: RungEngine, trials: Sequence[FrozenTrial] | None = None, *,

@@ -337,3 +337,19 @@ def promotions(kind: str, points: Sequence[Sequence[float]], waiting: Sequence[b
     order = rung_order(kind, points, directions)
     top = order if past_quota else order[: len(points) // int(reduction_factor)]
     return [i for i in top if waiting[i]]
+
+
+def pick_promotion(kind: str, rungs: Sequence[tuple[int, Sequence[Sequence[float]], Sequence[bool]]],
+                   directions: Sequence[str], reduction_factor: int, *,
+                   past_quota: bool = False) -> tuple[int, int, bool] | None:
+    """The next promotion over a study's rungs: ``rungs`` as ``(epoch, points, waiting)``, the
+    highest first (see :func:`promotions`). Returns ``(epoch, index, past)``: the rung, the
+    index of the waiting trial in its points, and whether it ranks past the quota; None when
+    nobody can go on. A pick inside a quota, at any rung, comes before one past it
+    (``past_quota``: the sampler is spent)."""
+    for past in (False, True) if past_quota else (False,):
+        for epoch, points, waiting in rungs:
+            picks = promotions(kind, points, waiting, directions, reduction_factor, past_quota=past)
+            if picks:
+                return epoch, picks[0], past
+    return None

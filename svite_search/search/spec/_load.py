@@ -81,15 +81,8 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
     constraints = _parse_constraints(data.get("constraints"))
     enqueue = _parse_enqueue(search.enqueue, base, dists)
     points = _parse_enqueue(search.points, base, dists, "search.points")
-    if search.enqueue_cheapest and search.sampler == "grid":
-        raise ConfigError("search.enqueue_cheapest", "sampler grid runs every point already")
-    shaping = next((d.key for d in dists if d.key.startswith(("model.", "data."))), None)
-    if search.enqueue_cheapest and shaping is not None:
-        raise ConfigError("search.enqueue_cheapest", f"{shaping} is searched: the cheapest setting depends on the "
-                          "model and its input; enqueue it with search.enqueue")
-    if search.enqueue_cheapest and not any(d.key in SHRINKING for d in dists):
-        raise ConfigError("search.enqueue_cheapest", f"searches none of {', '.join(SHRINKING)}: no setting is cheaper "
-                          "than another")
+    if search.enqueue_cheapest:
+        _check_enqueue_cheapest(search, dists)
     if points and search.sampler != "grid":
         raise ConfigError("search.points", "only with sampler grid (other samplers take search.enqueue)")
 
@@ -137,6 +130,21 @@ def spec_from_dict(data: Any, *, source: str = "spec") -> StudySpec:
         points=points,
         raw=raw,
     )
+
+
+def _check_enqueue_cheapest(search: SearchSettings, dists: list[Distribution]) -> None:
+    """``search.enqueue_cheapest`` needs a sampler that asks (a grid runs every point already),
+    a searched value that shrinks the model, and a model and input that are not searched (the
+    cheapest setting would depend on them)."""
+    if search.sampler == "grid":
+        raise ConfigError("search.enqueue_cheapest", "sampler grid runs every point already")
+    shaping = next((d.key for d in dists if d.key.startswith(("model.", "data."))), None)
+    if shaping is not None:
+        raise ConfigError("search.enqueue_cheapest", f"{shaping} is searched: the cheapest setting depends on the "
+                          "model and its input; enqueue it with search.enqueue")
+    if not any(d.key in SHRINKING for d in dists):
+        raise ConfigError("search.enqueue_cheapest", f"searches none of {', '.join(SHRINKING)}: no setting is cheaper "
+                          "than another")
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
